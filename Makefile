@@ -1,0 +1,60 @@
+# psmfs — the Makefile only wraps CMake/CTest. Targets:
+#   make run     install what is missing, build, create var/vol if absent, mount it at var/mnt
+#   make stop    unmount var/mnt
+#   make test    install what is missing, build (normal, ASan+UBSan, TSan), run every suite
+#   make bench   benchmarks against a native directory and passthrough_ll
+#   make build   just build (build/)
+# Environment: PSMFS_STRESS=N scales stress/soak runs (default 1).
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+BUILD ?= build
+DEB_PKGS := libfuse3-dev fuse3 librocksdb-dev libcli11-dev doctest-dev cmake pkg-config g++ make
+VOL ?= var/vol
+MNT ?= var/mnt
+SIZE ?= 2G
+
+.PHONY: all deps build build-asan build-tsan run stop test test-unit test-fuse test-asan test-tsan bench install clean
+
+all: build
+
+deps:
+	@./.ci/deps.sh $(DEB_PKGS)
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+build-asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPSM_SANITIZE=address >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+
+build-tsan: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSM_SANITIZE=thread >/dev/null
+	@cmake --build build-tsan -j$(JOBS)
+
+run: build
+	@./scripts/run.sh "$(BUILD)/bin" "$(VOL)" "$(MNT)" "$(SIZE)"
+
+stop:
+	@fusermount3 -u "$(MNT)" 2>/dev/null || umount "$(MNT)" 2>/dev/null || true
+	@echo "unmounted $(MNT)"
+
+# Every suite: unit + fuse (normal build), unit under ASan+UBSan,
+# concurrency/stress under TSan.
+test: build build-asan build-tsan
+	@./scripts/test.sh
+
+test-unit: build
+	@cd $(BUILD) && ctest -L unit --output-on-failure -j$(JOBS)
+
+test-fuse: build
+	@cd $(BUILD) && ctest -L fuse --output-on-failure
+
+bench: build
+	@./tests/bench/run.sh "$(BUILD)/bin"
+
+install: build
+	@cmake --install $(BUILD) --prefix "$(or $(PREFIX),/usr/local)"
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,152 @@
+// Group commit and the core's small shared helpers (FairSharedMutex, LockSet).
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "fs/fs_impl.h"
+#include "meta/sync_point.h"
+
+namespace psm {
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+void FairSharedMutex::lock() {
+  std::unique_lock<std::mutex> l(mu_);
+  ++writers_waiting_;
+  cv_.wait(l, [&] { return !writer_ && readers_ == 0; });
+  --writers_waiting_;
+  writer_ = true;
+}
+
+void FairSharedMutex::unlock() {
+  std::lock_guard<std::mutex> l(mu_);
+  writer_ = false;
+  cv_.notify_all();
+}
+
+void FairSharedMutex::lock_shared() {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [&] { return !writer_ && writers_waiting_ == 0; });
+  ++readers_;
+}
+
+void FairSharedMutex::unlock_shared() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (--readers_ == 0) cv_.notify_all();
+}
+
+LockSet::LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive)
+    : fs_(fs), exclusive_(exclusive) {
+  for (InodeId i : inos) {
+    if (i != 0) stripes_.push_back(FileSystem::Impl::Stripe(i));
+  }
+  std::sort(stripes_.begin(), stripes_.end());
+  stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
+  for (size_t s : stripes_) {
+    if (exclusive_) {
+      fs_->ino_mu[s].lock();
+    } else {
+      fs_->ino_mu[s].lock_shared();
+    }
+  }
+}
+
+LockSet::~LockSet() {
+  for (auto it = stripes_.rbegin(); it != stripes_.rend(); ++it) {
+    if (exclusive_) {
+      fs_->ino_mu[*it].unlock();
+    } else {
+      fs_->ino_mu[*it].unlock_shared();
+    }
+  }
+}
+
+Committer::Committer(TrackedDevice* dev, Store* store, Allocator* alloc)
+    : dev_(dev), store_(store), alloc_(alloc) {}
+
+Committer::~Committer() { Stop(); }
+
+void Committer::Start(uint32_t interval_ms) {
+  thread_ = std::thread([this, interval_ms] { Loop(interval_ms); });
+}
+
+void Committer::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Committer::Loop(uint32_t interval_ms) {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, std::chrono::milliseconds(interval_ms));
+    if (stop_) break;
+    uint64_t target = last_seq_.load();
+    if (target > durable_) {
+      l.unlock();
+      (void)SyncUpTo(target);
+      l.lock();
+    }
+  }
+}
+
+Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
+                        const std::vector<Range>& allocs, uint64_t* seq_out) {
+  Status st;
+  uint64_t seq;
+  {
+    std::shared_lock<std::shared_mutex> g(gate_);
+    seq = last_seq_.fetch_add(1) + 1;
+    for (const Range& r : frees) alloc_->Free(r, seq);
+    PSM_SYNC_POINT("Committer::Apply:BeforeWrite");
+    st = txn->Commit();
+    if (!st.ok()) {
+      for (const Range& r : frees) alloc_->CancelFree(r);
+    }
+  }
+  for (const Range& r : allocs) {
+    if (st.ok()) {
+      alloc_->Committed(r);
+    } else {
+      alloc_->Abort(r);
+    }
+  }
+  if (seq_out) *seq_out = seq;
+  return st;
+}
+
+Status Committer::SyncUpTo(uint64_t seq) {
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    if (durable_ >= seq) return Status::Ok();
+    if (!syncing_) break;
+    cv_.wait(l);
+  }
+  syncing_ = true;
+  l.unlock();
+  uint64_t target;
+  {
+    // Every commit with a sequence <= target has finished its write.
+    std::unique_lock<std::shared_mutex> g(gate_);
+    target = last_seq_.load();
+  }
+  Status st = dev_->SyncIfDirty();
+  if (st.ok()) st = store_->SyncWal();
+  if (st.ok()) alloc_->ReleaseDurable(target);
+  l.lock();
+  syncing_ = false;
+  if (st.ok() && target > durable_) durable_ = target;
+  cv_.notify_all();
+  if (!st.ok()) return st;
+  return durable_ >= seq ? Status::Ok() : Status::IOError("sync did not reach target");
+}
+
+}  // namespace psm

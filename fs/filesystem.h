@@ -1,0 +1,270 @@
+// FileSystem: the FUSE-free core of psmfs. One object is one mounted volume.
+//
+// The FUSE adapter (fs/fuse_*.cc) decodes a request, makes one call here and
+// replies once; unit tests call the same methods without mounting. Every
+// method returns a Status/Result whose code becomes the errno at the FUSE
+// boundary (Status::ToErrno).
+//
+// Node ids: the kernel sees NodeId = (snapshot id << kSnapShift) | inode, so
+// every file in every snapshot has a distinct st_ino. Snapshot id 0 is the
+// live tree. kSnapDirNode is the virtual `.snapshots` directory; the root of
+// snapshot S is MakeNode(S, kRootIno).
+//
+// Concurrency (docs/locking.md has the full lock order):
+//   volume_mu_ (shared by every live modification and snapshot read set-up,
+//   exclusive for snapshot create/delete/restore) -> inode locks (striped,
+//   taken in ascending stripe order) -> handles_mu_ / snaps_mu_ ->
+//   Allocator::mu_ -> Committer::mu_.
+// All public methods are thread-safe.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/scanner.h"
+#include "meta/keys.h"
+#include "meta/status.h"
+
+namespace rocksdb {
+class FileSystem;
+}
+
+namespace psm {
+
+class BlockDevice;
+class Store;
+class Allocator;
+class Scanner;
+struct ScanStatus;
+
+using NodeId = uint64_t;
+inline constexpr int kSnapShift = 44;
+inline constexpr NodeId kInoMask = (NodeId{1} << kSnapShift) - 1;
+inline constexpr InodeId kSnapDirIno = 2;           // `.snapshots` (live slot)
+inline constexpr NodeId kSnapDirNode = kSnapDirIno;
+inline constexpr std::string_view kSnapDirName = ".snapshots";
+inline NodeId MakeNode(SnapshotId s, InodeId ino) { return (s << kSnapShift) | ino; }
+inline SnapshotId SnapOf(NodeId n) { return n >> kSnapShift; }
+inline InodeId InoOf(NodeId n) { return n & kInoMask; }
+
+struct Credentials {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int32_t pid = 0;
+  uint32_t umask = 0;  // already applied by the kernel unless noted
+};
+
+// What mount-time options the core honours; each default documented.
+struct MountOptions {
+  // Refuse every modification (EROFS). Default: false.
+  bool read_only = false;
+  // Kernel cache timeouts (seconds) for the live tree. Default: 1.
+  double live_timeout = 1.0;
+  // Kernel cache timeouts for snapshot trees (they never change). Default: 86400.
+  double snapshot_timeout = 86400.0;
+  // Background commit interval: unsynced writes become durable within it.
+  // Default: 1000 ms.
+  uint32_t commit_interval_ms = 1000;
+  // Take the volume's exclusive mount lock and bump the mount generation.
+  // Default: true (tests that open one volume twice in-process say false).
+  bool take_lock = true;
+  // Test hooks: use this device / this RocksDB file system instead of the
+  // image and the default file system. Default: null.
+  std::shared_ptr<BlockDevice> device;
+  std::shared_ptr<rocksdb::FileSystem> meta_fs;
+  // Why the free-space scan runs ("mount", "failover", ...). Default: chosen
+  // from the volume's state.
+  std::string scan_reason;
+  // Start the scanner thread. Default: true.
+  bool start_scanner = true;
+  // Show `.snapshots` in the root's listing (it is reachable by name either
+  // way). Default: true (snapdir=visible).
+  bool snapdir_visible = true;
+};
+
+// Options of `psmctl mkfs`.
+struct FormatOptions {
+  uint64_t size_bytes = 0;        // image size; 0 = the block device's size
+  uint32_t block_size = 4096;     // bytes, power of two, 512..65536
+  uint64_t chunk_bytes = kDefaultChunkBytes;
+  std::string image_path;         // empty: VOLUME/image
+  bool force = false;             // overwrite an existing volume
+  std::shared_ptr<BlockDevice> device;  // test hook
+};
+
+// Creates a new volume at `volume_dir`. Prints nothing.
+Status Format(const std::string& volume_dir, const FormatOptions& opts);
+
+struct EntryOut {
+  NodeId node = 0;
+  struct stat st {};
+  double entry_timeout = 0;
+  double attr_timeout = 0;
+};
+
+struct AttrOut {
+  struct stat st {};
+  double attr_timeout = 0;
+};
+
+// Which fields SetAttr changes.
+enum SetAttrBits : uint32_t {
+  kSetMode = 1u << 0,
+  kSetUid = 1u << 1,
+  kSetGid = 1u << 2,
+  kSetSize = 1u << 3,
+  kSetAtime = 1u << 4,
+  kSetMtime = 1u << 5,
+  kSetAtimeNow = 1u << 6,
+  kSetMtimeNow = 1u << 7,
+  kSetCtime = 1u << 8,
+};
+
+struct DirEntryOut {
+  std::string_view name;
+  NodeId node = 0;
+  uint32_t type = 0;  // S_IFMT bits
+  uint64_t next_offset = 0;
+};
+
+struct SnapshotInfo {
+  SnapshotId id = 0;
+  std::string name;
+  Epoch epoch = 0;
+  int64_t ctime_ns = 0;
+  bool deleting = false;
+  uint64_t used_bytes = 0;        // freed by deleting only this snapshot
+  uint64_t referenced_bytes = 0;  // data blocks its tree references
+};
+
+struct VolumeStats {
+  std::string uuid;
+  uint32_t block_size = 0;
+  uint64_t total_blocks = 0;  // data blocks (image minus superblock)
+  uint64_t used_blocks = 0;   // held by alloc (live and snapshots)
+  uint64_t free_blocks = 0;
+  uint64_t files = 0;         // live inodes
+  uint64_t snapshots = 0;
+  Epoch epoch = 0;
+  uint64_t mount_generation = 0;
+  uint64_t pending_reclaim = 0;  // snapshots waiting for space reclaim
+};
+
+class FileSystem {
+ public:
+  // Mounts the volume at `volume_dir` (the directory holding `image` and
+  // `meta/`). Takes the mount lock, checks the superblock, opens RocksDB,
+  // finishes interrupted work, starts the scanner and the committer.
+  static Result<std::unique_ptr<FileSystem>> Open(const std::string& volume_dir,
+                                                  const MountOptions& opts);
+  ~FileSystem();  // Close()s if not closed
+  // Clean unmount: stops threads, makes everything durable, releases the lock.
+  Status Close();
+
+  // ---- namespace ----
+  Result<EntryOut> Lookup(NodeId parent, std::string_view name);
+  Result<AttrOut> GetAttr(NodeId node);
+  Result<AttrOut> SetAttr(NodeId node, const struct stat& in, uint32_t bits,
+                          const Credentials& cred);
+  Result<std::string> ReadLink(NodeId node);
+  Result<EntryOut> MkNod(NodeId parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                         const Credentials& cred);
+  Result<EntryOut> MkDir(NodeId parent, std::string_view name, uint32_t mode,
+                         const Credentials& cred);
+  Result<EntryOut> Symlink(NodeId parent, std::string_view name, std::string_view target,
+                           const Credentials& cred);
+  Result<EntryOut> Link(NodeId node, NodeId new_parent, std::string_view new_name);
+  Status Unlink(NodeId parent, std::string_view name);
+  // In `.snapshots`, rmdir deletes a snapshot: only root or the volume owner.
+  Status RmDir(NodeId parent, std::string_view name, const Credentials& cred = {});
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE.
+  Status Rename(NodeId parent, std::string_view name, NodeId new_parent,
+                std::string_view new_name, unsigned flags);
+
+  // ---- files ----
+  // Returns a file handle. `flags` are open(2) flags (O_TRUNC is applied).
+  Result<uint64_t> OpenFile(NodeId node, int flags);
+  Result<std::pair<EntryOut, uint64_t>> Create(NodeId parent, std::string_view name,
+                                               uint32_t mode, int flags,
+                                               const Credentials& cred);
+  // Reads up to `size` bytes at `off` into buf; returns bytes read (short at EOF).
+  Result<size_t> Read(uint64_t fh, uint64_t off, size_t size, char* buf);
+  // Writes all `size` bytes at `off` (O_APPEND handles: at EOF). Returns size.
+  Result<size_t> Write(uint64_t fh, uint64_t off, const char* buf, size_t size);
+  Status Flush(uint64_t fh);
+  Status Release(uint64_t fh);
+  Status Fsync(uint64_t fh, bool datasync);
+  // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
+  // FALLOC_FL_ZERO_RANGE[|KEEP_SIZE].
+  Status Fallocate(uint64_t fh, int mode, uint64_t off, uint64_t len);
+  // SEEK_DATA / SEEK_HOLE.
+  Result<uint64_t> Lseek(uint64_t fh, uint64_t off, int whence);
+
+  // ---- directories ----
+  Result<uint64_t> OpenDir(NodeId node);
+  // Calls add() for entries from offset `off` (0 = start; "." and ".."
+  // included) until add() returns false (buffer full) or the end.
+  Status ReadDir(uint64_t dh, uint64_t off, const std::function<bool(const DirEntryOut&)>& add);
+  Status ReleaseDir(uint64_t dh);
+  Status FsyncDir(uint64_t dh, bool datasync);
+
+  // ---- extended attributes ----
+  // flags: 0, XATTR_CREATE, XATTR_REPLACE.
+  Status SetXattr(NodeId node, std::string_view name, std::string_view value, int flags);
+  Result<std::string> GetXattr(NodeId node, std::string_view name);
+  // NUL-separated names.
+  Result<std::string> ListXattr(NodeId node);
+  Status RemoveXattr(NodeId node, std::string_view name);
+
+  // ---- volume ----
+  Status StatFs(struct statvfs* out);
+  // Makes everything written so far durable (syncfs / sync).
+  Status SyncAll();
+  VolumeStats Stats();
+  ScanStatus GetScanStatus();
+  void StartScan(const std::string& reason);
+
+  // ---- snapshots ----
+  Result<SnapshotInfo> CreateSnapshot(std::string_view name);
+  Status DeleteSnapshot(std::string_view name);
+  // Oldest first. With `space`, computes used/referenced (costs a dead-index
+  // walk per snapshot).
+  std::vector<SnapshotInfo> ListSnapshots(bool space);
+  // Runs pending snapshot reclaim now (tests; the committer does it too).
+  Status ReclaimNow();
+
+  // Kernel cache invalidation, set by the FUSE adapter: entry (parent, name)
+  // and inode (node) notifications. Called without core locks held.
+  void SetInvalidators(std::function<void(NodeId, std::string_view)> entry,
+                       std::function<void(NodeId)> inode);
+
+  const std::string& uuid() const;
+  uint32_t block_size() const;
+
+  struct Impl;
+
+ private:
+  explicit FileSystem(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Offline check of a volume (psmctl fsck). Writes a human report to `report`
+// (one problem per line). Returns the number of problems found, or an error
+// if the volume cannot be opened.
+struct FsckOptions {
+  bool repair = false;  // fix what is safely fixable (leaked ranges, stale dead entries)
+};
+Result<uint64_t> Fsck(const std::string& volume_dir, const FsckOptions& opts, std::string* report);
+
+}  // namespace psm

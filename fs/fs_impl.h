@@ -1,0 +1,250 @@
+// FileSystem::Impl: the state of one mounted volume, shared by the core's
+// source files (fs_open.cc, fs_namespace.cc, fs_data.cc, fs_xattr.cc,
+// fs_snapshot.cc). Not part of any public interface.
+//
+// Lock order (docs/locking.md), outermost first:
+//   1. volume_mu      shared: every live modification and handle open;
+//                     exclusive: snapshot create, reclaim start, restore.
+//   2. rename_mu      directory renames that change parents (loop check).
+//   3. inode stripes  ino_mu[Stripe(ino)], in ascending stripe order, all
+//                     of one operation's stripes taken together (LockSet).
+//   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
+//                     two at once)
+//   5. Committer gate (shared per commit, exclusive to read the sync target)
+//   6. Allocator::mu_ (the scanner reads RocksDB under it)
+//   7. Committer::mu_ / RocksDB internals.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/allocator.h"
+#include "fs/block_device.h"
+#include "fs/filesystem.h"
+#include "fs/scanner.h"
+#include "fs/superblock.h"
+#include "meta/store.h"
+#include "meta/versioned.h"
+
+namespace psm {
+
+int64_t NowNs();
+
+// A writer-preferring shared mutex: a waiting exclusive locker (snapshot
+// create) is not starved by a stream of shared lockers.
+class FairSharedMutex {
+ public:
+  void lock();
+  void unlock();
+  void lock_shared();
+  void unlock_shared();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int readers_ = 0;
+  int writers_waiting_ = 0;
+  bool writer_ = false;
+};
+
+// Group commit: makes committed Txns durable. Sync cycle: read the target
+// sequence (excluding in-progress commits through the gate), sync the image,
+// flush+sync the RocksDB WAL, mark the target durable, release quarantined
+// frees. Concurrent SyncUpTo callers share one cycle.
+class Committer {
+ public:
+  Committer(TrackedDevice* dev, Store* store, Allocator* alloc);
+  ~Committer();
+  void Start(uint32_t interval_ms);
+  void Stop();
+  // Applies `txn` atomically with the given allocator bookkeeping: frees are
+  // quarantined before the write and cancelled if it fails; allocations are
+  // marked committed (or aborted) after it. Returns the commit sequence.
+  Status Apply(Txn* txn, const std::vector<Range>& frees, const std::vector<Range>& allocs,
+               uint64_t* seq_out = nullptr);
+  // Makes every commit with sequence <= seq durable.
+  Status SyncUpTo(uint64_t seq);
+  Status SyncAll() { return SyncUpTo(last_seq_.load()); }
+  uint64_t last_seq() const { return last_seq_.load(); }
+
+ private:
+  void Loop(uint32_t interval_ms);
+  TrackedDevice* dev_;
+  Store* store_;
+  Allocator* alloc_;
+  std::shared_mutex gate_;
+  std::atomic<uint64_t> last_seq_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool syncing_ = false;
+  uint64_t durable_ = 0;
+  Status last_error_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct FileHandle {
+  NodeId node = 0;
+  SnapshotId snap = 0;
+  InodeId ino = 0;
+  Epoch epoch = 0;  // snapshots: the snapshot's epoch; live: unused
+  int flags = 0;
+};
+
+struct DirHandle {
+  NodeId node = 0;
+  SnapshotId snap = 0;
+  std::mutex mu;
+  bool loaded = false;
+  struct Ent {
+    std::string name;
+    NodeId node;
+    uint32_t type;
+  };
+  std::vector<Ent> ents;
+};
+
+// Where a node lives: the live tree, the `.snapshots` directory, or a
+// snapshot tree at a fixed epoch.
+struct View {
+  SnapshotId snap = 0;
+  InodeId ino = 0;
+  Epoch epoch = 0;
+  bool snapdir = false;
+  bool live() const { return snap == 0 && !snapdir; }
+};
+
+struct SnapEntry {
+  SnapshotRec rec;
+  int open_handles = 0;
+  bool reclaiming = false;  // GC started: no new opens, not in present set
+};
+
+struct FileSystem::Impl : public EpochSet {
+  std::string dir;
+  MountOptions opts;
+  Superblock sb;
+  uint32_t bs = 4096;
+  uint32_t chunk_blocks = 256;
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  int lock_fd = -1;
+  bool closed = false;
+
+  std::unique_ptr<TrackedDevice> dev;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Allocator> alloc;
+  std::unique_ptr<Scanner> scanner;
+  std::unique_ptr<Committer> committer;
+
+  FairSharedMutex volume_mu;
+  std::mutex rename_mu;
+  static constexpr size_t kStripes = 4096;
+  std::unique_ptr<std::shared_mutex[]> ino_mu{new std::shared_mutex[kStripes]};
+  static size_t Stripe(InodeId ino) { return (ino * 0x9E3779B97F4A7C15ull) >> 52; }
+
+  std::atomic<Epoch> epoch{1};
+
+  // snapshot catalog
+  mutable std::mutex snaps_mu;
+  std::map<SnapshotId, SnapEntry> snaps;
+  std::multiset<Epoch> present_epochs;  // active + deleting (not reclaiming)
+  SnapshotId next_snap = 1;
+  int64_t snapdir_mtime_ns = 0;
+
+  // handles
+  std::mutex handles_mu;
+  uint64_t next_fh = 1;
+  std::unordered_map<uint64_t, FileHandle> files;
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs;
+  std::unordered_map<InodeId, int> live_open;  // open handles per live inode
+
+  // inode numbers
+  std::mutex ino_alloc_mu;
+  InodeId next_ino = kFirstIno;
+  InodeId ino_reserved = kFirstIno;
+
+  // reclaim thread
+  std::mutex reclaim_mu;
+  std::condition_variable reclaim_cv;
+  bool reclaim_stop = false;
+  bool reclaim_kick = false;
+  std::thread reclaim_thread;
+
+  std::function<void(NodeId, std::string_view)> inval_entry;
+  std::function<void(NodeId)> inval_inode;
+
+  // EpochSet
+  bool AnyIn(Epoch lo, Epoch hi) const override;
+
+  // ---- helpers (fs_open.cc) ----
+  Result<View> Resolve(NodeId node);
+  Status LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a);
+  Status LoadAttrAt(InodeId ino, Epoch e, InodeAttr* a);
+  Status PutAttr(Txn* txn, InodeId ino, const InodeAttr& a);
+  void FillStat(NodeId node, const InodeAttr& a, struct stat* st) const;
+  void SnapDirStat(struct stat* st);
+  Result<InodeId> AllocIno();
+  Status CheckWritable(const View& v);
+  Epoch live() const { return epoch.load(std::memory_order_acquire); }
+  double Timeout(const View& v) const {
+    return v.live() ? opts.live_timeout : opts.snapshot_timeout;
+  }
+
+  // ---- data (fs_data.cc) ----
+  // Writes `n` bytes at byte offset `off` of live inode `ino` (no size or
+  // time update). Collects ranges to free and ranges allocated.
+  Status WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t off, const char* buf, size_t n,
+                   std::vector<Range>* frees, std::vector<Range>* allocs);
+  Status ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint64_t off, size_t n, char* buf);
+  // Unmaps whole blocks [b0, b1) of the file (truncate, punch, destroy).
+  Status UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0, uint64_t b1,
+                     std::vector<Range>* frees);
+  Status Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size, std::vector<Range>* frees,
+                  std::vector<Range>* allocs);
+  // Allocates 1..want blocks near `hint` and records them in `alloc` (born
+  // at the live epoch); the range joins `allocs` (committed or aborted by
+  // the caller's Committer::Apply).
+  Result<Range> AllocateBlocks(Txn* txn, uint64_t want, BlockNo hint, std::vector<Range>* allocs);
+  // Kills physical blocks [p, p+len) born at `birth`: dead entry if a
+  // snapshot can see them, else freed.
+  Status KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birth, std::vector<Range>* frees);
+  // Removes every record of an inode from the live tree (last link gone).
+  Status DestroyInode(Txn* txn, InodeId ino, InodeAttr* a, std::vector<Range>* frees);
+  // Release of the last handle of an orphan, or mount-time cleanup.
+  Status DestroyOrphan(InodeId ino);
+
+  // ---- snapshots (fs_snapshot.cc) ----
+  void ReclaimLoop();
+  Status ReclaimOne(SnapshotId id);
+  bool SnapshotUsable(SnapshotId id, Epoch* e);
+  void InvalidateEntry(NodeId parent, std::string_view name);
+};
+
+// Locks a set of inode stripes in ascending order (shared or exclusive).
+class LockSet {
+ public:
+  LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive = true);
+  ~LockSet();
+  LockSet(const LockSet&) = delete;
+  LockSet& operator=(const LockSet&) = delete;
+
+ private:
+  FileSystem::Impl* fs_;
+  std::vector<size_t> stripes_;
+  bool exclusive_;
+};
+
+Status ValidateName(std::string_view name);
+
+}  // namespace psm

@@ -1,0 +1,287 @@
+// Snapshots (DESIGN §2, §4): create is one small write that records the
+// live epoch and advances it; delete marks the snapshot `deleting` and hides
+// it; reclaim walks the dead index for what changed between its neighbours
+// and removes what nothing can see any more.
+//
+// Reclaim of snapshot s waits until no handle inside s is open. It then
+// takes the volume lock exclusively for an instant to remove s from the set
+// of present epochs (so no operation still in flight decides with the old
+// set), computes N (next present epoch, or the live epoch), and walks dead
+// entries with death in (s, N]: an entry is unreachable exactly when no
+// present snapshot has an epoch in [birth, death).
+#include <algorithm>
+#include <cstring>
+
+#include "fs/fs_impl.h"
+#include "meta/sync_point.h"
+
+namespace psm {
+namespace {
+
+using Impl = FileSystem::Impl;
+
+std::string U64(uint64_t v) {
+  std::string s;
+  PutLE64(&s, v);
+  return s;
+}
+
+Status ValidateSnapName(std::string_view name) {
+  if (name.empty()) return Status::Invalid("snapshot name is empty");
+  if (name.size() > kNameMax) return Status::NameTooLong("snapshot name longer than 255 bytes");
+  if (name == "." || name == "..") return Status::Invalid("snapshot name may not be '.' or '..'");
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::Invalid("snapshot name may not contain '/' or NUL");
+  }
+  return Status::Ok();
+}
+
+constexpr size_t kReclaimBatch = 1024;
+
+}  // namespace
+
+Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
+  Impl* m = impl_.get();
+  PSM_RETURN_IF_ERROR(ValidateSnapName(name));
+  if (m->opts.read_only) return Status::ReadOnly("volume is mounted read-only");
+  SnapshotInfo info;
+  {
+    std::unique_lock<FairSharedMutex> vl(m->volume_mu);
+    PSM_SYNC_POINT("FileSystem::CreateSnapshot:Locked");
+    SnapshotId id;
+    {
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      for (const auto& [sid, s] : m->snaps) {
+        if (s.rec.state == SnapState::kActive && s.rec.name == name) {
+          return Status::Exists("a snapshot named '" + std::string(name) + "' already exists");
+        }
+      }
+      id = m->next_snap;
+    }
+    if (id >= (uint64_t{1} << (64 - kSnapShift))) return Status::NoSpace("snapshot ids exhausted");
+    const Epoch e = m->live();
+    SnapshotRec rec;
+    rec.name.assign(name);
+    rec.epoch = e;
+    rec.ctime_ns = NowNs();
+    rec.state = SnapState::kActive;
+    Txn txn(m->store.get());
+    txn.Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
+    txn.Put(Cf::kVolume, kVolEpoch, U64(e + 1));
+    txn.Put(Cf::kVolume, kVolNextSnap, U64(id + 1));
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+    {
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      m->next_snap = id + 1;
+      SnapEntry se;
+      se.rec = rec;
+      m->snaps.emplace(id, std::move(se));
+      m->present_epochs.insert(e);
+      m->snapdir_mtime_ns = rec.ctime_ns;
+    }
+    m->epoch.store(e + 1, std::memory_order_release);
+    info.id = id;
+    info.name = rec.name;
+    info.epoch = e;
+    info.ctime_ns = rec.ctime_ns;
+  }
+  // Durable before we answer (WAL order makes every later write depend on it).
+  PSM_RETURN_IF_ERROR(m->committer->SyncAll());
+  m->InvalidateEntry(kSnapDirNode, name);
+  return info;
+}
+
+Status FileSystem::DeleteSnapshot(std::string_view name) {
+  Impl* m = impl_.get();
+  if (m->opts.read_only) return Status::ReadOnly("volume is mounted read-only");
+  if (name.size() > kNameMax) return Status::NameTooLong();
+  {
+    std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+    SnapshotId id = 0;
+    SnapshotRec rec;
+    {
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      for (const auto& [sid, s] : m->snaps) {
+        if (s.rec.state == SnapState::kActive && s.rec.name == name) {
+          id = sid;
+          rec = s.rec;
+        }
+      }
+    }
+    if (!id) return Status::NotFound("no snapshot named '" + std::string(name) + "'");
+    rec.state = SnapState::kDeleting;
+    Txn txn(m->store.get());
+    txn.Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+    std::lock_guard<std::mutex> l(m->snaps_mu);
+    auto it = m->snaps.find(id);
+    if (it != m->snaps.end()) it->second.rec.state = SnapState::kDeleting;
+    m->snapdir_mtime_ns = NowNs();
+  }
+  PSM_RETURN_IF_ERROR(m->committer->SyncAll());
+  m->InvalidateEntry(kSnapDirNode, name);
+  {
+    std::lock_guard<std::mutex> l(m->reclaim_mu);
+    m->reclaim_kick = true;
+  }
+  m->reclaim_cv.notify_all();
+  return Status::Ok();
+}
+
+std::vector<SnapshotInfo> FileSystem::ListSnapshots(bool space) {
+  Impl* m = impl_.get();
+  std::vector<SnapshotInfo> out;
+  std::vector<Epoch> present;
+  {
+    std::lock_guard<std::mutex> l(m->snaps_mu);
+    for (const auto& [id, s] : m->snaps) {
+      if (s.rec.state != SnapState::kActive) continue;
+      SnapshotInfo i;
+      i.id = id;
+      i.name = s.rec.name;
+      i.epoch = s.rec.epoch;
+      i.ctime_ns = s.rec.ctime_ns;
+      out.push_back(std::move(i));
+    }
+    present.assign(m->present_epochs.begin(), m->present_epochs.end());
+  }
+  if (!space || out.empty()) return out;
+  // One pass over the reverse map: a range alive over [birth, death) is
+  // referenced by every snapshot in that interval, and exclusive to a
+  // snapshot when it is the only present one there.
+  std::map<Epoch, std::pair<uint64_t, uint64_t>> acc;  // epoch -> (used, referenced)
+  auto it = m->store->NewIterator(Cf::kAlloc);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    AllocRec r;
+    if (!DecodeAlloc(std::string_view(it->value().data(), it->value().size()), &r).ok()) continue;
+    Epoch death = r.death ? r.death : ~Epoch{0};
+    auto lo = std::lower_bound(present.begin(), present.end(), r.birth);
+    auto hi = std::lower_bound(lo, present.end(), death);
+    for (auto p = lo; p != hi; ++p) acc[*p].second += r.length;
+    if (hi - lo == 1 && r.death) acc[*lo].first += r.length;
+  }
+  for (auto& i : out) {
+    auto a = acc.find(i.epoch);
+    if (a == acc.end()) continue;
+    i.used_bytes = a->second.first * m->bs;
+    i.referenced_bytes = a->second.second * m->bs;
+  }
+  return out;
+}
+
+Status FileSystem::ReclaimNow() {
+  Impl* m = impl_.get();
+  std::vector<SnapshotId> ids;
+  {
+    std::lock_guard<std::mutex> l(m->snaps_mu);
+    for (const auto& [id, s] : m->snaps) {
+      if (s.rec.state == SnapState::kDeleting && s.open_handles == 0) ids.push_back(id);
+    }
+  }
+  for (SnapshotId id : ids) PSM_RETURN_IF_ERROR(m->ReclaimOne(id));
+  return Status::Ok();
+}
+
+void FileSystem::Impl::ReclaimLoop() {
+  std::unique_lock<std::mutex> l(reclaim_mu);
+  while (!reclaim_stop) {
+    reclaim_cv.wait_for(l, std::chrono::seconds(5), [&] { return reclaim_stop || reclaim_kick; });
+    if (reclaim_stop) break;
+    reclaim_kick = false;
+    l.unlock();
+    std::vector<SnapshotId> ids;
+    {
+      std::lock_guard<std::mutex> sl(snaps_mu);
+      for (const auto& [id, s] : snaps) {
+        if (s.rec.state == SnapState::kDeleting && s.open_handles == 0) ids.push_back(id);
+      }
+    }
+    for (SnapshotId id : ids) {
+      {
+        std::lock_guard<std::mutex> sl(reclaim_mu);
+        if (reclaim_stop) break;
+      }
+      Status s = ReclaimOne(id);
+      if (!s.ok()) {
+        fprintf(stderr, "psmfs: reclaim of snapshot %llu failed: %s\n",
+                static_cast<unsigned long long>(id), s.ToString().c_str());
+      }
+    }
+    l.lock();
+  }
+}
+
+Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
+  Epoch s_epoch, n_epoch;
+  {
+    std::unique_lock<FairSharedMutex> vl(volume_mu);
+    std::lock_guard<std::mutex> l(snaps_mu);
+    auto it = snaps.find(id);
+    if (it == snaps.end() || it->second.rec.state != SnapState::kDeleting) return Status::Ok();
+    if (it->second.open_handles > 0) return Status::Ok();  // again at last close
+    if (!it->second.reclaiming) {
+      it->second.reclaiming = true;
+      auto p = present_epochs.find(it->second.rec.epoch);
+      if (p != present_epochs.end()) present_epochs.erase(p);
+    }
+    s_epoch = it->second.rec.epoch;
+    auto n = present_epochs.upper_bound(s_epoch);
+    n_epoch = n == present_epochs.end() ? live() : *n;
+  }
+  PSM_SYNC_POINT("Reclaim:Started");
+  // Walk dead entries with death in (s, N].
+  std::string from = DeadEpochPrefix(s_epoch + 1);
+  for (bool more = true; more;) {
+    Txn txn(store.get());
+    std::vector<Range> frees;
+    size_t n = 0;
+    more = false;
+    std::string next_from;
+    {
+      auto it = store->NewIterator(Cf::kDead);
+      for (it->Seek(from); it->Valid(); it->Next()) {
+        std::string_view k(it->key().data(), it->key().size());
+        DeadKey dk;
+        PSM_RETURN_IF_ERROR(ParseDeadKey(k, &dk));
+        if (dk.death > n_epoch) break;
+        if (n >= kReclaimBatch) {
+          more = true;
+          next_from.assign(k);
+          break;
+        }
+        DeadValue dv;
+        PSM_RETURN_IF_ERROR(
+            DecodeDeadValue(std::string_view(it->value().data(), it->value().size()), &dv));
+        if (AnyIn(dv.birth, dk.death)) continue;  // still visible to a snapshot
+        ++n;
+        if (dk.kind == DeadKind::kVersion) {
+          PSM_RETURN_IF_ERROR(DropVersion(&txn, dk.cf, dk.versioned_key));
+        } else {
+          std::string ak = AllocKey(dk.start);
+          std::string av;
+          Status gs = txn.Get(Cf::kAlloc, ak, &av);
+          AllocRec ar;
+          if (gs.ok() && DecodeAlloc(av, &ar).ok() && ar.death == dk.death &&
+              ar.length == dv.length) {
+            txn.Delete(Cf::kAlloc, ak);
+            frees.push_back(Range{dk.start, dv.length});
+          }
+        }
+        txn.Delete(Cf::kDead, k);
+      }
+      PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    }
+    PSM_SYNC_POINT("Reclaim:BeforeBatchCommit");
+    PSM_RETURN_IF_ERROR(committer->Apply(&txn, frees, {}));
+    if (more) from = next_from;
+  }
+  // Done: the snapshot record goes.
+  Txn txn(store.get());
+  txn.Delete(Cf::kSnapshots, SnapshotKey(id));
+  PSM_RETURN_IF_ERROR(committer->Apply(&txn, {}, {}));
+  std::lock_guard<std::mutex> l(snaps_mu);
+  snaps.erase(id);
+  return Status::Ok();
+}
+
+}  // namespace psm

@@ -1,0 +1,96 @@
+// Extended attributes: one versioned record per (inode, name), so snapshots
+// keep the xattrs they had. POSIX ACLs are stored like any other xattr.
+#include <sys/xattr.h>
+
+#include "fs/fs_impl.h"
+
+namespace psm {
+
+namespace {
+constexpr size_t kXattrValueMax = 65536;
+}
+
+Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view value,
+                            int flags) {
+  Impl* m = impl_.get();
+  if (name.empty()) return Status::Invalid();
+  if (name.size() > 255) return Status::Range();
+  if (value.size() > kXattrValueMax) return Status::Range();
+  if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) return Status::Invalid();
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(v));
+  LockSet ls(m, {v.ino});
+  Txn txn(m->store.get());
+  InodeAttr a;
+  PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &a));
+  std::string prefix = XattrPrefix(v.ino, name);
+  Status s = txn.GetAt(Cf::kXattrs, prefix, m->live(), nullptr);
+  if (s.ok() && (flags & XATTR_CREATE)) return Status::Exists();
+  if (s.Is(Code::kNotFound) && (flags & XATTR_REPLACE)) return Status::NoAttr();
+  if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+  PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kXattrs, prefix, m->live(), value, *m));
+  a.ctime_ns = NowNs();
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
+  return m->committer->Apply(&txn, {}, {});
+}
+
+Result<std::string> FileSystem::GetXattr(NodeId node, std::string_view name) {
+  Impl* m = impl_.get();
+  if (name.size() > 255) return Status::Range();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  if (v.snapdir) return Status::NoAttr();
+  std::string value;
+  Status s = GetAt(m->store.get(), Cf::kXattrs, XattrPrefix(v.ino, name), v.epoch, &value);
+  if (s.Is(Code::kNotFound)) return Status::NoAttr();
+  PSM_RETURN_IF_ERROR(s);
+  return value;
+}
+
+Result<std::string> FileSystem::ListXattr(NodeId node) {
+  Impl* m = impl_.get();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  if (v.snapdir) return std::string();
+  std::string out;
+  std::string done;
+  bool have_done = false;
+  auto it = m->store->NewIterator(Cf::kXattrs);
+  PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), XattrFilePrefix(v.ino),
+                                    [&](std::string_view k, std::string_view val) {
+                                      InodeId ino;
+                                      std::string_view name;
+                                      ParseXattrKey(k, &ino, &name);
+                                      if (have_done && name == done) return true;
+                                      if (KeyEpoch(k) > v.epoch) return true;
+                                      done.assign(name);
+                                      have_done = true;
+                                      if (!val.empty() && val[0] == kTagValue) {
+                                        out.append(name);
+                                        out.push_back('\0');
+                                      }
+                                      return true;
+                                    }));
+  return out;
+}
+
+Status FileSystem::RemoveXattr(NodeId node, std::string_view name) {
+  Impl* m = impl_.get();
+  if (name.size() > 255) return Status::Range();
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(v));
+  LockSet ls(m, {v.ino});
+  Txn txn(m->store.get());
+  InodeAttr a;
+  PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &a));
+  std::string prefix = XattrPrefix(v.ino, name);
+  Status s = txn.GetAt(Cf::kXattrs, prefix, m->live(), nullptr);
+  if (s.Is(Code::kNotFound)) return Status::NoAttr();
+  PSM_RETURN_IF_ERROR(s);
+  PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kXattrs, prefix, m->live(), std::nullopt, *m));
+  a.ctime_ns = NowNs();
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
+  return m->committer->Apply(&txn, {}, {});
+}
+
+}  // namespace psm

@@ -1,0 +1,427 @@
+// Offline volume check (psmctl fsck). Recomputes every reference from the
+// forward maps (every version of every chunk) and compares it with the
+// reverse map (`alloc`) and the dead index; checks the live namespace
+// (entries point at inodes, link counts, directory sizes) and every
+// snapshot's entries. --repair removes leaked alloc ranges and stale dead
+// entries, the only damage that is safe to fix without guessing.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "fs/allocator.h"
+#include "fs/block_device.h"
+#include "fs/filesystem.h"
+#include "fs/superblock.h"
+#include "meta/store.h"
+#include "meta/versioned.h"
+
+namespace psm {
+namespace {
+
+struct Ref {
+  BlockNo p;
+  uint64_t len;
+  InodeId ino;
+  uint64_t idx;
+  uint32_t off;
+  Epoch birth;
+  bool operator<(const Ref& o) const {
+    return std::tie(p, len, ino, idx, off, birth) < std::tie(o.p, o.len, o.ino, o.idx, o.off, o.birth);
+  }
+  bool operator==(const Ref& o) const {
+    return p == o.p && len == o.len && ino == o.ino && idx == o.idx && off == o.off && birth == o.birth;
+  }
+};
+
+class Checker {
+ public:
+  Checker(Store* st, const Superblock& sb, std::string* report)
+      : st_(st), sb_(sb), report_(report) {}
+
+  void Problem(const std::string& s) {
+    ++problems_;
+    if (problems_ <= 1000) report_->append(s + "\n");
+  }
+  uint64_t problems() const { return problems_; }
+
+  Status LoadCatalog() {
+    std::string v;
+    PSM_RETURN_IF_ERROR(st_->Get(Cf::kVolume, kVolEpoch, &v));
+    live_ = GetLE64(v.data());
+    auto it = st_->NewIterator(Cf::kSnapshots);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      SnapshotRec r;
+      Status s = DecodeSnapshot(std::string_view(it->value().data(), it->value().size()), &r);
+      if (!s.ok()) {
+        Problem("snapshot record unreadable: " + s.ToString());
+        continue;
+      }
+      if (r.epoch >= live_) Problem("snapshot '" + r.name + "' has an epoch >= the live epoch");
+      if (r.state == SnapState::kActive) present_.insert(r.epoch);
+      if (r.state == SnapState::kDeleting) deleting_++;
+      snaps_.push_back(r);
+    }
+    return Status::FromRocks(it->status());
+  }
+
+  bool AnyPresentIn(Epoch lo, Epoch hi) const {
+    auto it = present_.lower_bound(lo);
+    return it != present_.end() && *it < hi;
+  }
+
+  Status CheckExtents() {
+    auto it = st_->NewIterator(Cf::kChunks);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      if (k.size() != 24) {
+        Problem("chunk key of bad size");
+        continue;
+      }
+      InodeId ino;
+      uint64_t idx;
+      ParseChunkKey(k, &ino, &idx);
+      rocksdb::Slice v = it->value();
+      if (v.empty() || v[0] == kTagTombstone) continue;
+      std::vector<Extent> ext;
+      if (!DecodeExtents(std::string_view(v.data() + 1, v.size() - 1), &ext).ok()) {
+        Problem("inode " + std::to_string(ino) + " chunk " + std::to_string(idx) + ": unreadable extent list");
+        continue;
+      }
+      for (const Extent& x : ext) {
+        if (x.pblock < 1 || x.pblock + x.len > sb_.block_count || x.len == 0) {
+          Problem("inode " + std::to_string(ino) + " chunk " + std::to_string(idx) +
+                  ": extent outside the image (block " + std::to_string(x.pblock) + ")");
+          continue;
+        }
+        if (x.off + x.len > sb_.chunk_blocks) {
+          Problem("inode " + std::to_string(ino) + ": extent beyond its chunk");
+        }
+        refs_.push_back(Ref{x.pblock, x.len, ino, idx, x.off, x.birth});
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    std::sort(refs_.begin(), refs_.end());
+    refs_.erase(std::unique(refs_.begin(), refs_.end()), refs_.end());
+    // Overlapping references must be the same logical blocks of one file.
+    BlockNo reach = 0;
+    const Ref* holder = nullptr;
+    for (const Ref& r : refs_) {
+      if (holder && r.p < reach) {
+        bool same = holder->ino == r.ino && holder->idx == r.idx &&
+                    static_cast<int64_t>(r.p - holder->p) == static_cast<int64_t>(r.off) - holder->off;
+        if (!same) {
+          Problem("block " + std::to_string(r.p) + " is claimed twice (inode " +
+                  std::to_string(holder->ino) + " and inode " + std::to_string(r.ino) + ")");
+        }
+      }
+      if (!holder || r.p + r.len > reach) {
+        reach = r.p + r.len;
+        holder = &r;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status CheckAlloc(bool repair, Txn* txn) {
+    // Union of references as intervals.
+    std::vector<Range> used;
+    for (const Ref& r : refs_) {
+      if (!used.empty() && r.p <= used.back().end()) {
+        used.back().len = std::max(used.back().end(), r.p + r.len) - used.back().start;
+      } else {
+        used.push_back(Range{r.p, r.len});
+      }
+    }
+    auto it = st_->NewIterator(Cf::kAlloc);
+    BlockNo prev_end = 0;
+    size_t ui = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      BlockNo s = AllocKeyBlock(std::string_view(it->key().data(), it->key().size()));
+      AllocRec a;
+      if (!DecodeAlloc(std::string_view(it->value().data(), it->value().size()), &a).ok()) {
+        Problem("alloc record at block " + std::to_string(s) + " unreadable");
+        continue;
+      }
+      alloc_blocks_ += a.length;
+      if (s < 1 || s + a.length > sb_.block_count || a.length == 0) {
+        Problem("alloc range at block " + std::to_string(s) + " lies outside the image");
+      }
+      if (s < prev_end) Problem("alloc ranges overlap at block " + std::to_string(s));
+      prev_end = s + a.length;
+      if (a.death) {
+        std::string dv;
+        if (!st_->Get(Cf::kDead, DeadRangeKey(a.death, s), &dv).ok()) {
+          Problem("dead alloc range at block " + std::to_string(s) + " has no dead-index entry");
+        }
+      }
+      // Every block of the range must be referenced.
+      BlockNo b = s;
+      while (ui < used.size() && used[ui].end() <= b) ++ui;
+      size_t uj = ui;
+      while (b < s + a.length) {
+        if (uj >= used.size() || used[uj].start >= s + a.length) {
+          Leak(s, a, b, s + a.length, repair, txn);
+          break;
+        }
+        if (used[uj].start > b) {
+          Leak(s, a, b, used[uj].start, repair, txn);
+        }
+        b = std::max(b, used[uj].end());
+        ++uj;
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    // Every referenced block must be allocated.
+    auto it2 = st_->NewIterator(Cf::kAlloc);
+    for (const Range& u : used) {
+      BlockNo b = u.start;
+      while (b < u.end()) {
+        it2->SeekForPrev(AllocKey(b));
+        bool ok = false;
+        if (it2->Valid()) {
+          BlockNo s = AllocKeyBlock(std::string_view(it2->key().data(), it2->key().size()));
+          AllocRec a;
+          if (DecodeAlloc(std::string_view(it2->value().data(), it2->value().size()), &a).ok() &&
+              s + a.length > b) {
+            ok = true;
+            b = std::min(u.end(), s + a.length);
+          }
+        }
+        if (!ok) {
+          Problem("block " + std::to_string(b) + " is referenced but not allocated");
+          // Skip to the next allocated range.
+          it2->Seek(AllocKey(b));
+          b = it2->Valid() ? std::min(u.end(), std::max(b + 1, AllocKeyBlock(std::string_view(
+                                                                 it2->key().data(), it2->key().size()))))
+                           : u.end();
+        }
+      }
+    }
+    return Status::FromRocks(it2->status());
+  }
+
+  void Leak(BlockNo s, const AllocRec& a, BlockNo lo, BlockNo hi, bool repair, Txn* txn) {
+    Problem("blocks " + std::to_string(lo) + ".." + std::to_string(hi - 1) +
+            " are allocated but referenced by nothing (leaked)" + (repair ? " [repaired]" : ""));
+    if (!repair) return;
+    // Trim the record: keep [s, lo) and [hi, end).
+    txn->Delete(Cf::kAlloc, AllocKey(s));
+    if (lo > s) txn->Put(Cf::kAlloc, AllocKey(s), EncodeAlloc(AllocRec{lo - s, a.birth, a.death}));
+    if (hi < s + a.length) {
+      txn->Put(Cf::kAlloc, AllocKey(hi), EncodeAlloc(AllocRec{s + a.length - hi, a.birth, a.death}));
+    }
+    ++repaired_;
+  }
+
+  Status CheckDead(bool repair, Txn* txn) {
+    auto it = st_->NewIterator(Cf::kDead);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      DeadKey dk;
+      DeadValue dv;
+      if (!ParseDeadKey(k, &dk).ok() ||
+          !DecodeDeadValue(std::string_view(it->value().data(), it->value().size()), &dv).ok()) {
+        Problem("unreadable dead-index entry");
+        continue;
+      }
+      if (dk.death > live_) Problem("dead-index entry dies after the live epoch");
+      if (dv.birth >= dk.death) Problem("dead-index entry born after it died");
+      bool visible = AnyPresentIn(dv.birth, dk.death);
+      if (dk.kind == DeadKind::kVersion) {
+        std::string val;
+        if (!st_->Get(dk.cf, dk.versioned_key, &val).ok() && visible) {
+          Problem("dead-index entry names a missing record version");
+        }
+      }
+      if (!visible && deleting_ == 0) {
+        Problem(std::string("stale dead-index entry (no snapshot can see it)") +
+                (repair ? " [repaired]" : ""));
+        if (repair) {
+          if (dk.kind == DeadKind::kVersion) {
+            (void)DropVersion(txn, dk.cf, dk.versioned_key);
+          } else {
+            txn->Delete(Cf::kAlloc, AllocKey(dk.start));
+          }
+          txn->Delete(Cf::kDead, k);
+          ++repaired_;
+        }
+      }
+    }
+    return Status::FromRocks(it->status());
+  }
+
+  // Directory entries point at inodes; link counts and sizes (live tree);
+  // entries point at inodes in every snapshot.
+  Status CheckNamespace() {
+    std::vector<Epoch> epochs(present_.begin(), present_.end());
+    epochs.push_back(live_);
+    std::unordered_map<InodeId, uint32_t> links, subdirs, entries;
+    auto it = st_->NewIterator(Cf::kDentries);
+    std::string prev_prefix;
+    Epoch newer = ~Epoch{0};  // epoch of the next newer version of the same name
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      std::string prefix(KeyPrefix(k));
+      Epoch e = KeyEpoch(k);
+      if (prefix != prev_prefix) {
+        newer = ~Epoch{0};
+        prev_prefix = prefix;
+      }
+      rocksdb::Slice v = it->value();
+      Epoch until = newer;
+      newer = e;
+      if (v.empty() || v[0] == kTagTombstone) continue;
+      Dentry d;
+      if (!DecodeDentry(std::string_view(v.data() + 1, v.size() - 1), &d).ok()) {
+        Problem("unreadable directory entry");
+        continue;
+      }
+      InodeId parent;
+      std::string_view name;
+      ParseDentryKey(k, &parent, &name);
+      for (Epoch ep : epochs) {
+        if (ep < e || ep >= until) continue;
+        std::string payload;
+        Status s = GetAt(st_, Cf::kInodes, InodePrefix(d.ino), ep, &payload);
+        if (!s.ok()) {
+          Problem("entry '" + std::string(name) + "' in directory " + std::to_string(parent) +
+                  " points at missing inode " + std::to_string(d.ino) +
+                  (ep == live_ ? " (live tree)" : " (snapshot epoch " + std::to_string(ep) + ")"));
+        }
+      }
+      if (until == ~Epoch{0}) {  // live version
+        links[d.ino]++;
+        entries[parent]++;
+        if (S_ISDIR(d.type)) subdirs[parent]++;
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    // Live inodes.
+    std::set<InodeId> orphans;
+    {
+      auto oi = st_->NewIterator(Cf::kVolume);
+      (void)ForEachPrefix(oi.get(), kOrphanPrefix, [&](std::string_view k, std::string_view) {
+        orphans.insert(GetBE64(k.data() + kOrphanPrefix.size()));
+        return true;
+      });
+    }
+    auto ii = st_->NewIterator(Cf::kInodes);
+    InodeId last = 0;
+    bool have_last = false;
+    for (ii->SeekToFirst(); ii->Valid(); ii->Next()) {
+      std::string_view k(ii->key().data(), ii->key().size());
+      InodeId ino = InodeFromKey(k);
+      if (have_last && ino == last) continue;  // older version
+      last = ino;
+      have_last = true;
+      rocksdb::Slice v = ii->value();
+      if (v.empty() || v[0] == kTagTombstone) continue;
+      InodeAttr a;
+      if (!DecodeInode(std::string_view(v.data() + 1, v.size() - 1), &a).ok()) {
+        Problem("inode " + std::to_string(ino) + " unreadable");
+        continue;
+      }
+      live_inodes_++;
+      if (S_ISDIR(a.mode)) {
+        uint32_t want = 2 + subdirs[ino];
+        if (a.nlink != want) {
+          Problem("directory inode " + std::to_string(ino) + " has link count " +
+                  std::to_string(a.nlink) + ", expected " + std::to_string(want));
+        }
+        if (a.size != entries[ino]) {
+          Problem("directory inode " + std::to_string(ino) + " records " +
+                  std::to_string(a.size) + " entries, has " + std::to_string(entries[ino]));
+        }
+        if (ino != kRootIno && links[ino] != 1) {
+          Problem("directory inode " + std::to_string(ino) + " has " +
+                  std::to_string(links[ino]) + " entries naming it");
+        }
+      } else {
+        if (a.nlink != links[ino] && !(a.nlink == 0 && orphans.count(ino))) {
+          Problem("inode " + std::to_string(ino) + " has link count " + std::to_string(a.nlink) +
+                  ", but " + std::to_string(links[ino]) + " directory entries");
+        }
+      }
+    }
+    return Status::FromRocks(ii->status());
+  }
+
+  uint64_t repaired() const { return repaired_; }
+  uint64_t alloc_blocks() const { return alloc_blocks_; }
+  uint64_t live_inodes() const { return live_inodes_; }
+  size_t snapshots() const { return snaps_.size(); }
+
+ private:
+  Store* st_;
+  Superblock sb_;
+  std::string* report_;
+  uint64_t problems_ = 0;
+  uint64_t repaired_ = 0;
+  uint64_t alloc_blocks_ = 0;
+  uint64_t live_inodes_ = 0;
+  size_t deleting_ = 0;
+  Epoch live_ = 0;
+  std::set<Epoch> present_;
+  std::vector<SnapshotRec> snaps_;
+  std::vector<Ref> refs_;
+};
+
+}  // namespace
+
+Result<uint64_t> Fsck(const std::string& dir, const FsckOptions& opts, std::string* report) {
+  namespace fsys = std::filesystem;
+  std::error_code ec;
+  std::string img = dir + "/image";
+  if (!fsys::exists(img, ec)) return Status::NotFound("no volume at " + dir + " (no image)");
+  PSM_ASSIGN_OR_RETURN(auto dev, OpenPosixDevice(img, false, 0));
+  Superblock sb;
+  {
+    Status s = ReadSuperblock(dev.get(), &sb);
+    if (!s.ok()) return Status::Corruption(dir + ": " + s.message());
+  }
+  // Refuse while mounted: the mount lock is held by the owner.
+  std::string lp = dir + "/psmfs." + sb.uuid + ".mount.lock";
+  int lfd = ::open(lp.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lfd);
+    return Status::Busy("volume " + dir + " is mounted; unmount it before fsck");
+  }
+  StoreOptions so;
+  so.read_only = !opts.repair;
+  auto store_r = Store::Open(dir + "/meta", so);
+  if (!store_r.ok()) {
+    if (lfd >= 0) ::close(lfd);
+    return Status::Corruption(dir + ": " + store_r.status().message());
+  }
+  auto store = std::move(store_r).value();
+  Checker c(store.get(), sb, report);
+  Txn txn(store.get());
+  Status s = c.LoadCatalog();
+  if (s.ok()) s = c.CheckExtents();
+  if (s.ok()) s = c.CheckAlloc(opts.repair, &txn);
+  if (s.ok()) s = c.CheckDead(opts.repair, &txn);
+  if (s.ok()) s = c.CheckNamespace();
+  if (s.ok() && opts.repair && c.repaired()) {
+    s = txn.Commit();
+    if (s.ok()) s = store->FlushAll();
+  }
+  store.reset();
+  if (lfd >= 0) ::close(lfd);
+  PSM_RETURN_IF_ERROR(s);
+  report->append("checked: " + std::to_string(c.live_inodes()) + " live inodes, " +
+                 std::to_string(c.snapshots()) + " snapshots, " +
+                 std::to_string(c.alloc_blocks()) + " allocated blocks of " +
+                 std::to_string(sb.block_count - 1) + "\n");
+  if (opts.repair && c.repaired()) {
+    report->append("repaired: " + std::to_string(c.repaired()) + " problems\n");
+  }
+  return c.problems();
+}
+
+}  // namespace psm

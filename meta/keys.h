@@ -1,0 +1,214 @@
+// The on-disk encoding of every RocksDB key and record value in psmfs.
+//
+// This is the only code that knows key bytes (docs/on-disk-format.md mirrors
+// it). Every value marked STORED is part of the on-disk format: changing it
+// requires a new format version and a migration. Do not change.
+//
+// Versioned records (inodes, dentries, chunks, xattrs) end their key with the
+// epoch they were written at, as big-endian(~epoch), so that newer versions
+// sort first: reading at epoch e is Seek(prefix + BE(~e)) and taking the first
+// key that still has the prefix. Versioned values start with a one-byte tag
+// (kTagValue or kTagTombstone).
+//
+// Thread safety: pure functions over values.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "meta/status.h"
+
+namespace psm {
+
+using Epoch = uint64_t;
+using InodeId = uint64_t;
+using SnapshotId = uint64_t;
+using BlockNo = uint64_t;
+
+// STORED: on-disk format version written into the superblock and `volume`.
+inline constexpr uint32_t kFormatVersion = 1;
+// STORED: the root directory's inode number.
+inline constexpr InodeId kRootIno = 1;
+// The first inode number handed to ordinary files (2..15 reserved).
+inline constexpr InodeId kFirstIno = 16;
+// STORED: logical chunk size in blocks is fixed per volume at mkfs; default.
+inline constexpr uint64_t kDefaultChunkBytes = 1u << 20;
+// Name length limit (bytes), as on Linux.
+inline constexpr size_t kNameMax = 255;
+
+// Column families. STORED: the names.
+enum class Cf : int {
+  kDefault = 0,  // unused (RocksDB requires it)
+  kInodes,
+  kDentries,
+  kChunks,
+  kXattrs,
+  kAlloc,
+  kDead,
+  kSnapshots,
+  kVolume,
+  kCount
+};
+const char* CfName(Cf cf);
+// Versioned column families are those whose keys end in ~epoch.
+inline bool IsVersionedCf(Cf cf) {
+  return cf == Cf::kInodes || cf == Cf::kDentries || cf == Cf::kChunks || cf == Cf::kXattrs;
+}
+
+// STORED: versioned value tags.
+inline constexpr char kTagTombstone = 0;
+inline constexpr char kTagValue = 1;
+
+// ---- primitive big-endian / little-endian helpers ----
+void PutBE64(std::string* dst, uint64_t v);
+uint64_t GetBE64(const char* p);
+void PutLE64(std::string* dst, uint64_t v);
+void PutLE32(std::string* dst, uint32_t v);
+uint64_t GetLE64(const char* p);
+uint32_t GetLE32(const char* p);
+
+// ---- versioned keys ----
+// prefix + BE(~epoch)
+std::string VersionKey(std::string_view prefix, Epoch e);
+// The epoch at the end of a versioned key.
+Epoch KeyEpoch(std::string_view key);
+// The key without its 8-byte epoch suffix.
+std::string_view KeyPrefix(std::string_view key);
+
+// inodes: BE(ino)
+std::string InodePrefix(InodeId ino);
+InodeId InodeFromKey(std::string_view key);
+// dentries: BE(parent) name 0x00  (names never contain NUL)
+std::string DentryDirPrefix(InodeId parent);  // all entries of a directory
+std::string DentryPrefix(InodeId parent, std::string_view name);
+// Splits a dentry key (with its epoch suffix) into parent and name.
+void ParseDentryKey(std::string_view key, InodeId* parent, std::string_view* name);
+// chunks: BE(ino) BE(index)
+std::string ChunkFilePrefix(InodeId ino);
+std::string ChunkPrefix(InodeId ino, uint64_t index);
+void ParseChunkKey(std::string_view key, InodeId* ino, uint64_t* index);
+// xattrs: BE(ino) name 0x00
+std::string XattrFilePrefix(InodeId ino);
+std::string XattrPrefix(InodeId ino, std::string_view name);
+void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name);
+// alloc: BE(first block)
+std::string AllocKey(BlockNo start);
+BlockNo AllocKeyBlock(std::string_view key);
+// snapshots: BE(id)
+std::string SnapshotKey(SnapshotId id);
+SnapshotId SnapshotKeyId(std::string_view key);
+
+// dead: BE(death epoch) kind ...
+// STORED: dead entry kinds.
+enum class DeadKind : uint8_t { kVersion = 1, kRange = 2 };
+// A dead version: the full versioned key in column family `cf`.
+std::string DeadVersionKey(Epoch death, Cf cf, std::string_view versioned_key);
+// A dead physical range starting at `start`.
+std::string DeadRangeKey(Epoch death, BlockNo start);
+std::string DeadEpochPrefix(Epoch death);
+struct DeadKey {
+  Epoch death = 0;
+  DeadKind kind = DeadKind::kVersion;
+  Cf cf = Cf::kDefault;        // kVersion
+  std::string versioned_key;   // kVersion
+  BlockNo start = 0;           // kRange
+};
+Status ParseDeadKey(std::string_view key, DeadKey* out);
+// dead values: LE64 birth [LE64 length for ranges]
+struct DeadValue {
+  Epoch birth = 0;
+  uint64_t length = 0;  // blocks, for kRange
+};
+std::string EncodeDeadValue(const DeadValue& v);
+Status DecodeDeadValue(std::string_view in, DeadValue* out);
+
+// volume: fixed string keys. STORED.
+inline constexpr std::string_view kVolFormat = "format";
+inline constexpr std::string_view kVolUuid = "uuid";
+inline constexpr std::string_view kVolEpoch = "epoch";
+inline constexpr std::string_view kVolNextIno = "next_ino";
+inline constexpr std::string_view kVolNextSnap = "next_snap";
+inline constexpr std::string_view kVolBlockSize = "block_size";
+inline constexpr std::string_view kVolBlockCount = "block_count";
+inline constexpr std::string_view kVolChunkBlocks = "chunk_blocks";
+inline constexpr std::string_view kVolImagePath = "image_path";
+inline constexpr std::string_view kVolOwner = "owner";  // host, pid, since
+// Orphans: inodes unlinked while open; removed at last close or next mount.
+std::string OrphanKey(InodeId ino);
+inline constexpr std::string_view kOrphanPrefix = "orphan/";
+
+// ---- records ----
+
+// File types, STORED (as the S_IFMT bits of mode).
+struct InodeAttr {
+  uint32_t mode = 0;  // type and permission bits as in st_mode
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t nlink = 0;
+  uint64_t size = 0;    // bytes; for directories the number of entries
+  uint64_t rdev = 0;
+  int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0, btime_ns = 0;
+  uint64_t blocks = 0;  // allocated data blocks (volume block size units)
+  uint32_t flags = 0;   // reserved
+  InodeId parent = 0;   // directories: the parent directory (for "..")
+  std::string inline_data;  // symlinks: the target
+  bool operator==(const InodeAttr&) const = default;
+};
+std::string EncodeInode(const InodeAttr& a);
+Status DecodeInode(std::string_view in, InodeAttr* out);
+
+struct Dentry {
+  InodeId ino = 0;
+  uint32_t type = 0;  // S_IFMT bits of the child
+  bool operator==(const Dentry&) const = default;
+};
+std::string EncodeDentry(const Dentry& d);
+Status DecodeDentry(std::string_view in, Dentry* out);
+
+// One extent of a chunk: blocks [off, off+len) of the chunk live at
+// physical blocks [pblock, pblock+len), born at `birth`.
+// STORED: flag bits.
+inline constexpr uint32_t kExtentUnwritten = 1;  // allocated, reads as zeros
+struct Extent {
+  uint32_t off = 0;
+  uint32_t len = 0;
+  BlockNo pblock = 0;
+  Epoch birth = 0;
+  uint32_t flags = 0;
+  bool operator==(const Extent&) const = default;
+};
+// Extents sorted by off, non-overlapping.
+std::string EncodeExtents(const std::vector<Extent>& ext);
+Status DecodeExtents(std::string_view in, std::vector<Extent>* out);
+
+// alloc values: the reverse map of one physical range.
+struct AllocRec {
+  uint64_t length = 0;  // blocks
+  Epoch birth = 0;
+  Epoch death = 0;  // 0 = live
+  bool operator==(const AllocRec&) const = default;
+};
+std::string EncodeAlloc(const AllocRec& a);
+Status DecodeAlloc(std::string_view in, AllocRec* out);
+
+// snapshots values.
+// STORED: states.
+enum class SnapState : uint8_t { kActive = 1, kDeleting = 2 };
+struct SnapshotRec {
+  std::string name;
+  Epoch epoch = 0;
+  int64_t ctime_ns = 0;
+  SnapState state = SnapState::kActive;
+  uint32_t holds = 0;  // reserved for `psmctl snapshot hold`
+};
+std::string EncodeSnapshot(const SnapshotRec& s);
+Status DecodeSnapshot(std::string_view in, SnapshotRec* out);
+
+// Versioned value helpers: tag + payload.
+std::string Tagged(std::string_view payload);
+inline std::string TombstoneValue() { return std::string(1, kTagTombstone); }
+
+}  // namespace psm

@@ -1,0 +1,192 @@
+#include "meta/store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+
+#include <vector>
+
+namespace psm {
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& opts) {
+  std::unique_ptr<Store> s(new Store());
+  rocksdb::DBOptions dbo;
+  dbo.create_if_missing = opts.create_if_missing;
+  dbo.create_missing_column_families = opts.create_if_missing;
+  dbo.error_if_exists = opts.error_if_exists;
+  dbo.manual_wal_flush = true;
+  dbo.max_background_jobs = 2;
+  dbo.keep_log_file_num = 4;
+  dbo.max_manifest_file_size = 64u << 20;
+  dbo.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  if (opts.fs) {
+    s->fs_ = opts.fs;
+    s->env_ = rocksdb::NewCompositeEnv(opts.fs);
+    dbo.env = s->env_.get();
+  }
+  rocksdb::BlockBasedTableOptions bbt;
+  bbt.block_cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  bbt.cache_index_and_filter_blocks = false;
+  rocksdb::ColumnFamilyOptions cfo;
+  cfo.write_buffer_size = opts.write_buffer_bytes;
+  cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
+  cfo.compression = rocksdb::kNoCompression;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
+    cfs.emplace_back(CfName(static_cast<Cf>(i)), cfo);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> hs;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status rs;
+  if (opts.read_only) {
+    rs = rocksdb::DB::OpenForReadOnly(dbo, dir, cfs, &hs, &raw);
+  } else {
+    rs = rocksdb::DB::Open(dbo, dir, cfs, &hs, &raw);
+  }
+  if (!rs.ok()) {
+    Status st = Status::FromRocks(rs);
+    if (rs.IsInvalidArgument() && rs.ToString().find("does not exist") != std::string::npos) {
+      return Status::NotFound("no metadata store at " + dir);
+    }
+    return Status::FromErrno(st.ToErrno(), "cannot open metadata store " + dir + ": " + rs.ToString());
+  }
+  s->db_.reset(raw);
+  for (size_t i = 0; i < hs.size(); ++i) s->handles_[i] = hs[i];
+  s->read_only_ = opts.read_only;
+  return s;
+}
+
+Store::~Store() {
+  if (db_) {
+    if (!read_only_) (void)db_->FlushWAL(true);
+    for (auto* h : handles_) {
+      if (h) (void)db_->DestroyColumnFamilyHandle(h);
+    }
+    (void)db_->Close();
+    db_.reset();
+  }
+}
+
+Status Store::Get(Cf cf, std::string_view key, std::string* value) {
+  return Status::FromRocks(
+      db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), value));
+}
+
+Status Store::Put(Cf cf, std::string_view key, std::string_view value) {
+  return Status::FromRocks(db_->Put(rocksdb::WriteOptions(), handle(cf),
+                                    rocksdb::Slice(key.data(), key.size()),
+                                    rocksdb::Slice(value.data(), value.size())));
+}
+
+Status Store::Write(rocksdb::WriteBatch* batch) {
+  return Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
+}
+
+Status Store::SyncWal() {
+  if (read_only_) return Status::Ok();
+  return Status::FromRocks(db_->FlushWAL(true));
+}
+
+Status Store::FlushAll() {
+  if (read_only_) return Status::Ok();
+  PSM_RETURN_IF_ERROR(SyncWal());
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  std::vector<rocksdb::ColumnFamilyHandle*> hs(handles_.begin(), handles_.end());
+  return Status::FromRocks(db_->Flush(fo, hs));
+}
+
+std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), handle(cf)));
+}
+
+uint64_t Store::EstimateKeys(Cf cf) {
+  uint64_t n = 0;
+  db_->GetIntProperty(handle(cf), "rocksdb.estimate-num-keys", &n);
+  return n;
+}
+
+Status ForEachPrefix(rocksdb::Iterator* it, std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn,
+                     std::string_view from) {
+  std::string_view start = from.empty() ? prefix : from;
+  for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() < prefix.size() || memcmp(k.data(), prefix.data(), prefix.size()) != 0) break;
+    if (!fn(std::string_view(k.data(), k.size()),
+            std::string_view(it->value().data(), it->value().size()))) {
+      break;
+    }
+  }
+  return Status::FromRocks(it->status());
+}
+
+Status GetAtIter(rocksdb::Iterator* it, std::string_view prefix, Epoch e, std::string* payload,
+                 Epoch* version) {
+  std::string target = VersionKey(prefix, e);
+  it->Seek(target);
+  if (!it->Valid()) {
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    return Status::NotFound();
+  }
+  rocksdb::Slice k = it->key();
+  if (k.size() != prefix.size() + 8 || memcmp(k.data(), prefix.data(), prefix.size()) != 0) {
+    return Status::NotFound();
+  }
+  rocksdb::Slice v = it->value();
+  if (v.empty()) return Status::Corruption("empty versioned value");
+  if (version) *version = KeyEpoch(std::string_view(k.data(), k.size()));
+  if (v[0] == kTagTombstone) return Status::NotFound();
+  if (payload) payload->assign(v.data() + 1, v.size() - 1);
+  return Status::Ok();
+}
+
+Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string* payload,
+             Epoch* version) {
+  auto it = store->NewIterator(cf);
+  return GetAtIter(it.get(), prefix, e, payload, version);
+}
+
+Txn::Txn(Store* store) : store_(store), batch_(rocksdb::BytewiseComparator(), 0, true) {}
+
+Status Txn::Get(Cf cf, std::string_view key, std::string* value) {
+  return Status::FromRocks(batch_.GetFromBatchAndDB(store_->db(), rocksdb::ReadOptions(),
+                                                    store_->handle(cf),
+                                                    rocksdb::Slice(key.data(), key.size()), value));
+}
+
+void Txn::Put(Cf cf, std::string_view key, std::string_view value) {
+  (void)batch_.Put(store_->handle(cf), rocksdb::Slice(key.data(), key.size()),
+                   rocksdb::Slice(value.data(), value.size()));
+}
+
+void Txn::Delete(Cf cf, std::string_view key) {
+  (void)batch_.Delete(store_->handle(cf), rocksdb::Slice(key.data(), key.size()));
+}
+
+std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
+  rocksdb::Iterator* base = store_->db()->NewIterator(rocksdb::ReadOptions(), store_->handle(cf));
+  return std::unique_ptr<rocksdb::Iterator>(batch_.NewIteratorWithBase(store_->handle(cf), base));
+}
+
+Status Txn::GetAt(Cf cf, std::string_view prefix, Epoch e, std::string* payload, Epoch* version) {
+  if (batch_.GetWriteBatch()->Count() == 0) {
+    return psm::GetAt(store_, cf, prefix, e, payload, version);
+  }
+  auto it = NewIterator(cf);
+  return GetAtIter(it.get(), prefix, e, payload, version);
+}
+
+bool Txn::empty() const {
+  return const_cast<rocksdb::WriteBatchWithIndex&>(batch_).GetWriteBatch()->Count() == 0;
+}
+
+Status Txn::Commit() {
+  if (empty()) return Status::Ok();
+  return store_->Write(batch_.GetWriteBatch());
+}
+
+}  // namespace psm

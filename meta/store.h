@@ -1,0 +1,126 @@
+// Store: the RocksDB database that holds all psmfs metadata, and Txn, the
+// batch one filesystem operation builds and commits.
+//
+// Durability model (docs/crash-consistency.md): the store is opened with
+// RocksDB's manual_wal_flush, so a committed Txn is visible to readers at once
+// but reaches the OS only when SyncWal() runs (the committer does that after
+// syncing the image) or when RocksDB must switch memtables. The file system
+// passed in StoreOptions::fs (see meta/barrier_fs.h) syncs the image before
+// any metadata byte is written to a file, so metadata never becomes durable
+// before the data it points to.
+//
+// Thread safety: Store is thread-safe. A Txn belongs to one thread.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/utilities/write_batch_with_index.h>
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "meta/keys.h"
+#include "meta/status.h"
+
+namespace rocksdb {
+class FileSystem;
+class Env;
+}  // namespace rocksdb
+
+namespace psm {
+
+struct StoreOptions {
+  // Create the database if it does not exist. Default: false.
+  bool create_if_missing = false;
+  // Refuse to open an existing database (mkfs). Default: false.
+  bool error_if_exists = false;
+  // File system under RocksDB (barrier / fault injection); null = default.
+  std::shared_ptr<rocksdb::FileSystem> fs;
+  // Memtable size per column family, bytes. Default: 64 MiB.
+  size_t write_buffer_bytes = 64u << 20;
+  // Block cache size, bytes. Default: 64 MiB.
+  size_t block_cache_bytes = 64u << 20;
+  // Open read-only (fsck, offline tools that only look). Default: false.
+  bool read_only = false;
+};
+
+class Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, const StoreOptions& opts);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  rocksdb::DB* db() { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* handle(Cf cf) { return handles_[static_cast<int>(cf)]; }
+
+  // Unversioned point read from the database (not seeing any Txn).
+  Status Get(Cf cf, std::string_view key, std::string* value);
+  // Single unversioned write, committed at once (not synced).
+  Status Put(Cf cf, std::string_view key, std::string_view value);
+  // Write a raw batch.
+  Status Write(rocksdb::WriteBatch* batch);
+  // Make everything committed so far durable (FlushWAL(sync=true)).
+  Status SyncWal();
+  // Flush memtables to SST files (clean unmount) and sync.
+  Status FlushAll();
+  std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
+  // Approximate number of keys in a column family.
+  uint64_t EstimateKeys(Cf cf);
+  bool read_only() const { return read_only_; }
+
+ private:
+  Store() = default;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::array<rocksdb::ColumnFamilyHandle*, static_cast<int>(Cf::kCount)> handles_{};
+  std::shared_ptr<rocksdb::FileSystem> fs_;
+  std::unique_ptr<rocksdb::Env> env_;
+  bool read_only_ = false;
+};
+
+// Prefix iteration helper: calls fn(key, value) for every key that starts
+// with prefix (from `from`, default prefix), stopping when fn returns false.
+// Returns the iterator's status.
+Status ForEachPrefix(rocksdb::Iterator* it, std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn,
+                     std::string_view from = {});
+
+// Txn: the writes of one filesystem operation, applied atomically by
+// Commit(). Reads through a Txn see its own pending writes.
+class Txn {
+ public:
+  explicit Txn(Store* store);
+  Store* store() { return store_; }
+
+  // Unversioned read seeing own writes.
+  Status Get(Cf cf, std::string_view key, std::string* value);
+  void Put(Cf cf, std::string_view key, std::string_view value);
+  void Delete(Cf cf, std::string_view key);
+  // Iterator over the database with this Txn's writes merged in.
+  std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
+
+  // Versioned read: the newest version of `prefix` at or below epoch `e`.
+  // kNotFound when there is none or it is a tombstone. On success `payload`
+  // gets the value without its tag and *version (if given) its epoch.
+  Status GetAt(Cf cf, std::string_view prefix, Epoch e, std::string* payload,
+               Epoch* version = nullptr);
+
+  bool empty() const;
+  Status Commit();
+
+ private:
+  Store* store_;
+  rocksdb::WriteBatchWithIndex batch_;
+};
+
+// Versioned read without a Txn (snapshot browsing, readers).
+Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string* payload,
+             Epoch* version = nullptr);
+
+// Shared helper for both: position `it` and extract the version.
+Status GetAtIter(rocksdb::Iterator* it, std::string_view prefix, Epoch e, std::string* payload,
+                 Epoch* version);
+
+}  // namespace psm

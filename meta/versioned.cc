@@ -1,0 +1,91 @@
+#include "meta/versioned.h"
+
+#include <cstring>
+
+namespace psm {
+namespace {
+
+bool HasPrefixExact(const rocksdb::Slice& k, std::string_view prefix) {
+  return k.size() == prefix.size() + 8 && memcmp(k.data(), prefix.data(), prefix.size()) == 0;
+}
+
+}  // namespace
+
+Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
+                  const std::optional<std::string_view>& payload, const EpochSet& snaps) {
+  auto it = txn->NewIterator(cf);
+  // The newest version overall (E is the largest epoch, so seek the prefix).
+  it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  bool have_newest = false;
+  Epoch newest_epoch = 0;
+  bool newest_tomb = false;
+  std::string newest_key;
+  if (it->Valid() && HasPrefixExact(it->key(), prefix)) {
+    have_newest = true;
+    newest_key = it->key().ToString();
+    newest_epoch = KeyEpoch(newest_key);
+    newest_tomb = it->value().empty() || it->value()[0] == kTagTombstone;
+  }
+  PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  if (have_newest && newest_epoch > e) {
+    return Status::Corruption("record version newer than the live epoch");
+  }
+
+  const std::string new_key = VersionKey(prefix, e);
+  bool older_remains = false;  // a version older than the newest stays in the store
+  if (have_newest) {
+    it->Next();
+    older_remains = it->Valid() && HasPrefixExact(it->key(), prefix);
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+
+  if (have_newest && newest_epoch == e) {
+    // Overwrite in place: no snapshot can see a version born at E.
+    if (payload) {
+      txn->Put(cf, new_key, Tagged(*payload));
+    } else if (older_remains) {
+      txn->Put(cf, new_key, TombstoneValue());
+    } else {
+      txn->Delete(cf, new_key);
+    }
+    return Status::Ok();
+  }
+
+  if (!payload && (!have_newest || newest_tomb)) return Status::Ok();  // already absent
+
+  bool keep_newest = false;
+  if (have_newest) {
+    if (snaps.AnyIn(newest_epoch, e)) {
+      keep_newest = true;
+      DeadValue dv;
+      dv.birth = newest_epoch;
+      txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
+    } else {
+      txn->Delete(cf, newest_key);
+    }
+  }
+  if (payload) {
+    txn->Put(cf, new_key, Tagged(*payload));
+  } else if (keep_newest || older_remains) {
+    txn->Put(cf, new_key, TombstoneValue());
+  }
+  return Status::Ok();
+}
+
+Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key) {
+  txn->Delete(cf, versioned_key);
+  std::string_view prefix = KeyPrefix(versioned_key);
+  // If what remains is a lone tombstone, it hides nothing: remove it too.
+  auto it = txn->NewIterator(cf);
+  it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  if (!it->Valid() || !HasPrefixExact(it->key(), prefix)) return Status::FromRocks(it->status());
+  if (!(it->value().empty() || it->value()[0] == kTagTombstone)) return Status::Ok();
+  std::string tomb_key = it->key().ToString();
+  it->Next();
+  if (it->Valid() && HasPrefixExact(it->key(), prefix)) return Status::Ok();
+  PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  txn->Delete(cf, tomb_key);
+  return Status::Ok();
+}
+
+}  // namespace psm

@@ -1,0 +1,223 @@
+// The FUSE-free filesystem core, driven directly: files, directories,
+// links, rename, truncate, holes, xattrs, orphans, ENOSPC, remount, fsck.
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+
+#include "tests/unit/core_test_util.h"
+
+using namespace psm;
+using psm_test::CoreVolume;
+using psm_test::Pattern;
+
+TEST_CASE("write, read back, remount") {
+  CoreVolume v;
+  std::string data = Pattern(3 * 1024 * 1024 + 123, 1);
+  NodeId n = v.Put(kRootIno, "f", data);
+  CHECK(v.ReadAll(n) == data);
+  v.Remount();
+  NodeId n2 = v.Node(kRootIno, "f");
+  CHECK(n2 == n);
+  CHECK(v.ReadAll(n2) == data);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("partial block overwrites and sparse regions") {
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "f", std::string(10000, 'a'));
+  REQUIRE(v.WriteAt(n, 4090, "XYZ").ok());
+  REQUIRE(v.WriteAt(n, 5 * 1024 * 1024, "tail").ok());  // hole in between
+  std::string want(10000, 'a');
+  want.replace(4090, 3, "XYZ");
+  want.resize(5 * 1024 * 1024, '\0');
+  want += "tail";
+  CHECK(v.ReadAll(n) == want);
+  auto a = v.fs->GetAttr(n);
+  REQUIRE(a.ok());
+  CHECK(a->st.st_size == static_cast<off_t>(want.size()));
+  CHECK(a->st.st_blocks < static_cast<blkcnt_t>(want.size() / 512));  // sparse
+  auto fh = v.fs->OpenFile(n, O_RDONLY);
+  REQUIRE(fh.ok());
+  auto hole = v.fs->Lseek(*fh, 0, SEEK_HOLE);
+  REQUIRE(hole.ok());
+  CHECK(*hole == 12288);
+  auto data = v.fs->Lseek(*fh, 20000, SEEK_DATA);
+  REQUIRE(data.ok());
+  CHECK(*data == 5 * 1024 * 1024);
+  CHECK(v.fs->Lseek(*fh, want.size() + 1, SEEK_DATA).status().Is(Code::kNoData));
+  REQUIRE(v.fs->Release(*fh).ok());
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("files beyond 4 GiB") {
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "big", "");
+  uint64_t off = (5ull << 30) + 17;
+  REQUIRE(v.WriteAt(n, off, "far").ok());
+  auto fh = v.fs->OpenFile(n, O_RDONLY);
+  REQUIRE(fh.ok());
+  char buf[8] = {0};
+  auto r = v.fs->Read(*fh, off - 2, 8, buf);
+  REQUIRE(r.ok());
+  CHECK(*r == 5);
+  CHECK(std::string(buf, 5) == std::string("\0\0far", 5));
+  REQUIRE(v.fs->Release(*fh).ok());
+}
+
+TEST_CASE("truncate down then up reads zeros") {
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "t", Pattern(20000, 2));
+  struct stat st {};
+  st.st_size = 5000;
+  REQUIRE(v.fs->SetAttr(n, st, kSetSize, v.cred).ok());
+  st.st_size = 30000;
+  REQUIRE(v.fs->SetAttr(n, st, kSetSize, v.cred).ok());
+  std::string want = Pattern(20000, 2).substr(0, 5000) + std::string(25000, '\0');
+  CHECK(v.ReadAll(n) == want);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("fallocate and punch hole") {
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "p", std::string(40000, 'x'));
+  auto fh = v.fs->OpenFile(n, O_RDWR);
+  REQUIRE(fh.ok());
+  REQUIRE(v.fs->Fallocate(*fh, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000, 20000).ok());
+  REQUIRE(v.fs->Fallocate(*fh, 0, 40000, 100000).ok());
+  REQUIRE(v.fs->Release(*fh).ok());
+  std::string want(40000, 'x');
+  for (int i = 1000; i < 21000; ++i) want[i] = '\0';
+  want.resize(140000, '\0');
+  CHECK(v.ReadAll(n) == want);
+  CHECK(v.fs->Fallocate(*v.fs->OpenFile(n, O_RDWR), 0x40, 0, 10).Is(Code::kNotSupported));
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("directories, errors and link counts") {
+  CoreVolume v;
+  NodeId d = v.Mkdir(kRootIno, "d");
+  NodeId sub = v.Mkdir(d, "sub");
+  (void)sub;
+  v.Put(d, "f", "hello");
+  CHECK(v.fs->MkDir(kRootIno, "d", 0755, v.cred).status().Is(Code::kExists));
+  CHECK(v.fs->RmDir(kRootIno, "d").Is(Code::kNotEmpty));
+  CHECK(v.fs->RmDir(d, "f").Is(Code::kNotDir));
+  CHECK(v.fs->Unlink(d, "sub").Is(Code::kIsDir));
+  CHECK(v.fs->Lookup(d, "nope").status().Is(Code::kNotFound));
+  CHECK(v.fs->Lookup(kRootIno, std::string(256, 'n')).status().Is(Code::kNameTooLong));
+  CHECK(v.fs->MkDir(kRootIno, std::string(255, 'n'), 0755, v.cred).ok());
+  CHECK(v.fs->GetAttr(d)->st.st_nlink == 3);
+  CHECK(v.fs->GetAttr(kRootIno)->st.st_nlink == 4);  // ., d, 255-n dir
+  auto fnode = v.Node(d, "f");
+  REQUIRE(v.fs->Link(fnode, kRootIno, "hard").ok());
+  CHECK(v.fs->GetAttr(fnode)->st.st_nlink == 2);
+  REQUIRE(v.fs->Unlink(d, "f").ok());
+  CHECK(v.fs->GetAttr(fnode)->st.st_nlink == 1);
+  CHECK(v.ReadAll(v.Node(kRootIno, "hard")) == "hello");
+  REQUIRE(v.fs->RmDir(d, "sub").ok());
+  REQUIRE(v.fs->RmDir(kRootIno, "d").ok());
+  CHECK(v.fs->GetAttr(kRootIno)->st.st_nlink == 3);
+  CHECK(v.fs->MkDir(kRootIno, ".snapshots", 0755, v.cred).status().Is(Code::kExists));
+  auto sl = v.fs->Symlink(kRootIno, "ln", "hard", v.cred);
+  REQUIRE(sl.ok());
+  CHECK(*v.fs->ReadLink(sl->node) == "hard");
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("rename: replace, exchange, noreplace, loops") {
+  CoreVolume v;
+  NodeId a = v.Mkdir(kRootIno, "a");
+  NodeId b = v.Mkdir(kRootIno, "b");
+  v.Put(a, "x", "X");
+  v.Put(b, "y", "Y");
+  REQUIRE(v.fs->Rename(a, "x", b, "y", 0).ok());  // replace across dirs
+  CHECK(v.ReadAll(v.Node(b, "y")) == "X");
+  CHECK(v.fs->Lookup(a, "x").status().Is(Code::kNotFound));
+  v.Put(a, "x2", "X2");
+  CHECK(v.fs->Rename(a, "x2", b, "y", RENAME_NOREPLACE).Is(Code::kExists));
+  REQUIRE(v.fs->Rename(a, "x2", b, "y", RENAME_EXCHANGE).ok());
+  CHECK(v.ReadAll(v.Node(b, "y")) == "X2");
+  CHECK(v.ReadAll(v.Node(a, "x2")) == "X");
+  CHECK(v.fs->Rename(kRootIno, "a", a, "inside", 0).Is(Code::kInvalid));
+  NodeId c = v.Mkdir(b, "c");
+  v.Put(c, "f", "f");
+  CHECK(v.fs->Rename(kRootIno, "a", b, "c", 0).Is(Code::kNotEmpty));
+  CHECK(v.fs->Rename(a, "x2", kRootIno, "b", 0).Is(Code::kIsDir));
+  CHECK(v.fs->Rename(kRootIno, "a", b, "y", 0).Is(Code::kNotDir));
+  REQUIRE(v.fs->Rename(kRootIno, "a", c, "a", 0).ok());  // dir moves down
+  CHECK(v.fs->GetAttr(c)->st.st_nlink == 3);
+  CHECK(v.fs->GetAttr(kRootIno)->st.st_nlink == 3);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("an unlinked open file stays readable until closed, then its space returns") {
+  CoreVolume v;
+  uint64_t free0 = v.FreeBlocks();
+  NodeId n = v.Put(kRootIno, "o", Pattern(1 << 20, 3));
+  auto fh = v.fs->OpenFile(n, O_RDWR);
+  REQUIRE(fh.ok());
+  REQUIRE(v.fs->Unlink(kRootIno, "o").ok());
+  std::string buf(1 << 20, '\0');
+  auto r = v.fs->Read(*fh, 0, buf.size(), buf.data());
+  REQUIRE(r.ok());
+  CHECK(buf == Pattern(1 << 20, 3));
+  CHECK(v.FreeBlocks() < free0);
+  REQUIRE(v.fs->Release(*fh).ok());
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("an orphan left by a crash is removed at the next mount") {
+  CoreVolume v;
+  uint64_t free0 = v.FreeBlocks();
+  NodeId n = v.Put(kRootIno, "o", Pattern(300000, 4));
+  auto fh = v.fs->OpenFile(n, O_RDONLY);
+  REQUIRE(fh.ok());
+  REQUIRE(v.fs->Unlink(kRootIno, "o").ok());
+  v.Remount();  // close with the handle still open: the orphan survives
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("xattrs") {
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "x", "");
+  REQUIRE(v.fs->SetXattr(n, "user.a", "1", 0).ok());
+  CHECK(v.fs->SetXattr(n, "user.a", "2", XATTR_CREATE).Is(Code::kExists));
+  CHECK(v.fs->SetXattr(n, "user.b", "2", XATTR_REPLACE).Is(Code::kNoAttr));
+  REQUIRE(v.fs->SetXattr(n, "user.b", std::string(), 0).ok());
+  CHECK(*v.fs->GetXattr(n, "user.a") == "1");
+  CHECK(v.fs->GetXattr(n, "user.b")->empty());
+  CHECK(*v.fs->ListXattr(n) == std::string("user.a\0user.b\0", 14));
+  REQUIRE(v.fs->RemoveXattr(n, "user.a").ok());
+  CHECK(v.fs->GetXattr(n, "user.a").status().Is(Code::kNoAttr));
+  CHECK(v.fs->RemoveXattr(n, "user.a").Is(Code::kNoAttr));
+}
+
+TEST_CASE("a full image gives ENOSPC and nothing breaks; space returns after delete") {
+  CoreVolume v(8ull << 20);
+  std::string mb = Pattern(1 << 20, 5);
+  int written = 0;
+  Status last;
+  auto r = v.fs->Create(kRootIno, "fill", 0644, O_RDWR, v.cred);
+  REQUIRE(r.ok());
+  for (int i = 0; i < 20; ++i) {
+    auto w = v.fs->Write(r->second, uint64_t(i) << 20, mb.data(), mb.size());
+    if (!w.ok()) {
+      last = w.status();
+      break;
+    }
+    ++written;
+  }
+  REQUIRE(v.fs->Release(r->second).ok());
+  CHECK(last.Is(Code::kNoSpace));
+  CHECK(written >= 6);
+  CHECK(written < 8);
+  NodeId n = v.Node(kRootIno, "fill");
+  std::string got = v.ReadAll(n);
+  REQUIRE(got.size() == size_t(written) << 20);
+  for (int i = 0; i < written; ++i) CHECK(got.compare(size_t(i) << 20, 1 << 20, mb) == 0);
+  REQUIRE(v.fs->Unlink(kRootIno, "fill").ok());
+  v.Put(kRootIno, "again", mb);  // space came back
+  CHECK(v.Fsck() == 0);
+}

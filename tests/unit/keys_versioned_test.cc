@@ -1,0 +1,201 @@
+// Key encoding and versioned records (meta/keys, meta/versioned).
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <set>
+
+#include "meta/keys.h"
+#include "meta/store.h"
+#include "meta/versioned.h"
+
+using namespace psm;
+
+namespace {
+
+struct Snaps : EpochSet {
+  std::set<Epoch> e;
+  bool AnyIn(Epoch lo, Epoch hi) const override {
+    auto it = e.lower_bound(lo);
+    return it != e.end() && *it < hi;
+  }
+};
+
+struct TempStore {
+  std::string dir;
+  std::unique_ptr<Store> store;
+  TempStore() {
+    char t[] = "/tmp/psm-kv-XXXXXX";
+    dir = mkdtemp(t);
+    StoreOptions o;
+    o.create_if_missing = true;
+    auto r = Store::Open(dir + "/meta", o);
+    REQUIRE(r.ok());
+    store = std::move(r).value();
+  }
+  ~TempStore() {
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+  size_t CountPrefix(Cf cf, const std::string& prefix) {
+    size_t n = 0;
+    auto it = store->NewIterator(cf);
+    CHECK(ForEachPrefix(it.get(), prefix, [&](std::string_view, std::string_view) {
+            ++n;
+            return true;
+          }).ok());
+    return n;
+  }
+};
+
+std::string Read(Store* s, Cf cf, const std::string& prefix, Epoch e) {
+  std::string v;
+  Status st = GetAt(s, cf, prefix, e, &v);
+  if (st.Is(Code::kNotFound)) return "<absent>";
+  REQUIRE(st.ok());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("versioned keys sort newest first and round-trip") {
+  std::string p = DentryPrefix(7, "name");
+  std::string k1 = VersionKey(p, 1), k5 = VersionKey(p, 5);
+  CHECK(k5 < k1);  // newer first
+  CHECK(KeyEpoch(k5) == 5);
+  CHECK(KeyPrefix(k5) == p);
+  InodeId parent;
+  std::string_view name;
+  ParseDentryKey(k5, &parent, &name);
+  CHECK(parent == 7);
+  CHECK(name == "name");
+  // "a" sorts before "ab" and no version of "a" sorts among "ab"'s.
+  CHECK(VersionKey(DentryPrefix(7, "a"), 1) < VersionKey(DentryPrefix(7, "ab"), 99));
+  InodeId ino;
+  uint64_t idx;
+  ParseChunkKey(VersionKey(ChunkPrefix(3, 9), 4), &ino, &idx);
+  CHECK(ino == 3);
+  CHECK(idx == 9);
+}
+
+TEST_CASE("records round-trip") {
+  InodeAttr a;
+  a.mode = 0100644;
+  a.uid = 5;
+  a.size = 1ull << 40;
+  a.mtime_ns = -3;
+  a.parent = 77;
+  a.inline_data = "target";
+  InodeAttr b;
+  REQUIRE(DecodeInode(EncodeInode(a), &b).ok());
+  CHECK(a == b);
+  std::vector<Extent> ex{{0, 3, 100, 1, 0}, {5, 2, 200, 4, kExtentUnwritten}}, ey;
+  REQUIRE(DecodeExtents(EncodeExtents(ex), &ey).ok());
+  CHECK(ex == ey);
+  CHECK_FALSE(DecodeExtents("abc", &ey).ok());
+  SnapshotRec s{"daily", 9, 123, SnapState::kDeleting, 0}, t;
+  REQUIRE(DecodeSnapshot(EncodeSnapshot(s), &t).ok());
+  CHECK(t.name == "daily");
+  CHECK(t.epoch == 9);
+  CHECK(t.state == SnapState::kDeleting);
+  DeadKey dk;
+  REQUIRE(ParseDeadKey(DeadVersionKey(4, Cf::kChunks, VersionKey(ChunkPrefix(1, 2), 3)), &dk).ok());
+  CHECK(dk.death == 4);
+  CHECK(dk.cf == Cf::kChunks);
+  REQUIRE(ParseDeadKey(DeadRangeKey(8, 1234), &dk).ok());
+  CHECK(dk.kind == DeadKind::kRange);
+  CHECK(dk.start == 1234);
+}
+
+TEST_CASE("PutVersion: in place at the live epoch, new version after a snapshot") {
+  TempStore ts;
+  Snaps snaps;
+  std::string p = InodePrefix(42);
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, 1, std::string_view("v1"), snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, 1, std::string_view("v1b"), snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(ts.CountPrefix(Cf::kInodes, p) == 1);  // overwritten in place
+  snaps.e.insert(1);                            // snapshot at epoch 1, live is 2
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, 2, std::string_view("v2"), snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(Read(ts.store.get(), Cf::kInodes, p, 1) == "v1b");
+  CHECK(Read(ts.store.get(), Cf::kInodes, p, 2) == "v2");
+  CHECK(ts.CountPrefix(Cf::kDead, DeadEpochPrefix(2)) == 1);  // the old version is recorded
+  // Delete at epoch 2: a tombstone hides v1b from the live tree only.
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, 2, std::nullopt, snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(Read(ts.store.get(), Cf::kInodes, p, 2) == "<absent>");
+  CHECK(Read(ts.store.get(), Cf::kInodes, p, 1) == "v1b");
+}
+
+TEST_CASE("PutVersion without snapshots keeps one version and no dead entries") {
+  TempStore ts;
+  Snaps snaps;  // snapshot at 1 was deleted: nothing present
+  std::string p = InodePrefix(9);
+  for (Epoch e = 1; e <= 4; ++e) {
+    Txn t(ts.store.get());
+    std::string v = "v" + std::to_string(e);
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, e, std::string_view(v), snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(ts.CountPrefix(Cf::kInodes, p) == 1);
+  CHECK(ts.CountPrefix(Cf::kDead, "") == 0);
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kInodes, p, 5, std::nullopt, snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(ts.CountPrefix(Cf::kInodes, p) == 0);  // no tombstone needed over nothing
+}
+
+TEST_CASE("DropVersion removes a lone tombstone left behind") {
+  TempStore ts;
+  Snaps snaps;
+  snaps.e.insert(1);
+  std::string p = XattrPrefix(3, "user.a");
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kXattrs, p, 1, std::string_view("x"), snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  {
+    Txn t(ts.store.get());
+    REQUIRE(PutVersion(&t, Cf::kXattrs, p, 2, std::nullopt, snaps).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(ts.CountPrefix(Cf::kXattrs, p) == 2);  // version + tombstone
+  {
+    Txn t(ts.store.get());
+    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1)).ok());
+    REQUIRE(t.Commit().ok());
+  }
+  CHECK(ts.CountPrefix(Cf::kXattrs, p) == 0);
+}
+
+TEST_CASE("Txn reads its own writes, versioned and plain") {
+  TempStore ts;
+  Txn t(ts.store.get());
+  t.Put(Cf::kVolume, "k", "v");
+  std::string v;
+  REQUIRE(t.Get(Cf::kVolume, "k", &v).ok());
+  CHECK(v == "v");
+  t.Put(Cf::kInodes, VersionKey(InodePrefix(1), 3), Tagged("three"));
+  REQUIRE(t.GetAt(Cf::kInodes, InodePrefix(1), 5, &v).ok());
+  CHECK(v == "three");
+  CHECK(t.GetAt(Cf::kInodes, InodePrefix(1), 2, &v).Is(Code::kNotFound));
+  CHECK(ts.store->Get(Cf::kVolume, "k", &v).Is(Code::kNotFound));  // not committed yet
+  REQUIRE(t.Commit().ok());
+  CHECK(ts.store->Get(Cf::kVolume, "k", &v).ok());
+}
