@@ -423,7 +423,9 @@ Result<uint64_t> FileSystem::OpenFile(NodeId node, int flags) {
   if (v.snap) {
     std::lock_guard<std::mutex> sl(m->snaps_mu);
     auto it = m->snaps.find(v.snap);
-    if (it == m->snaps.end() || it->second.reclaiming) return Status::Stale("snapshot was deleted");
+    if (it == m->snaps.end() || it->second.rec.state != SnapState::kActive) {
+      return Status::Stale("snapshot was deleted");
+    }
     it->second.open_handles++;
   } else {
     m->live_open[v.ino]++;

@@ -529,7 +529,7 @@ Result<uint64_t> FileSystem::OpenDir(NodeId node) {
   if (v.snap) {
     std::lock_guard<std::mutex> sl(m->snaps_mu);
     auto it = m->snaps.find(v.snap);
-    if (it == m->snaps.end() || it->second.reclaiming) return Status::Stale();
+    if (it == m->snaps.end() || it->second.rec.state != SnapState::kActive) return Status::Stale();
     it->second.open_handles++;
   }
   uint64_t fh = m->next_fh++;

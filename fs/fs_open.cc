@@ -383,7 +383,7 @@ bool FileSystem::Impl::AnyIn(Epoch lo, Epoch hi) const {
 bool FileSystem::Impl::SnapshotUsable(SnapshotId id, Epoch* e) {
   std::lock_guard<std::mutex> l(snaps_mu);
   auto it = snaps.find(id);
-  if (it == snaps.end() || it->second.reclaiming) return false;
+  if (it == snaps.end() || it->second.rec.state != SnapState::kActive) return false;
   *e = it->second.rec.epoch;
   return true;
 }

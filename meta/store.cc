@@ -76,12 +76,23 @@ Status Store::Get(Cf cf, std::string_view key, std::string* value) {
 }
 
 Status Store::Put(Cf cf, std::string_view key, std::string_view value) {
-  return Status::FromRocks(db_->Put(rocksdb::WriteOptions(), handle(cf),
-                                    rocksdb::Slice(key.data(), key.size()),
-                                    rocksdb::Slice(value.data(), value.size())));
+  rocksdb::WriteBatch b;
+  b.Put(handle(cf), rocksdb::Slice(key.data(), key.size()),
+        rocksdb::Slice(value.data(), value.size()));
+  return Write(&b);
 }
 
+#if defined(__SANITIZE_THREAD__)
+static constexpr bool kSerializeWrites = true;
+#else
+static constexpr bool kSerializeWrites = false;
+#endif
+
 Status Store::Write(rocksdb::WriteBatch* batch) {
+  if (kSerializeWrites) {
+    std::lock_guard<std::mutex> l(tsan_write_mu_);
+    return Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
+  }
   return Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
 }
 

@@ -18,6 +18,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -78,6 +79,10 @@ class Store {
   std::shared_ptr<rocksdb::FileSystem> fs_;
   std::unique_ptr<rocksdb::Env> env_;
   bool read_only_ = false;
+  // ThreadSanitizer builds only: RocksDB's write-group leader copies other
+  // writers' batches under synchronization TSan cannot see (the library is
+  // not instrumented), so writes are serialized by a mutex it can.
+  std::mutex tsan_write_mu_;
 };
 
 // Prefix iteration helper: calls fn(key, value) for every key that starts
