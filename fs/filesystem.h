@@ -88,6 +88,11 @@ struct MountOptions {
   std::string scan_reason;
   // Start the scanner thread. Default: true.
   bool start_scanner = true;
+  // Count kernel lookups (every EntryOut returned is one reference, dropped
+  // by Forget): an unlinked inode then lives until the kernel forgets it and
+  // its last handle closes, as POSIX wants. The FUSE adapter sets this;
+  // direct callers of the core that never Forget leave it off. Default: false.
+  bool count_lookups = false;
   // Show `.snapshots` in the root's listing (it is reachable by name either
   // way). Default: true (snapdir=visible).
   bool snapdir_visible = true;
@@ -174,6 +179,8 @@ class FileSystem {
 
   // ---- namespace ----
   Result<EntryOut> Lookup(NodeId parent, std::string_view name);
+  // The kernel dropped `nlookup` references to `node` (FUSE forget).
+  void Forget(NodeId node, uint64_t nlookup);
   Result<AttrOut> GetAttr(NodeId node);
   Result<AttrOut> SetAttr(NodeId node, const struct stat& in, uint32_t bits,
                           const Credentials& cred);

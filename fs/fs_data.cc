@@ -517,7 +517,7 @@ Status FileSystem::Release(uint64_t fh) {
       auto o = m->live_open.find(h.ino);
       if (o != m->live_open.end() && --o->second == 0) {
         m->live_open.erase(o);
-        last = true;
+        last = !m->lookups.count(h.ino);
       }
     }
   }
@@ -529,17 +529,22 @@ Status FileSystem::Release(uint64_t fh) {
     }
     return Status::Ok();
   }
-  if (!last || m->opts.read_only) return Status::Ok();
-  // Last close of a file whose last link is gone: destroy it.
-  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-  LockSet ls(m, {h.ino});
+  if (!last) return Status::Ok();
+  return m->MaybeDestroy(h.ino);
+}
+
+Status FileSystem::Impl::MaybeDestroy(InodeId ino) {
+  if (opts.read_only) return Status::Ok();
+  // An inode whose last link went while it was in use: destroy it now.
+  std::shared_lock<FairSharedMutex> vl(volume_mu);
+  LockSet ls(this, {ino});
   {
-    std::lock_guard<std::mutex> l(m->handles_mu);
-    if (m->live_open.count(h.ino)) return Status::Ok();  // reopened meanwhile
+    std::lock_guard<std::mutex> l(handles_mu);
+    if (InUseLocked(ino)) return Status::Ok();  // referenced again meanwhile
   }
   InodeAttr a;
-  Status s = m->LoadAttrAt(h.ino, m->live(), &a);
-  if (s.ok() && a.nlink == 0) return m->DestroyOrphan(h.ino);
+  Status s = LoadAttrAt(ino, live(), &a);
+  if (s.ok() && a.nlink == 0) return DestroyOrphan(ino);
   return Status::Ok();
 }
 

@@ -168,6 +168,13 @@ struct FileSystem::Impl : public EpochSet {
   std::unordered_map<uint64_t, FileHandle> files;
   std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs;
   std::unordered_map<InodeId, int> live_open;  // open handles per live inode
+  std::unordered_map<InodeId, uint64_t> lookups;  // kernel references (count_lookups)
+  // REQUIRES handles_mu. The inode is still referenced by a handle or the kernel.
+  bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
+  // Records one kernel reference for an entry handed out (count_lookups).
+  void NoteLookup(NodeId node);
+  // Destroys an unlinked inode once nothing references it. Takes its locks.
+  Status MaybeDestroy(InodeId ino);
 
   // inode numbers
   std::mutex ino_alloc_mu;

@@ -51,8 +51,7 @@ void Touch(InodeAttr* a) { a->mtime_ns = a->ctime_ns = NowNs(); }
 
 }  // namespace
 
-Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
-  Impl* m = impl_.get();
+static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::NameTooLong();
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
   if (v.snapdir) {
@@ -96,6 +95,38 @@ Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   if (s.Is(Code::kNotFound)) return Status::NotFound();  // raced with unlink
   PSM_RETURN_IF_ERROR(s);
   return MakeEntry(m, v, d.ino, a);
+}
+
+Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
+  auto r = LookupImpl(impl_.get(), parent, name);
+  if (r.ok()) impl_->NoteLookup(r->node);
+  return r;
+}
+
+void FileSystem::Impl::NoteLookup(NodeId node) {
+  if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  std::lock_guard<std::mutex> l(handles_mu);
+  lookups[InoOf(node)]++;
+}
+
+void FileSystem::Forget(NodeId node, uint64_t nlookup) {
+  Impl* m = impl_.get();
+  if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  InodeId ino = InoOf(node);
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    auto it = m->lookups.find(ino);
+    if (it == m->lookups.end()) return;
+    if (it->second > nlookup) {
+      it->second -= nlookup;
+      return;
+    }
+    m->lookups.erase(it);
+    if (m->live_open.count(ino)) return;
+  }
+  Status s = m->MaybeDestroy(ino);
+  if (!s.ok()) fprintf(stderr, "psmfs: removing unlinked inode %llu: %s\n",
+                       static_cast<unsigned long long>(ino), s.ToString().c_str());
 }
 
 Result<AttrOut> FileSystem::GetAttr(NodeId node) {
@@ -222,6 +253,7 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
   if (ino_out) *ino_out = ino;
+  m->NoteLookup(MakeNode(v.snap, ino));
   return MakeEntry(m, v, ino, a);
 }
 
@@ -310,6 +342,7 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, pv.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  m->NoteLookup(MakeNode(0, v.ino));
   return MakeEntry(m, pv, v.ino, a);
 }
 
@@ -328,7 +361,7 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   bool open;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
-    open = m->live_open.count(child) > 0;
+    open = m->InUseLocked(child);
   }
   if (open) {
     txn->Put(Cf::kVolume, OrphanKey(child), "");

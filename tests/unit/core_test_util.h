@@ -18,6 +18,7 @@ struct CoreVolume {
   std::string dir;
   std::unique_ptr<psm::FileSystem> fs;
   psm::Credentials cred;
+  bool count_lookups = false;
 
   explicit CoreVolume(uint64_t size = 64ull << 20, uint64_t chunk_bytes = 1u << 20) {
     char t[] = "/tmp/psm-core-XXXXXX";
@@ -37,6 +38,7 @@ struct CoreVolume {
   void Open() {
     psm::MountOptions o;
     o.commit_interval_ms = 20;
+    o.count_lookups = count_lookups;
     auto r = psm::FileSystem::Open(dir, o);
     REQUIRE_MESSAGE(r.ok(), r.status().ToString());
     fs = std::move(r).value();

@@ -221,3 +221,24 @@ TEST_CASE("a full image gives ENOSPC and nothing breaks; space returns after del
   v.Put(kRootIno, "again", mb);  // space came back
   CHECK(v.Fsck() == 0);
 }
+
+TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") {
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  uint64_t free0 = v.FreeBlocks();
+  NodeId n = v.Put(kRootIno, "f", Pattern(100000, 8));  // Create: one reference
+  REQUIRE(v.fs->Unlink(kRootIno, "f").ok());
+  // No handle is open, but the kernel still knows the node: a late setattr
+  // (write-back of cached times) must work.
+  struct stat st {};
+  st.st_mtim.tv_sec = 12345;
+  auto r = v.fs->SetAttr(n, st, kSetMtime, v.cred);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK(r->st.st_nlink == 0);
+  CHECK(v.FreeBlocks() < free0);
+  v.fs->Forget(n, 1);
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));
+  CHECK(v.Fsck() == 0);
+}
