@@ -69,8 +69,11 @@ struct Credentials {
 struct MountOptions {
   // Refuse every modification (EROFS). Default: false.
   bool read_only = false;
-  // Kernel cache timeouts (seconds) for the live tree. Default: 1.
-  double live_timeout = 1.0;
+  // Kernel cache timeouts (seconds) for the live tree. psmfs is the only
+  // writer of its volume and the kernel drops its cached attributes itself
+  // on every change it makes through the mount; what changes behind its back
+  // (snapshots, restore) is invalidated explicitly. Default: 30.
+  double live_timeout = 30.0;
   // Kernel cache timeouts for snapshot trees (they never change). Default: 86400.
   double snapshot_timeout = 86400.0;
   // Background commit interval: unsynced writes become durable within it.

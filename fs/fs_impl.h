@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <memory>
@@ -39,6 +40,20 @@
 namespace psm {
 
 int64_t NowNs();
+
+// Nanoseconds since the epoch -> timespec, flooring: -1.5 s is
+// {tv_sec = -2, tv_nsec = 500000000}, as stat(2) reports pre-1970 times.
+inline timespec ToTimespec(int64_t ns) {
+  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    --sec;
+  }
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_nsec = static_cast<long>(rem);
+  return ts;
+}
 
 // A writer-preferring shared mutex: a waiting exclusive locker (snapshot
 // create) is not starved by a stream of shared lockers.

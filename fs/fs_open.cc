@@ -433,12 +433,9 @@ void FileSystem::Impl::FillStat(NodeId node, const InodeAttr& a, struct stat* st
   if (S_ISLNK(a.mode)) st->st_size = static_cast<off_t>(a.inline_data.size());
   st->st_blksize = bs;
   st->st_blocks = static_cast<blkcnt_t>(a.blocks * (bs / 512));
-  st->st_atim.tv_sec = a.atime_ns / 1000000000;
-  st->st_atim.tv_nsec = a.atime_ns % 1000000000;
-  st->st_mtim.tv_sec = a.mtime_ns / 1000000000;
-  st->st_mtim.tv_nsec = a.mtime_ns % 1000000000;
-  st->st_ctim.tv_sec = a.ctime_ns / 1000000000;
-  st->st_ctim.tv_nsec = a.ctime_ns % 1000000000;
+  st->st_atim = ToTimespec(a.atime_ns);
+  st->st_mtim = ToTimespec(a.mtime_ns);
+  st->st_ctim = ToTimespec(a.ctime_ns);
 }
 
 void FileSystem::Impl::SnapDirStat(struct stat* st) {
@@ -453,8 +450,7 @@ void FileSystem::Impl::SnapDirStat(struct stat* st) {
   st->st_gid = owner_gid;
   st->st_size = bs;
   st->st_blksize = bs;
-  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = snapdir_mtime_ns / 1000000000;
-  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = snapdir_mtime_ns % 1000000000;
+  st->st_atim = st->st_mtim = st->st_ctim = ToTimespec(snapdir_mtime_ns);
 }
 
 Result<InodeId> FileSystem::Impl::AllocIno() {

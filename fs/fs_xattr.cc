@@ -10,6 +10,17 @@ namespace {
 constexpr size_t kXattrValueMax = 65536;
 }
 
+namespace {
+// The namespaces psmfs stores. system.* (POSIX ACLs and the like) and any
+// unknown prefix are EOPNOTSUPP, as on ext4 without ACL support.
+bool KnownXattrNamespace(std::string_view name) {
+  for (std::string_view ns : {"user.", "trusted.", "security."}) {
+    if (name.size() > ns.size() && name.substr(0, ns.size()) == ns) return true;
+  }
+  return false;
+}
+}  // namespace
+
 Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view value,
                             int flags) {
   Impl* m = impl_.get();
@@ -17,6 +28,7 @@ Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view
   if (name.size() > 255) return Status::Range();
   if (value.size() > kXattrValueMax) return Status::Range();
   if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) return Status::Invalid();
+  if (!KnownXattrNamespace(name)) return Status::NotSupported("unknown xattr namespace");
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));

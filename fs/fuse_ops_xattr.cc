@@ -1,0 +1,54 @@
+// FUSE handlers for extended attributes: setxattr, getxattr, listxattr,
+// removexattr. Each decodes, calls the core once, replies once
+// (fs/fuse_ops.h).
+//
+// Size protocol (getxattr, listxattr): a request with size 0 asks for the
+// value's length (fuse_reply_xattr); a request whose buffer is too small
+// gets ERANGE; otherwise the value itself (fuse_reply_buf).
+#include <string_view>
+
+#include "fs/fuse_ops.h"
+
+namespace psm::fuse_ops {
+namespace {
+
+void ReplySized(fuse_req_t req, const Result<std::string>& r, size_t size) {
+  if (!r.ok()) return ReplyStatus(req, r.status());
+  const std::string& v = r.value();
+  if (size == 0) {
+    fuse_reply_xattr(req, v.size());
+  } else if (v.size() > size) {
+    ReplyStatus(req, Status::Range("xattr buffer too small"));
+  } else {
+    fuse_reply_buf(req, v.data(), v.size());
+  }
+}
+
+// POSIX ACLs are not supported yet (FUSE_CAP_POSIX_ACL is off): storing them
+// as plain xattrs would let setfacl "succeed" while nothing enforces them.
+bool IsAclName(std::string_view name) {
+  return name == "system.posix_acl_access" || name == "system.posix_acl_default";
+}
+
+}  // namespace
+
+void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+              int flags) {
+  if (IsAclName(name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs"));
+  ReplyDone(req, Fs(req)->SetXattr(ino, name, std::string_view(value, size), flags));
+}
+
+void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (IsAclName(name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs"));
+  ReplySized(req, Fs(req)->GetXattr(ino, name), size);
+}
+
+void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  ReplySized(req, Fs(req)->ListXattr(ino), size);
+}
+
+void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  ReplyDone(req, Fs(req)->RemoveXattr(ino, name));
+}
+
+}  // namespace psm::fuse_ops
