@@ -1,0 +1,126 @@
+// psm::Client: the thread-safe client library for the psmfs control socket
+// (DESIGN §7). psmctl uses it; so can a backup program that snapshots many
+// volumes from many threads.
+//
+//   PSM_ASSIGN_OR_RETURN(auto client, psm::Client::Connect("/mnt/vol"));
+//   PSM_ASSIGN_OR_RETURN(psm::SnapshotInfo s, client->CreateSnapshot("nightly"));
+//
+// Connect() finds the volume through the registry entries the daemons write
+// (fs/control_protocol.h): the argument may be the mount point or the volume
+// directory, compared by real path.
+//
+// Thread safety: every method may be called from many threads at once. Each
+// call takes an idle connection from the Client's own small pool or dials a
+// new one, so calls run concurrently, each on its own connection. The only
+// lock is the Client's own pool mutex (held for a vector push/pop, never
+// across I/O): Client objects for different volumes, in one process, never
+// wait on each other, and there is no process-wide state.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fs/control_json.h"
+#include "fs/control_protocol.h"
+#include "fs/filesystem.h"
+#include "fs/scanner.h"
+#include "meta/status.h"
+
+namespace psm {
+
+using MountEntry = ctl::MountEntry;
+
+// The registry entries found in the runtime directories
+// (ctl::ClientRuntimeDirs()). Entries whose file is not owned by its
+// directory's owner are ignored (nobody can plant one for someone else's
+// volume). Stale entries (daemon gone) are included; see IsAlive().
+std::vector<MountEntry> ListMounts();
+
+// True when the entry's daemon runs (same host and its pid exists).
+bool IsAlive(const MountEntry& e);
+
+// The live entry whose mount point or volume is `path` (by real path).
+// kNotFound, with a message listing what was looked at, when there is none.
+Result<MountEntry> FindMount(const std::string& path);
+
+// What `status` returns.
+struct VolumeStatus {
+  VolumeStats stats;
+  ScanStatus scan;
+  std::string volume;
+  std::string mountpoint;
+  int64_t pid = 0;
+  std::string since;
+};
+
+struct ClientOptions {
+  // Idle connections kept for reuse. Default: 4.
+  size_t max_idle = 4;
+  // A pooled connection idle longer than this is closed rather than reused
+  // (the server closes idle ones after ControlServer::kIdleTimeoutSec).
+  // Default: 60 s.
+  std::chrono::seconds max_idle_age{60};
+};
+
+class Client {
+ public:
+  // Finds the mounted volume (FindMount) and says hello. kNotFound when
+  // nothing matches or the daemon is gone; kNotSupported on a protocol
+  // mismatch.
+  static Result<std::unique_ptr<Client>> Connect(const std::string& mountpoint_or_volume,
+                                                 ClientOptions opts = {});
+  // Same, for a known entry.
+  static Result<std::unique_ptr<Client>> Connect(const MountEntry& entry, ClientOptions opts = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const MountEntry& mount() const { return entry_; }
+  // The protocol version both sides speak.
+  int protocol_version() const { return version_; }
+  // Whether the daemon said this process may create/delete/scan/sync.
+  bool may_modify() const { return may_modify_; }
+
+  Result<VolumeStatus> GetStatus();
+  Result<SnapshotInfo> CreateSnapshot(const std::string& name);
+  // All or nothing as far as names go: if one name does not exist (or is
+  // given twice) nothing is deleted. Returns the names deleted.
+  Result<std::vector<std::string>> DeleteSnapshots(const std::vector<std::string>& names);
+  // Oldest first, with space figures.
+  Result<std::vector<SnapshotInfo>> ListSnapshots();
+  // Starts (or restarts) a free-space scan; returns the status right after.
+  Result<ScanStatus> StartScan();
+  Result<ScanStatus> GetScanStatus();
+  // Makes everything the daemon has received durable. (It cannot flush the
+  // kernel's write-back cache: call syncfs(2) on the mount point first.)
+  Status Sync();
+
+  // One request/reply (adds "v"). The reply's error, if any, becomes the
+  // Status. Safe for idempotent requests to be retried once on a fresh
+  // connection when a pooled one turns out closed; `idempotent` says so.
+  Result<Json> Call(Json request, bool idempotent);
+
+ private:
+  struct Idle {
+    int fd;
+    std::chrono::steady_clock::time_point since;
+  };
+  Client(MountEntry entry, ClientOptions opts) : entry_(std::move(entry)), opts_(opts) {}
+  // A new connection to the daemon (checks the server's credentials).
+  Result<int> Dial();
+  Status Hello();
+  int TakeIdle();  // -1 if none
+  void GiveBack(int fd);
+
+  const MountEntry entry_;
+  const ClientOptions opts_;
+  int version_ = ctl::kProtocolVersion;
+  bool may_modify_ = false;
+  std::mutex mu_;
+  std::vector<Idle> idle_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace psm

@@ -1,0 +1,307 @@
+// Helpers shared by the psmctl subcommands (see cli/psmctl.h).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cli/psmctl.h"
+
+namespace psmctl {
+
+const char* const kExitCodesFooter =
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  the operation failed (the message says why)\n"
+    "  2  usage error (bad command line)\n"
+    "  3  the volume is damaged (fsck found problems, or its metadata cannot be read)\n"
+    "  4  not found: no such volume or snapshot, or the volume is not mounted";
+
+namespace {
+
+std::vector<std::pair<int, SetupFn>>& Registry() {
+  static auto* r = new std::vector<std::pair<int, SetupFn>>();
+  return *r;
+}
+
+}  // namespace
+
+bool RegisterCommand(int order, SetupFn fn) {
+  Registry().emplace_back(order, fn);
+  return true;
+}
+
+void SetupAll(CLI::App& app) {
+  auto cmds = Registry();
+  std::stable_sort(cmds.begin(), cmds.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [order, fn] : cmds) fn(app);
+}
+
+CLI::App* AddCommand(CLI::App& parent, const std::string& name, const std::string& description) {
+  CLI::App* cmd = parent.add_subcommand(name, description);
+  cmd->footer(kExitCodesFooter);
+  return cmd;
+}
+
+void SetAction(CLI::App* cmd, std::function<int()> fn) {
+  cmd->callback([fn = std::move(fn)] {
+    int rc = fn();
+    if (rc != kExitOk) throw CLI::RuntimeError(rc);
+  });
+}
+
+int ExitCodeFor(const psm::Status& st) {
+  if (st.ok()) return kExitOk;
+  if (st.Is(psm::Code::kNotFound)) return kExitNotFound;
+  if (st.Is(psm::Code::kCorruption)) return kExitDamaged;
+  return kExitFailed;
+}
+
+int Fail(const psm::Status& st, const std::string& context) {
+  std::string msg = st.message().empty() ? st.ToString() : st.message();
+  // "psmctl: /mnt/x: /mnt/x is not ..." says the path twice: drop the context.
+  bool show = !context.empty() && msg.rfind(context, 0) != 0;
+  std::fprintf(stderr, "psmctl: %s%s%s\n", show ? context.c_str() : "", show ? ": " : "",
+               msg.c_str());
+  return ExitCodeFor(st);
+}
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "psmctl: %s\nRun with --help for more information.\n", message.c_str());
+  return kExitUsage;
+}
+
+psm::Result<uint64_t> ParseSize(std::string_view text) {
+  std::string s(text);
+  auto bad = [&] {
+    return psm::Status::Invalid("bad size '" + s +
+                                "' (use a number with an optional K, M, G, T or P suffix)");
+  };
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) return bad();
+  std::string num = s.substr(0, i);
+  std::string suffix = s.substr(i);
+  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.size() >= 2 && suffix.substr(suffix.size() - 2) == "IB")
+    suffix.resize(suffix.size() - 2);
+  else if (suffix.size() >= 2 && suffix.back() == 'B')
+    suffix.pop_back();
+  else if (suffix == "B")
+    suffix.clear();
+  int shift = 0;
+  if (suffix.empty())
+    shift = 0;
+  else if (suffix == "K")
+    shift = 10;
+  else if (suffix == "M")
+    shift = 20;
+  else if (suffix == "G")
+    shift = 30;
+  else if (suffix == "T")
+    shift = 40;
+  else if (suffix == "P")
+    shift = 50;
+  else
+    return bad();
+  if (std::count(num.begin(), num.end(), '.') > 1) return bad();
+  char* end = nullptr;
+  long double v = std::strtold(num.c_str(), &end);
+  if (end == nullptr || *end != '\0' || !std::isfinite(static_cast<double>(v))) return bad();
+  long double bytes = v * std::ldexp(1.0L, shift);
+  if (bytes >= 18446744073709551615.0L) return psm::Status::Range("size '" + s + "' is too large");
+  uint64_t out = static_cast<uint64_t>(bytes);
+  if (num.find('.') != std::string::npos && static_cast<long double>(out) != bytes) {
+    return psm::Status::Invalid("size '" + s + "' is not a whole number of bytes");
+  }
+  return out;
+}
+
+std::string HumanSize(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "K", "M", "G", "T", "P", "E"};
+  if (bytes < 1024) return std::to_string(bytes) + "B";
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 6) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (v < 10)
+    std::snprintf(buf, sizeof(buf), "%.1f%s", std::floor(v * 10) / 10, kUnits[u]);
+  else
+    std::snprintf(buf, sizeof(buf), "%.0f%s", std::floor(v), kUnits[u]);
+  return buf;
+}
+
+std::string FormatTime(int64_t realtime_ns) {
+  if (realtime_ns <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(realtime_ns / 1000000000);
+  std::tm tm;
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string FormatDuration(double sec) {
+  if (!std::isfinite(sec) || sec < 0) return "?";
+  uint64_t s = static_cast<uint64_t>(sec + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, s / 3600, (s / 60) % 60,
+                  s % 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%" PRIu64 ":%02" PRIu64, s / 60, s % 60);
+  }
+  return buf;
+}
+
+bool LooksLikeVolume(const std::string& dir) {
+  struct stat st;
+  return ::stat((dir + "/meta").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+namespace {
+
+// A read-only FileSystem::Open takes no lock (RocksDB allows a read-only
+// open beside a writer), so a volume held by another process would be read
+// as if it were idle. Probe the core's mount lock (VOLUME/psmfs.<uuid>.mount.lock,
+// the name fs_open.cc uses) with a shared lock first and refuse, with the
+// core's wording and holder, if a mount holds it. The probe is released at
+// once: holding it would make a concurrent mount fail with a stale holder.
+psm::Status CheckNotMounted(const std::string& volume) {
+  DIR* d = ::opendir(volume.c_str());
+  if (d == nullptr) return psm::Status::Ok();  // Open reports it
+  psm::Status st;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    const std::string suffix = ".mount.lock";
+    if (n.rfind("psmfs.", 0) != 0 || n.size() <= suffix.size() ||
+        n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    std::string path = volume + "/" + n;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
+      char buf[512] = {};
+      ssize_t r = ::pread(fd, buf, sizeof(buf) - 1, 0);
+      std::string holder = r > 0 ? std::string(buf, static_cast<size_t>(r)) : "another process";
+      while (!holder.empty() && holder.back() == '\n') holder.pop_back();
+      st = psm::Status::Busy("volume " + volume + " is already mounted by " + holder);
+    }
+    ::close(fd);
+    if (!st.ok()) break;
+  }
+  ::closedir(d);
+  return st;
+}
+
+}  // namespace
+
+psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan) {
+  PSM_RETURN_IF_ERROR(CheckNotMounted(volume));
+  psm::MountOptions opts;
+  opts.read_only = true;
+  opts.start_scanner = scan;
+  opts.scan_reason = "offline";
+  PSM_ASSIGN_OR_RETURN(auto fs, psm::FileSystem::Open(volume, opts));
+  // Space figures count what the scan has not reached as free: wait for it.
+  while (scan) {
+    psm::ScanStatus st = fs->GetScanStatus();
+    if (!st.last_error.empty()) {
+      (void)fs->Close();
+      return psm::Status::IOError("free-space scan of " + volume + ": " + st.last_error);
+    }
+    if (!st.running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return fs;
+}
+
+psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target) {
+  return psm::Client::Connect(target);
+}
+
+psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target) {
+  VolumeInfo info;
+  psm::Result<psm::MountEntry> entry = psm::FindMount(target);
+  psm::Result<std::unique_ptr<psm::Client>> client = psm::Status::NotFound();
+  if (entry.ok()) {
+    client = psm::Client::Connect(entry.value());
+    // A daemon that no longer answers (killed): read the volume offline.
+    if (!client.ok() && !client.status().Is(psm::Code::kNotFound)) return client.status();
+    if (!client.ok()) entry = client.status();
+  }
+  if (entry.ok()) {
+    PSM_ASSIGN_OR_RETURN(psm::VolumeStatus st, client.value()->GetStatus());
+    info.mounted = true;
+    info.volume = st.volume;
+    info.mountpoint = st.mountpoint;
+    info.pid = st.pid;
+    info.since = st.since;
+    info.stats = st.stats;
+    info.scan = st.scan;
+    return info;
+  }
+  if (!LooksLikeVolume(target)) {
+    struct stat st;
+    if (::stat(target.c_str(), &st) != 0 && errno == ENOENT) {
+      return psm::Status::NotFound(target + " does not exist");
+    }
+    return entry.status();
+  }
+  psm::Result<std::unique_ptr<psm::FileSystem>> fs = OpenOffline(target, /*scan=*/true);
+  if (!fs.ok()) {
+    return psm::ctl::MakeStatus(fs.status().code(),
+                                "cannot open " + target + " offline: " + fs.status().message());
+  }
+  info.mounted = false;
+  char buf[PATH_MAX];
+  info.volume = ::realpath(target.c_str(), buf) ? buf : target;
+  info.stats = fs.value()->Stats();
+  info.scan = fs.value()->GetScanStatus();
+  PSM_RETURN_IF_ERROR(fs.value()->Close());
+  return info;
+}
+
+psm::Json VolumeInfoJson(const VolumeInfo& i) {
+  const uint64_t bs = i.stats.block_size;
+  psm::Json j = psm::Json::Object();
+  j.Set("volume", i.volume)
+      .Set("mounted", i.mounted)
+      .Set("mountpoint", i.mountpoint)
+      .Set("pid", i.pid)
+      .Set("since", i.since)
+      .Set("uuid", i.stats.uuid)
+      .Set("block_size", i.stats.block_size)
+      .Set("size_bytes", i.stats.total_blocks * bs)
+      .Set("used_bytes", i.stats.used_blocks * bs)
+      .Set("free_bytes", i.stats.free_blocks * bs)
+      .Set("files", i.stats.files)
+      .Set("snapshots", i.stats.snapshots)
+      .Set("epoch", i.stats.epoch)
+      .Set("mount_generation", i.stats.mount_generation)
+      .Set("pending_reclaim", i.stats.pending_reclaim)
+      .Set("stats", psm::ctl::ToJson(i.stats))
+      .Set("scan", psm::ctl::ToJson(i.scan));
+  return j;
+}
+
+}  // namespace psmctl
