@@ -1,0 +1,32 @@
+// The runner of the POSIX parity tests (posix_parity*_test.cc): one psmfs
+// mount and one native scratch directory per test program, shared by all
+// its scenarios; each scenario runs in <native>/<name> and <mount>/<name>
+// and the two Trace logs must be equal.
+//
+// The native directory lives under the scratch root (the repository's disk,
+// see psm_test_util.h). The mount (a MountedVolume, tests/common/
+// mount_fixture.h) is made on first use with
+// -o allow_other,dev,suid (other uids, device nodes and set-ID bits behave
+// as natively) and torn down by FinishParity() or at exit.
+#pragma once
+
+#include <string>
+
+#include "tests/common/parity_trace.h"
+
+namespace psm::testutil {
+
+struct ParityScenario {
+  const char* name;
+  void (*fn)(Trace&);
+  bool needs_root;  // skipped (with a message) when not running as root
+};
+
+// Runs the scenario natively and on the mount; CHECKs the logs are equal.
+void RunParity(const ParityScenario& s);
+// The mount point of the shared mount; REQUIREs that mounting worked.
+std::string ParityMountDir();
+// Unmounts (the daemon must exit 0) and runs psmctl fsck (must exit 0).
+void FinishParity();
+
+}  // namespace psm::testutil
