@@ -62,7 +62,12 @@ struct Credentials {
   uint32_t uid = 0;
   uint32_t gid = 0;
   int32_t pid = 0;
-  uint32_t umask = 0;  // already applied by the kernel unless noted
+  // The creator's umask. The core applies it to new nodes unless the parent
+  // directory has a default ACL (then the ACL decides, as POSIX requires).
+  // The FUSE adapter asks the kernel not to apply it (FUSE_CAP_DONT_MASK)
+  // when POSIX ACLs are on; otherwise the kernel already has and applying
+  // it again changes nothing.
+  uint32_t umask = 0;
 };
 
 // What mount-time options the core honours; each default documented.
@@ -274,6 +279,8 @@ class FileSystem {
 // if the volume cannot be opened.
 struct FsckOptions {
   bool repair = false;  // fix what is safely fixable (leaked ranges, stale dead entries)
+  // Test hook: read the superblock from this device instead of the image.
+  std::shared_ptr<BlockDevice> device;
 };
 Result<uint64_t> Fsck(const std::string& volume_dir, const FsckOptions& opts, std::string* report);
 

@@ -241,6 +241,14 @@ struct FileSystem::Impl : public EpochSet {
   // Kills physical blocks [p, p+len) born at `birth`: dead entry if a
   // snapshot can see them, else freed.
   Status KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birth, std::vector<Range>* frees);
+  // ---- POSIX ACL upkeep (fs_xattr.cc), inside a modification's txn ----
+  // chmod of `ino` to `mode`: a stored access ACL follows the new bits.
+  Status AclChmod(Txn* txn, InodeId ino, uint32_t mode);
+  // A new node `ino` (attrs `a`, not yet stored) in `parent`: with a default
+  // ACL on the parent it inherits it (mode masked by the ACL, umask
+  // ignored, directories also get the default ACL); without one the umask
+  // applies. Symlinks are left alone.
+  Status AclInherit(Txn* txn, InodeId parent, InodeId ino, InodeAttr* a, uint32_t umask);
   // Removes every record of an inode from the live tree (last link gone).
   Status DestroyInode(Txn* txn, InodeId ino, InodeAttr* a, std::vector<Range>* frees);
   // Release of the last handle of an orphan, or mount-time cleanup.

@@ -161,7 +161,10 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   PSM_RETURN_IF_ERROR(s);
   std::vector<Range> frees, allocs;
   int64_t now = NowNs();
-  if (bits & kSetMode) a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
+  if (bits & kSetMode) {
+    a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
+    PSM_RETURN_IF_ERROR(m->AclChmod(&txn, v.ino, a.mode));
+  }
   if (bits & kSetUid) a.uid = in.st_uid;
   if (bits & kSetGid) a.gid = in.st_gid;
   if (bits & kSetSize) {
@@ -245,6 +248,7 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   a.atime_ns = a.mtime_ns = a.ctime_ns = a.btime_ns = NowNs();
   if (S_ISDIR(mode)) a.parent = v.ino;
   a.inline_data.assign(target);
+  PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
   PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
   pa.size++;

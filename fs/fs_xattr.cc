@@ -1,7 +1,9 @@
 // Extended attributes: one versioned record per (inode, name), so snapshots
-// keep the xattrs they had. POSIX ACLs are stored like any other xattr.
+// keep the xattrs they had. POSIX ACLs are stored like any other xattr; the
+// mode arithmetic around them (fs/acl.h) is done here.
 #include <sys/xattr.h>
 
+#include "fs/acl.h"
 #include "fs/fs_impl.h"
 
 namespace psm {
@@ -11,9 +13,11 @@ constexpr size_t kXattrValueMax = 65536;
 }
 
 namespace {
-// The namespaces psmfs stores. system.* (POSIX ACLs and the like) and any
-// unknown prefix are EOPNOTSUPP, as on ext4 without ACL support.
+// The namespaces psmfs stores: user.*, trusted.*, security.* and the two
+// POSIX ACL names. Any other system.* name and any unknown prefix are
+// EOPNOTSUPP, as on ext4.
 bool KnownXattrNamespace(std::string_view name) {
+  if (name == acl::kAccessName || name == acl::kDefaultName) return true;
   for (std::string_view ns : {"user.", "trusted.", "security."}) {
     if (name.size() > ns.size() && name.substr(0, ns.size()) == ns) return true;
   }
@@ -41,7 +45,31 @@ Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view
   if (s.ok() && (flags & XATTR_CREATE)) return Status::Exists();
   if (s.Is(Code::kNotFound) && (flags & XATTR_REPLACE)) return Status::NoAttr();
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-  PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kXattrs, prefix, m->live(), value, *m));
+  const bool exists = s.ok();
+  std::optional<std::string> stored{std::string(value)};
+  if (name == acl::kAccessName || name == acl::kDefaultName) {
+    // What ext4 does (posix_acl_update_mode): the mode follows the access
+    // ACL, and an ACL that says no more than the mode is not stored.
+    PSM_ASSIGN_OR_RETURN(acl::Acl parsed, acl::Parse(value));
+    if (name == acl::kDefaultName) {
+      if (!S_ISDIR(a.mode)) return parsed.entries.empty() ? Status::Ok() : Status::Access();
+      if (parsed.entries.empty()) stored.reset();
+    } else {
+      if (parsed.entries.empty()) return Status::Invalid("empty access ACL");
+      uint32_t mode = a.mode;
+      if (acl::EquivalentToMode(parsed, &mode)) stored.reset();
+      a.mode = acl::ApplyToMode(parsed, a.mode);
+    }
+    if (stored) *stored = acl::Encode(parsed);
+    if (!stored && !exists) {
+      a.ctime_ns = NowNs();
+      PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
+      return m->committer->Apply(&txn, {}, {});
+    }
+  }
+  PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kXattrs, prefix, m->live(),
+                                 stored ? std::optional<std::string_view>(*stored) : std::nullopt,
+                                 *m));
   a.ctime_ns = NowNs();
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
   return m->committer->Apply(&txn, {}, {});
@@ -103,6 +131,46 @@ Status FileSystem::RemoveXattr(NodeId node, std::string_view name) {
   a.ctime_ns = NowNs();
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
   return m->committer->Apply(&txn, {}, {});
+}
+
+Status FileSystem::Impl::AclChmod(Txn* txn, InodeId ino, uint32_t mode) {
+  const std::string prefix = XattrPrefix(ino, acl::kAccessName);
+  std::string value;
+  Status s = txn->GetAt(Cf::kXattrs, prefix, live(), &value);
+  if (s.Is(Code::kNotFound)) return Status::Ok();
+  PSM_RETURN_IF_ERROR(s);
+  PSM_ASSIGN_OR_RETURN(acl::Acl parsed, acl::Parse(value));
+  acl::Chmod(&parsed, mode);
+  return PutVersion(txn, Cf::kXattrs, prefix, live(), acl::Encode(parsed), *this);
+}
+
+Status FileSystem::Impl::AclInherit(Txn* txn, InodeId parent, InodeId ino, InodeAttr* a,
+                                    uint32_t umask) {
+  if (S_ISLNK(a->mode)) return Status::Ok();
+  std::string value;
+  Status s = txn->GetAt(Cf::kXattrs, XattrPrefix(parent, acl::kDefaultName), live(), &value);
+  if (s.Is(Code::kNotFound)) {
+    a->mode &= ~(umask & 0777);
+    return Status::Ok();
+  }
+  PSM_RETURN_IF_ERROR(s);
+  PSM_ASSIGN_OR_RETURN(acl::Acl def, acl::Parse(value));
+  if (def.entries.empty()) {
+    a->mode &= ~(umask & 0777);
+    return Status::Ok();
+  }
+  if (S_ISDIR(a->mode)) {
+    PSM_RETURN_IF_ERROR(
+        PutVersion(txn, Cf::kXattrs, XattrPrefix(ino, acl::kDefaultName), live(), value, *this));
+  }
+  acl::Acl access = def;
+  a->mode = acl::CreateMask(&access, a->mode);
+  uint32_t ignored = a->mode;
+  if (!acl::EquivalentToMode(access, &ignored)) {
+    PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, XattrPrefix(ino, acl::kAccessName), live(),
+                                   acl::Encode(access), *this));
+  }
+  return Status::Ok();
 }
 
 }  // namespace psm

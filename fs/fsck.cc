@@ -378,11 +378,16 @@ Result<uint64_t> Fsck(const std::string& dir, const FsckOptions& opts, std::stri
   namespace fsys = std::filesystem;
   std::error_code ec;
   std::string img = dir + "/image";
-  if (!fsys::exists(img, ec)) return Status::NotFound("no volume at " + dir + " (no image)");
-  PSM_ASSIGN_OR_RETURN(auto dev, OpenPosixDevice(img, false, 0));
+  std::unique_ptr<BlockDevice> own_dev;
+  BlockDevice* dev = opts.device.get();
+  if (dev == nullptr) {
+    if (!fsys::exists(img, ec)) return Status::NotFound("no volume at " + dir + " (no image)");
+    PSM_ASSIGN_OR_RETURN(own_dev, OpenPosixDevice(img, false, 0));
+    dev = own_dev.get();
+  }
   Superblock sb;
   {
-    Status s = ReadSuperblock(dev.get(), &sb);
+    Status s = ReadSuperblock(dev, &sb);
     if (!s.ok()) return Status::Corruption(dir + ": " + s.message());
   }
   // Refuse while mounted: the mount lock is held by the owner.

@@ -102,6 +102,9 @@ void FuseAdapter::OnInit(fuse_conn_info* conn) {
   enable(FUSE_CAP_ASYNC_DIO);
   enable(FUSE_CAP_AUTO_INVAL_DATA);
   enable(FUSE_CAP_CACHE_SYMLINKS);  // a symlink's target never changes
+  if (opts_.posix_acl && (cap & FUSE_CAP_POSIX_ACL) && (cap & FUSE_CAP_DONT_MASK)) {
+    want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+  }
   if (opts_.readdirplus) {
     enable(FUSE_CAP_READDIRPLUS);
     enable(FUSE_CAP_READDIRPLUS_AUTO);
@@ -109,17 +112,18 @@ void FuseAdapter::OnInit(fuse_conn_info* conn) {
     want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
   }
   // Off on purpose:
-  //  - POSIX ACLs: the core stores no ACL semantics yet.
   //  - HANDLE_KILLPRIV: the kernel clears setuid/setgid on write/chown/
   //    truncate itself (through SETATTR) instead of trusting the core to.
   //  - SPLICE_*: replies are built in memory (fuse_reply_buf); splicing would
   //    only add a pipe copy. write_buf is not implemented, so SPLICE_READ
   //    would make libfuse copy every WRITE out of a pipe.
   //  - EXPORT_SUPPORT: no NFS export ("." / ".." lookups are not served).
-  want &= ~(FUSE_CAP_POSIX_ACL | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_SPLICE_READ |
+  if (!opts_.posix_acl) want &= ~(FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK);
+  want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_SPLICE_READ |
             FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_EXPORT_SUPPORT);
   conn->want = want;
   writeback_enabled_.store((want & FUSE_CAP_WRITEBACK_CACHE) != 0, std::memory_order_relaxed);
+  acl_enabled_.store((want & FUSE_CAP_POSIX_ACL) != 0, std::memory_order_relaxed);
   fuse_log(FUSE_LOG_DEBUG,
            "psmfs: INIT proto %u.%u max_write=%u max_readahead=%u writeback=%d "
            "readdirplus=%d\n",

@@ -65,6 +65,11 @@ struct FuseAdapterOptions {
   // Ask for the kernel writeback cache (buffered writes are collected in the
   // page cache and sent in large WRITEs). Default: true.
   bool writeback_cache = true;
+  // POSIX ACLs (FUSE_CAP_POSIX_ACL + FUSE_CAP_DONT_MASK): the kernel
+  // enforces them and caches them; the core stores them as the xattrs
+  // system.posix_acl_{access,default}, keeps the mode in step and inherits
+  // default ACLs (fs/acl.h). Implies default_permissions. Default: true.
+  bool posix_acl = true;
   // Offer READDIRPLUS (entries come with their attributes, saving one LOOKUP
   // per entry for `ls -l`). Default: true.
   bool readdirplus = true;
@@ -116,6 +121,7 @@ class FuseAdapter {
 
   // What INIT settled (valid once the kernel sent INIT).
   bool writeback_enabled() const { return writeback_enabled_.load(std::memory_order_relaxed); }
+  bool acl_enabled() const { return acl_enabled_.load(std::memory_order_relaxed); }
 
   // Called by the INIT handler (fs/fuse_adapter.cc). Not for other callers.
   void OnInit(fuse_conn_info* conn);
@@ -150,6 +156,7 @@ class FuseAdapter {
   FileSystem* const fs_;
   const FuseAdapterOptions opts_;
   std::atomic<bool> writeback_enabled_{false};
+  std::atomic<bool> acl_enabled_{false};
   std::atomic<bool> accepting_{false};  // between Start() and Stop()
 
   fuse_session* se_ = nullptr;  // set by Start(), read by the notifier

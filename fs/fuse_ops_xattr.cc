@@ -24,22 +24,24 @@ void ReplySized(fuse_req_t req, const Result<std::string>& r, size_t size) {
   }
 }
 
-// POSIX ACLs are not supported yet (FUSE_CAP_POSIX_ACL is off): storing them
-// as plain xattrs would let setfacl "succeed" while nothing enforces them.
-bool IsAclName(std::string_view name) {
-  return name == "system.posix_acl_access" || name == "system.posix_acl_default";
+// Without FUSE_CAP_POSIX_ACL (mount option noacl, or no default_permissions)
+// nothing would enforce an ACL: storing one would let setfacl "succeed"
+// while it means nothing, so the ACL names are refused then.
+bool AclRefused(fuse_req_t req, std::string_view name) {
+  return (name == "system.posix_acl_access" || name == "system.posix_acl_default") &&
+         !Adapter(req)->acl_enabled();
 }
 
 }  // namespace
 
 void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) {
-  if (IsAclName(name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs"));
+  if (AclRefused(req, name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs are off"));
   ReplyDone(req, Fs(req)->SetXattr(ino, name, std::string_view(value, size), flags));
 }
 
 void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  if (IsAclName(name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs"));
+  if (AclRefused(req, name)) return ReplyStatus(req, Status::NotSupported("POSIX ACLs are off"));
   ReplySized(req, Fs(req)->GetXattr(ino, name), size);
 }
 

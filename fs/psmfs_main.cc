@@ -197,6 +197,8 @@ void PrintHelp() {
       "                         change (default 86400)\n"
       "  no_writeback_cache     send every write to psmfs at once instead of\n"
       "                         collecting them in the kernel page cache\n"
+      "  acl|noacl              POSIX ACLs (system.posix_acl_*), enforced by the\n"
+      "                         kernel; need default_permissions (default: acl)\n"
       "  debug                  same as -d\n"
       "\n"
       "Standard FUSE mount options are passed to the kernel, e.g.:\n"
@@ -346,6 +348,10 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
     }
   } else if (key == "no_writeback_cache" && !has_val) {
     cl->adapter.writeback_cache = false;
+  } else if (key == "noacl" && !has_val) {
+    cl->adapter.posix_acl = false;
+  } else if (key == "acl" && !has_val) {
+    cl->adapter.posix_acl = true;
   } else if (key == "debug" && !has_val) {
     cl->debug = true;
   } else {
@@ -600,7 +606,10 @@ int Serve(const CmdLine& cl, StartupReport report) {
     return s.ok();
   };
 
-  FuseAdapter adapter(fs.get(), cl.adapter);
+  FuseAdapterOptions adapter_opts = cl.adapter;
+  // ACLs enforced by the kernel need its permission checks.
+  if (!cl.default_permissions) adapter_opts.posix_acl = false;
+  FuseAdapter adapter(fs.get(), adapter_opts);
   FuseArgs fa(FuseArgv(cl, cl.debug));
   StartCapture();
   fuse_session* se =

@@ -227,6 +227,90 @@ void Xattrs(Trace& t) {
   t.Tree();
 }
 
+// POSIX ACLs through their xattr form (the acl package's tools are not
+// installed; setfacl writes exactly these bytes). The kernel enforces them;
+// the file system keeps the mode in step and inherits default ACLs.
+struct AclEnt {
+  uint16_t tag, perm;
+  uint32_t id;
+};
+std::string AclXattr(std::initializer_list<AclEnt> ents) {
+  std::string o;
+  auto put = [&o](uint64_t v, int n) {
+    for (int i = 0; i < n; i++) o.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  put(2, 4);
+  for (const AclEnt& e : ents) {
+    put(e.tag, 2);
+    put(e.perm, 2);
+    put(e.id, 4);
+  }
+  return o;
+}
+constexpr uint16_t kUserObj = 1, kUser = 2, kGroupObj = 4, kGroup = 8, kMask = 0x10, kOther = 0x20;
+constexpr uint32_t kNoId = 0xffffffffu;
+
+void Acls(Trace& t) {
+  const std::string access = "system.posix_acl_access", dflt = "system.posix_acl_default";
+  SYS(t, mkdir(t.P("d").c_str(), 0750));
+  SYS(t, close(open(t.P("d/secret").c_str(), O_CREAT | O_WRONLY, 0600)));
+  // Named user 1000 may enter d and read d/secret; the mask limits it.
+  std::string a1 = AclXattr({{kUserObj, 7, kNoId}, {kUser, 5, 1000}, {kGroupObj, 5, kNoId},
+                             {kMask, 5, kNoId}, {kOther, 0, kNoId}});
+  SYS(t, setxattr(t.P("d").c_str(), access.c_str(), a1.data(), a1.size(), 0));
+  t.Stat("d");  // group bits are the mask
+  std::string a2 = AclXattr({{kUserObj, 6, kNoId}, {kUser, 6, 1000}, {kGroupObj, 0, kNoId},
+                             {kMask, 4, kNoId}, {kOther, 0, kNoId}});
+  SYS(t, setxattr(t.P("d/secret").c_str(), access.c_str(), a2.data(), a2.size(), 0));
+  t.Stat("d/secret");
+  t.AsUser(1000, 1000, [](Trace& c) {
+    SYSFD(c, open(c.P("d/secret").c_str(), O_RDONLY));  // ok: user entry, masked to r
+    SYSFD(c, open(c.P("d/secret").c_str(), O_WRONLY));  // EACCES: mask takes w away
+    SYSFD(c, open(c.P("d/new").c_str(), O_CREAT | O_WRONLY, 0644));  // EACCES: d is r-x
+  });
+  t.AsUser(1001, 1001, [](Trace& c) {
+    SYSFD(c, open(c.P("d/secret").c_str(), O_RDONLY));  // EACCES: other has nothing
+  });
+  // chmod rewrites the mask (and the owner and other entries).
+  SYS(t, chmod(t.P("d/secret").c_str(), 0660));
+  t.Stat("d/secret");
+  t.AsUser(1000, 1000, [](Trace& c) {
+    SYSFD(c, open(c.P("d/secret").c_str(), O_WRONLY));  // ok now
+  });
+  // Default ACL: inherited by new files and directories; umask ignored.
+  std::string d1 = AclXattr({{kUserObj, 7, kNoId}, {kUser, 7, 1000}, {kGroupObj, 5, kNoId},
+                             {kGroup, 7, 1001}, {kMask, 7, kNoId}, {kOther, 5, kNoId}});
+  SYS(t, setxattr(t.P("d").c_str(), dflt.c_str(), d1.data(), d1.size(), 0));
+  SYS(t, close(open(t.P("d/inh").c_str(), O_CREAT | O_WRONLY, 0666)));
+  SYS(t, close(open(t.P("d/inh600").c_str(), O_CREAT | O_WRONLY, 0600)));
+  SYS(t, mkdir(t.P("d/sub").c_str(), 0777));
+  SYS(t, mkdir(t.P("d/sub/deeper").c_str(), 0700));
+  SYS(t, mknod(t.P("d/fifo").c_str(), S_IFIFO | 0644, 0));
+  SYS(t, symlink("inh", t.P("d/link").c_str()));
+  t.AsUser(1000, 1000, [](Trace& c) {
+    int fd = SYSFD(c, open(c.P("d/inh").c_str(), O_WRONLY));
+    SYS(c, write(fd, "by 1000", 7));
+    SYS(c, close(fd));
+    SYSFD(c, open(c.P("d/sub/made_by_1000").c_str(), O_CREAT | O_WRONLY, 0644));
+  });
+  // An access ACL that says no more than a mode is not kept as an xattr.
+  std::string plain = AclXattr({{kUserObj, 6, kNoId}, {kGroupObj, 4, kNoId}, {kOther, 0, kNoId}});
+  SYS(t, setxattr(t.P("d/inh").c_str(), access.c_str(), plain.data(), plain.size(), 0));
+  char buf[256];
+  SYS(t, getxattr(t.P("d/inh").c_str(), access.c_str(), buf, sizeof buf));  // ENODATA
+  t.Stat("d/inh");
+  // Errors: a default ACL on a file, malformed ACLs, removal.
+  SYS(t, setxattr(t.P("d/inh").c_str(), dflt.c_str(), d1.data(), d1.size(), 0));  // EACCES
+  std::string bad = AclXattr({{kUserObj, 7, kNoId}, {kUser, 7, 1000}, {kOther, 0, kNoId}});
+  SYS(t, setxattr(t.P("d/inh").c_str(), access.c_str(), bad.data(), bad.size(), 0));  // EINVAL
+  SYS(t, setxattr(t.P("d/inh").c_str(), access.c_str(), "junk", 4, 0));             // EINVAL
+  SYS(t, setxattr(t.P("d/inh").c_str(), "system.other", "1", 1, 0));  // EOPNOTSUPP
+  SYS(t, removexattr(t.P("d").c_str(), dflt.c_str()));
+  SYS(t, close(open(t.P("d/after").c_str(), O_CREAT | O_WRONLY, 0666)));  // umask again
+  SYS(t, removexattr(t.P("d/secret").c_str(), access.c_str()));
+  t.Tree();
+}
+
 }  // namespace
 
 TEST_CASE("parity: chmod, chown, set-ID bits") { RunParity({"ownership", Ownership, true}); }
@@ -234,4 +318,5 @@ TEST_CASE("parity: permission checks as other uids") { RunParity({"perms", Permi
 TEST_CASE("parity: sticky directory") { RunParity({"sticky", Sticky, true}); }
 TEST_CASE("parity: utimensat, UTIME_NOW, UTIME_OMIT") { RunParity({"times", Times, false}); }
 TEST_CASE("parity: extended attributes") { RunParity({"xattrs", Xattrs, true}); }
+TEST_CASE("parity: POSIX ACLs") { RunParity({"acls", Acls, true}); }
 TEST_CASE("parity: the mount unmounts cleanly and fsck finds nothing") { FinishParity(); }
