@@ -45,13 +45,24 @@ std::string Which(const char* prog) {
   return "";
 }
 
+// vfs_shadow_copy2 ships in samba-vfs-modules on Debian.
+bool HaveShadowCopy2() {
+  for (const auto& e : fsys::directory_iterator("/usr/lib")) {
+    if (fsys::exists(e.path() / "samba/vfs/shadow_copy2.so")) return true;
+  }
+  return false;
+}
+
+bool HaveSamba() { return !Which("smbd").empty() && !Which("smbclient").empty() && HaveShadowCopy2(); }
+
 bool EnsureSamba(std::string* why) {
-  if (!Which("smbd").empty() && !Which("smbclient").empty()) return true;
+  if (HaveSamba()) return true;
   ProgramResult r = RunProgram({"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-                                "--no-install-recommends", "samba", "smbclient"},
+                                "--no-install-recommends", "samba", "samba-vfs-modules",
+                                "smbclient"},
                                600);
-  if (!Which("smbd").empty() && !Which("smbclient").empty()) return true;
-  *why = "apt-get install samba smbclient failed (exit " + std::to_string(r.exit_code) + "): " +
+  if (HaveSamba()) return true;
+  *why = "apt-get install samba samba-vfs-modules smbclient failed (exit " + std::to_string(r.exit_code) + "): " +
          r.output.substr(r.output.size() > 2000 ? r.output.size() - 2000 : 0);
   return false;
 }
@@ -138,6 +149,7 @@ TEST_CASE("Samba shows psmfs snapshots as Windows Previous Versions") {
                                      "' | smbpasswd -c '" + smbd.conf + "' -s -a root"});
   REQUIRE_MESSAGE(pw.ok(), pw.output);
 
+  fflush(nullptr);
   smbd.pid = fork();
   REQUIRE(smbd.pid >= 0);
   if (smbd.pid == 0) {
@@ -168,6 +180,11 @@ TEST_CASE("Samba shows psmfs snapshots as Windows Previous Versions") {
   auto put_version = [&](const std::string& text) {
     std::ofstream(local + "/doc.txt", std::ios::trunc) << text;
     ProgramResult r = smb("put " + local + "/doc.txt doc.txt");
+    if (!r.ok()) {
+      for (const auto& e : fsys::directory_iterator(smbd.dir + "/log")) {
+        if (e.is_regular_file()) MESSAGE(e.path().string() << ":\n" << ReadText(e.path().string()));
+      }
+    }
     REQUIRE_MESSAGE(r.ok(), r.output);
     REQUIRE_MESSAGE(r.output.find("NT_STATUS") == std::string::npos, r.output);
   };
