@@ -1,4 +1,5 @@
 // psmctl snapshot create MOUNTPOINT NAME [--json] [--no-sync]
+// psmctl snapshot create MOUNTPOINT --gmt [--prefix P]   (name @GMT-YYYY.MM.DD-HH.MM.SS, UTC)
 //
 // syncfs(2) on the mount point first, so that writes still in the kernel's
 // write-back cache reach the daemon, then the snapshot.create request.
@@ -11,6 +12,7 @@
 
 #include "cli/cmd_snapshot.h"
 #include "fs/control_protocol.h"
+#include "fs/scheduler.h"
 
 namespace psmctl {
 namespace {
@@ -20,6 +22,8 @@ struct CreateArgs {
   std::string name;
   bool json = false;
   bool no_sync = false;
+  bool gmt = false;     // name it @GMT-... (Samba's vfs_shadow_copy2 format)
+  std::string prefix;   // before the @GMT token
 };
 
 psm::Status SyncMount(const std::string& mountpoint) {
@@ -35,7 +39,12 @@ psm::Status SyncMount(const std::string& mountpoint) {
   return psm::Status::Ok();
 }
 
-int RunCreate(const CreateArgs& a) {
+int RunCreate(CreateArgs a) {
+  if (a.gmt == !a.name.empty()) {
+    return UsageError("snapshot create: give either NAME or --gmt (not both)");
+  }
+  if (!a.gmt && !a.prefix.empty()) return UsageError("snapshot create: --prefix needs --gmt");
+  if (a.gmt) a.name = psm::ScheduledName(a.prefix, psm::Scheduler::RealClock());
   auto client = ConnectMounted(a.target);
   if (!client.ok()) return Fail(client.status());
   const std::string& mnt = client.value()->mount().mountpoint;
@@ -66,8 +75,12 @@ void SetupCreate(CLI::App& snapshot) {
   cmd->add_option("NAME", a->name,
                   "Snapshot name: a file name (no '/', not '.' or '..', at most 255 bytes), unique "
                   "on the volume. The daemon rejects bad or duplicate names.")
-      ->required()
       ->type_name("");
+  cmd->add_flag("--gmt", a->gmt,
+                "Name the snapshot @GMT-YYYY.MM.DD-HH.MM.SS (now, UTC), the form Samba's "
+                "vfs_shadow_copy2 shows to Windows as a Previous Version.");
+  cmd->add_option("--prefix", a->prefix, "With --gmt: put PREFIX before the @GMT token.")
+      ->type_name("PREFIX");
   cmd->add_flag("--json", a->json, "Print the new snapshot as a JSON object.");
   cmd->add_flag("--no-sync", a->no_sync,
                 "Skip the syncfs(2) of the mount point. Use it only when you cannot open the mount "

@@ -16,6 +16,7 @@
 #include <set>
 #include <utility>
 
+#include "fs/control_fileserver.h"
 #include "fs/control_protocol.h"
 #include "fs/filesystem.h"
 #include "fs/scanner.h"
@@ -130,11 +131,12 @@ ControlServer::~ControlServer() { Stop(); }
 
 bool ControlServer::IsModifying(std::string_view op) {
   return op == ctl::kOpSnapshotCreate || op == ctl::kOpSnapshotDelete || op == ctl::kOpScanStart ||
-         op == ctl::kOpSync;
+         op == ctl::kOpSync || ctl::IsFileServerModifying(op);
 }
 
 Status ControlServer::Authorize(std::string_view op, uid_t peer_uid, uid_t owner_uid) {
-  if (!IsModifying(op) || peer_uid == 0 || peer_uid == owner_uid) return Status::Ok();
+  const bool restricted = IsModifying(op) || ctl::IsFileServerPrivileged(op);
+  if (!restricted || peer_uid == 0 || peer_uid == owner_uid) return Status::Ok();
   return Status::Permission("permission denied: " + std::string(op) +
                             " requires root or the volume owner (uid " + std::to_string(owner_uid) +
                             "); you are uid " + std::to_string(peer_uid));
@@ -498,6 +500,8 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
     Status st = fs_->SyncAll();
     return st.ok() ? reply : ctl::ErrorReply(st);
   }
+  // Holds, schedule, prune, history, diff (fs/control_fileserver.cc).
+  if (HandleFileServerOp(fs_, scheduler_, op, req, &reply)) return reply;
   return ctl::ErrorReply(Status::NotSupported("unknown request '" + std::string(op) + "'"));
 }
 

@@ -46,6 +46,7 @@
 namespace psm {
 
 class FileSystem;
+class Scheduler;
 
 // Who is on the other end of a control connection.
 struct PeerCred {
@@ -75,6 +76,10 @@ class ControlServer {
   // waits for the serving threads, releases the lock. Idempotent.
   void Stop();
 
+  // The daemon's snapshot scheduler, kicked when the policy changes
+  // (schedule.set). Optional; set before Start().
+  void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
+
   const std::string& socket_path() const { return socket_path_; }
   const std::string& registry_path() const { return registry_path_; }
 
@@ -100,6 +105,7 @@ class ControlServer {
   Status WriteRegistry();
 
   FileSystem* fs_;
+  Scheduler* scheduler_ = nullptr;
   std::string volume_dir_;
   std::string mountpoint_;
   std::string uuid_;

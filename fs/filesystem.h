@@ -161,6 +161,40 @@ struct SnapshotInfo {
   uint64_t referenced_bytes = 0;  // data blocks its tree references
 };
 
+// A hold on a snapshot (HoldSnapshot).
+struct SnapshotHold {
+  std::string snapshot;
+  std::string tag;
+  int64_t since_ns = 0;
+};
+
+// One distinct version of a file (History).
+struct FileVersion {
+  std::vector<std::string> snapshots;  // snapshots that see it, oldest first
+  bool live = false;                   // the live tree sees it too
+  InodeId ino = 0;
+  Epoch version = 0;  // epoch its attribute record was written at
+  uint32_t mode = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  std::string sha256;  // hex of the content; "" without checksums / not a file
+};
+
+// One change between two points (Diff).
+struct DiffEntry {
+  char change = 'M';     // '+' created, '-' removed, 'M' modified, 'R' renamed
+  std::string path;      // "/a/b" (the new path for 'R')
+  std::string old_path;  // 'R': where it was
+  uint32_t type = 0;     // S_IFMT bits
+};
+struct DiffResult {
+  std::string from, to;  // snapshot names; to == "" for the live tree
+  std::vector<DiffEntry> entries;
+  uint64_t dead_entries_read = 0;  // work done: dead-index entries examined
+  uint64_t dirs_compared = 0;      // directories whose entries were compared
+};
+
 struct VolumeStats {
   std::string uuid;
   uint32_t block_size = 0;
@@ -258,6 +292,34 @@ class FileSystem {
   std::vector<SnapshotInfo> ListSnapshots(bool space);
   // Runs pending snapshot reclaim now (tests; the committer does it too).
   Status ReclaimNow();
+
+  // ---- file-server features: holds, properties, history, diff ----
+  // (fs_holds.cc, fs_history.cc; docs/user-guide.md)
+  //
+  // A hold keeps a snapshot from being deleted: DeleteSnapshot (and rmdir in
+  // .snapshots, and prune) get kBusy naming the holds. Holds are stored on
+  // the volume; a snapshot may have several, one per tag.
+  // Errors: kNotFound (no such snapshot / hold), kExists (tag already holds
+  // it), kInvalid (bad tag), kReadOnly.
+  Status HoldSnapshot(std::string_view name, std::string_view tag);
+  Status ReleaseSnapshot(std::string_view name, std::string_view tag);
+  // Every hold, by snapshot (oldest snapshot first), then tag.
+  std::vector<SnapshotHold> ListHolds();
+  // Small named values kept on the volume (e.g. "schedule", the snapshot
+  // schedule of fs/scheduler.h). kNotFound when unset. An empty value
+  // removes the property. Set is durable when it returns.
+  Result<std::string> GetProperty(std::string_view name);
+  Status SetProperty(std::string_view name, std::string_view value);
+  // The distinct versions of the file at `path` (relative to the root) in
+  // every snapshot and the live tree, oldest first: consecutive snapshots
+  // that see the same inode version form one entry. Costs a path lookup per
+  // snapshot plus, with `checksums`, one read of each distinct version.
+  Result<std::vector<FileVersion>> History(std::string_view path, bool checksums);
+  // What changed between snapshot `from` and snapshot `to` ("" = the live
+  // tree), from the dead index (versions that died in between): created,
+  // removed, modified and renamed paths, sorted by path. The older snapshot
+  // is taken as the start whatever the order given.
+  Result<DiffResult> Diff(std::string_view from, std::string_view to);
 
   // Kernel cache invalidation, set by the FUSE adapter: entry (parent, name)
   // and inode (node) notifications. Called without core locks held.

@@ -259,6 +259,9 @@ struct FileSystem::Impl : public EpochSet {
   Status ReclaimOne(SnapshotId id);
   bool SnapshotUsable(SnapshotId id, Epoch* e);
   void InvalidateEntry(NodeId parent, std::string_view name);
+  // ---- holds (fs_holds.cc) ----
+  // "'tag1', 'tag2'": the holds of snapshot `id`, for DeleteSnapshot's message.
+  std::string HoldTags(SnapshotId id);
 };
 
 // Locks a set of inode stripes in ascending order (shared or exclusive).

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "fs/fs_impl.h"
+#include "fs/log.h"
 #include "meta/sync_point.h"
 
 namespace psm {
@@ -125,7 +126,7 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
     if (m->live_open.count(ino)) return;
   }
   Status s = m->MaybeDestroy(ino);
-  if (!s.ok()) fprintf(stderr, "psmfs: removing unlinked inode %llu: %s\n",
+  if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
                        static_cast<unsigned long long>(ino), s.ToString().c_str());
 }
 
@@ -246,7 +247,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   a.nlink = S_ISDIR(mode) ? 2 : 1;
   a.rdev = rdev;
   a.atime_ns = a.mtime_ns = a.ctime_ns = a.btime_ns = NowNs();
-  if (S_ISDIR(mode)) a.parent = v.ino;
+  // Directories: the parent (for ".."). Other files: the directory of the
+  // newest name, a hint that lets history/diff name a changed file (fs_history.cc).
+  a.parent = v.ino;
   a.inline_data.assign(target);
   PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
@@ -507,6 +510,8 @@ Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_paren
     if (exchange) {
       PSM_RETURN_IF_ERROR(PutDentry(m, &txn, sv.ino, name, Dentry{td.ino, ta.mode & S_IFMT}));
       PSM_RETURN_IF_ERROR(PutDentry(m, &txn, dv.ino, new_name, Dentry{sd.ino, sa.mode & S_IFMT}));
+      if (!sdir) sa.parent = dv.ino;  // name hint (fs_history.cc)
+      if (!tdir) ta.parent = sv.ino;
       if (sv.ino != dv.ino) {
         if (sdir) {
           sa.parent = dv.ino;
@@ -536,6 +541,7 @@ Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_paren
         spa.nlink--;
         dparent.nlink++;
       }
+      if (!sdir) sa.parent = dv.ino;  // name hint (fs_history.cc)
     }
     sa.ctime_ns = now;
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, sd.ino, sa));

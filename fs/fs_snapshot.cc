@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "fs/fs_impl.h"
+#include "fs/log.h"
 #include "meta/sync_point.h"
 
 namespace psm {
@@ -109,6 +110,10 @@ Status FileSystem::DeleteSnapshot(std::string_view name) {
       }
     }
     if (!id) return Status::NotFound("no snapshot named '" + std::string(name) + "'");
+    if (rec.holds) {  // psmctl snapshot hold (fs_holds.cc)
+      return Status::Busy("snapshot '" + std::string(name) + "' is held (" + m->HoldTags(id) +
+                          "); release it first with `psmctl snapshot release`");
+    }
     rec.state = SnapState::kDeleting;
     Txn txn(m->store.get());
     txn.Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
@@ -203,7 +208,7 @@ void FileSystem::Impl::ReclaimLoop() {
       }
       Status s = ReclaimOne(id);
       if (!s.ok()) {
-        fprintf(stderr, "psmfs: reclaim of snapshot %llu failed: %s\n",
+        PSM_LOG(kLogError, "psmfs: reclaim of snapshot %llu failed: %s\n",
                 static_cast<unsigned long long>(id), s.ToString().c_str());
       }
     }

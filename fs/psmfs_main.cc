@@ -50,6 +50,10 @@
 #include "fs/filesystem.h"
 #include "fs/fuse_adapter.h"
 #include "fs/fuse_ops.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
+#include "fs/log.h"
+#include "fs/mount_args.h"
+#include "fs/scheduler.h"
+#include "fs/sd_notify.h"
 #include "fs/superblock.h"
 #include "meta/status.h"
 
@@ -97,18 +101,13 @@ void VLog(int prio, const char* fmt, va_list ap) {
   std::string msg(buf);
   LogState& s = Logs();
   std::lock_guard<std::mutex> lock(s.mu);
-  if (prio >= LOG_DEBUG && !s.debug) return;
+  if (!LogEnabled(prio)) return;
   if (s.capturing && prio <= LOG_WARNING) {
     // libfuse builds one message from several calls; keep the raw text.
     s.captured += msg;
     if (!s.to_syslog) return;  // printed once, as the start-up error
   }
-  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-  if (s.to_syslog) {
-    syslog(prio, "%s", msg.c_str());
-  } else {
-    fprintf(stderr, "%s\n", msg.c_str());
-  }
+  LogWrite(prio, msg);  // fs/log.h: syslog when daemonised, else stderr
 }
 
 __attribute__((format(printf, 2, 3))) void Log(int prio, const char* fmt, ...) {
@@ -354,6 +353,8 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
     cl->adapter.posix_acl = true;
   } else if (key == "debug" && !has_val) {
     cl->debug = true;
+  } else if (IsFstabOnlyOption(raw)) {
+    // mount(8)/fstab/systemd words (defaults, nofail, _netdev, x-systemd.*): not ours.
   } else {
     if (key == "fsname") cl->user_fsname = true;
     if (key == "subtype") cl->user_subtype = true;
@@ -646,8 +647,20 @@ int Serve(const CmdLine& cl, StartupReport report) {
     close_fs();
     return kExitFailure;
   }
+  // Scheduled snapshots (fs/scheduler.h): the policy lives on the volume.
+  Scheduler scheduler(fs.get());
+  scheduler.SetBeforeSnapshot([mnt = cl.mountpoint] {
+    // Flush the kernel's write-back cache into the snapshot. This thread is
+    // not a FUSE worker, so the requests it causes are served meanwhile.
+    int fd = open(mnt.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (syncfs(fd) != 0) Log(LOG_WARNING, "psmfs: syncfs %s: %s", mnt.c_str(), strerror(errno));
+      close(fd);
+    }
+  });
 #if PSMFS_HAVE_CONTROL_SERVER
   ControlServer control(fs.get(), cl.volume, cl.mountpoint);
+  control.SetScheduler(&scheduler);
   if (Status s = control.Start(); !s.ok()) {
     report.Error("cannot start the control socket: " + s.ToString());
     unwind();
@@ -656,8 +669,10 @@ int Serve(const CmdLine& cl, StartupReport report) {
   }
 #endif
   RaiseReadahead(cl);
+  if (!cl.mount.read_only) scheduler.Start();
   Log(LOG_INFO, "psmfs: %s mounted at %s", cl.volume.c_str(), cl.mountpoint.c_str());
   report.Ready();
+  SdNotify("READY=1\nSTATUS=serving " + cl.volume + " at " + cl.mountpoint);
 
   // Serve. Only this thread takes the stop signals.
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
@@ -673,6 +688,7 @@ int Serve(const CmdLine& cl, StartupReport report) {
     fuse_loop_cfg_destroy(cfg);
   }
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  SdNotify("STOPPING=1");
   if (rc < 0) {
     Log(LOG_ERR, "psmfs: session loop failed: %s", strerror(-rc));
   } else if (rc > 0) {
@@ -682,7 +698,8 @@ int Serve(const CmdLine& cl, StartupReport report) {
 #if PSMFS_HAVE_CONTROL_SERVER
   control.Stop();
 #endif
-  unwind();
+  unwind();  // the mount is gone: a scheduler blocked in syncfs returns now
+  scheduler.Stop();
   const bool closed = close_fs();
   if (closed) Log(LOG_INFO, "psmfs: %s unmounted", cl.volume.c_str());
   return (rc >= 0 && closed) ? kExitOk : kExitFailure;
@@ -737,6 +754,7 @@ int Daemonize(const CmdLine& cl) {
     std::lock_guard<std::mutex> lock(Logs().mu);
     Logs().to_syslog = true;
   }
+  SetLogSink(LogSink::kSyslog);
   int rc = Serve(cl, StartupReport(p[1]));
   closelog();
   return rc;
@@ -747,12 +765,32 @@ int Daemonize(const CmdLine& cl) {
 
 int main(int argc, char** argv) {
   using namespace psm;
+  // Started as /sbin/mount.fuse.psmfs by mount(8): translate its convention.
+  std::vector<std::string> helper_argv;
+  std::vector<char*> helper_ptrs;
+  bool fake_mount = false;
+  if (argc > 0 && IsMountHelperName(argv[0])) {
+    Result<MountHelperCall> call = MountHelperArgs(std::vector<std::string>(argv + 1, argv + argc));
+    if (!call.ok()) {
+      fprintf(stderr, "mount.fuse.psmfs: %s\n", call.status().message().c_str());
+      return kExitUsage;
+    }
+    fake_mount = call.value().fake;
+    helper_argv.push_back("psmfs");
+    for (const std::string& a : call.value().psmfs_args) helper_argv.push_back(a);
+    for (std::string& a : helper_argv) helper_ptrs.push_back(a.data());
+    helper_ptrs.push_back(nullptr);
+    argc = static_cast<int>(helper_argv.size());
+    argv = helper_ptrs.data();
+  }
   CmdLine cl = ParseCmdLine(argc, argv);
   Logs().debug = cl.debug;
+  SetLogLevel(cl.debug ? kLogDebug : kLogInfo);
   fuse_set_log_func(FuseLog);
   CheckVolume(&cl);
   CheckMountpoint(&cl);
   CheckFuseOptions(cl);
+  if (fake_mount) return kExitOk;  // mount -f: checked, not mounted
   if (cl.foreground) return Serve(cl, StartupReport(-1));
   return Daemonize(cl);
 }

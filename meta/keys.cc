@@ -125,6 +125,33 @@ BlockNo AllocKeyBlock(std::string_view key) { return GetBE64(key.data()); }
 std::string SnapshotKey(SnapshotId id) { return InodePrefix(id); }
 SnapshotId SnapshotKeyId(std::string_view key) { return GetBE64(key.data()); }
 
+std::string HoldSnapshotPrefix(SnapshotId id) {
+  std::string k(kHoldPrefix);
+  PutBE64(&k, id);
+  return k;
+}
+
+std::string HoldKey(SnapshotId id, std::string_view tag) {
+  std::string k = HoldSnapshotPrefix(id);
+  k.append(tag);
+  return k;
+}
+
+bool ParseHoldKey(std::string_view key, SnapshotId* id, std::string_view* tag) {
+  if (key.size() < kHoldPrefix.size() + 8 || key.substr(0, kHoldPrefix.size()) != kHoldPrefix) {
+    return false;
+  }
+  *id = GetBE64(key.data() + kHoldPrefix.size());
+  *tag = key.substr(kHoldPrefix.size() + 8);
+  return true;
+}
+
+std::string PropertyKey(std::string_view name) {
+  std::string k(kPropPrefix);
+  k.append(name);
+  return k;
+}
+
 std::string DeadEpochPrefix(Epoch death) { return InodePrefix(death); }
 
 std::string DeadVersionKey(Epoch death, Cf cf, std::string_view versioned_key) {

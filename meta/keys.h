@@ -136,6 +136,16 @@ inline constexpr std::string_view kVolBlockCount = "block_count";
 inline constexpr std::string_view kVolChunkBlocks = "chunk_blocks";
 inline constexpr std::string_view kVolImagePath = "image_path";
 inline constexpr std::string_view kVolOwner = "owner";  // host, pid, since
+// Snapshot holds (`psmctl snapshot hold`): "hold/" BE(snapshot id) tag ->
+// LE64 time held (ns). STORED.
+inline constexpr std::string_view kHoldPrefix = "hold/";
+std::string HoldKey(SnapshotId id, std::string_view tag);
+std::string HoldSnapshotPrefix(SnapshotId id);
+// Splits a hold key; false when it is not one.
+bool ParseHoldKey(std::string_view key, SnapshotId* id, std::string_view* tag);
+// Volume properties (e.g. the snapshot schedule): "prop/" name -> value. STORED.
+inline constexpr std::string_view kPropPrefix = "prop/";
+std::string PropertyKey(std::string_view name);
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);
 inline constexpr std::string_view kOrphanPrefix = "orphan/";
