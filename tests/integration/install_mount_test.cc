@@ -54,16 +54,6 @@ std::string ReadText(const std::string& p) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The options field of the mount at `mnt` in /proc/self/mountinfo.
-std::string MountOptions(const std::string& mnt) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + mnt + " ") != std::string::npos) return line;
-  }
-  return "";
-}
-
 // After umount the daemon flushes and exits; the volume is free once fsck
 // (which refuses a mounted volume) succeeds.
 bool WaitVolumeFree(const std::string& psmctl, const std::string& vol) {
