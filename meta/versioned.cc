@@ -32,18 +32,27 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
   }
 
   const std::string new_key = VersionKey(prefix, e);
-  bool older_remains = false;  // a version older than the newest stays in the store
-  if (have_newest) {
+  // Whether a version older than the newest stays in the store. Asked only
+  // when removing: stepping past a key that was rewritten many times in
+  // the memtable (a directory's attributes, once per create in it) skips
+  // every hidden older write of it, so a Next() on every put made a run of
+  // creates in one directory quadratic.
+  auto older_remains = [&]() -> Result<bool> {
+    if (!have_newest) return false;
     it->Next();
-    older_remains = it->Valid() && HasPrefixExact(it->key(), prefix);
+    bool r = it->Valid() && HasPrefixExact(it->key(), prefix);
     PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
-  }
+    return r;
+  };
 
   if (have_newest && newest_epoch == e) {
     // Overwrite in place: no snapshot can see a version born at E.
     if (payload) {
       txn->Put(cf, new_key, Tagged(*payload));
-    } else if (older_remains) {
+      return Status::Ok();
+    }
+    PSM_ASSIGN_OR_RETURN(bool older, older_remains());
+    if (older) {
       txn->Put(cf, new_key, TombstoneValue());
     } else {
       txn->Delete(cf, new_key);
@@ -53,20 +62,22 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
 
   if (!payload && (!have_newest || newest_tomb)) return Status::Ok();  // already absent
 
-  bool keep_newest = false;
-  if (have_newest) {
-    if (snaps.AnyIn(newest_epoch, e)) {
-      keep_newest = true;
-      DeadValue dv;
-      dv.birth = newest_epoch;
-      txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
-    } else {
-      txn->Delete(cf, newest_key);
-    }
+  const bool keep_newest = have_newest && snaps.AnyIn(newest_epoch, e);
+  // Decide before the batch changes under the iterator.
+  bool tomb = keep_newest;
+  if (!payload && !tomb) {
+    PSM_ASSIGN_OR_RETURN(tomb, older_remains());
+  }
+  if (keep_newest) {
+    DeadValue dv;
+    dv.birth = newest_epoch;
+    txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
+  } else if (have_newest) {
+    txn->Delete(cf, newest_key);
   }
   if (payload) {
     txn->Put(cf, new_key, Tagged(*payload));
-  } else if (keep_newest || older_remains) {
+  } else if (tomb) {
     txn->Put(cf, new_key, TombstoneValue());
   }
   return Status::Ok();
