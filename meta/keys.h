@@ -136,6 +136,14 @@ inline constexpr std::string_view kVolBlockCount = "block_count";
 inline constexpr std::string_view kVolChunkBlocks = "chunk_blocks";
 inline constexpr std::string_view kVolImagePath = "image_path";
 inline constexpr std::string_view kVolOwner = "owner";  // host, pid, since
+// Exact counters, LE64, changed only by merge operands (LE64 deltas, two's
+// complement) written in the same batch as the change they count
+// (Txn::AddCounter; the store's merge operator adds them up):
+//   used_blocks: blocks covered by `alloc` records (live and dead);
+//   files:       inodes whose newest version is not a tombstone (live tree,
+//                orphans included).
+inline constexpr std::string_view kVolUsedBlocks = "used_blocks";
+inline constexpr std::string_view kVolFiles = "files";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);
 inline constexpr std::string_view kOrphanPrefix = "orphan/";
