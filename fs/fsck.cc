@@ -213,6 +213,7 @@ class Checker {
     // Trim the record: keep [s, lo) and [hi, end).
     txn->Delete(Cf::kAlloc, AllocKey(s));
     removed_blocks_ += hi - lo;
+    leak_removed_[s] += hi - lo;
     if (lo > s) txn->Put(Cf::kAlloc, AllocKey(s), EncodeAlloc(AllocRec{lo - s, a.birth, a.death}));
     if (hi < s + a.length) {
       txn->Put(Cf::kAlloc, AllocKey(hi), EncodeAlloc(AllocRec{s + a.length - hi, a.birth, a.death}));
@@ -270,7 +271,8 @@ class Checker {
             std::string av;
             AllocRec ar;
             if (st_->Get(Cf::kAlloc, AllocKey(dk.start), &av).ok() && DecodeAlloc(av, &ar).ok()) {
-              removed_blocks_ += ar.length;
+              // Blocks the leak repair already took out are not counted twice.
+              removed_blocks_ += ar.length - std::min(ar.length, leak_removed_[dk.start]);
             }
             txn->Delete(Cf::kAlloc, AllocKey(dk.start));
           }
@@ -472,6 +474,7 @@ class Checker {
   uint64_t alloc_blocks_ = 0;
   uint64_t live_inodes_ = 0;
   uint64_t removed_blocks_ = 0;  // alloc blocks the repair removes
+  std::map<BlockNo, uint64_t> leak_removed_;  // record start -> blocks the leak repair removed
   uint64_t old_versions_ = 0;
   std::set<std::string> dead_versions_;  // "cf/versioned key" named by dead entries
   size_t deleting_ = 0;
