@@ -1,4 +1,4 @@
-// psmctl snapshot delete MOUNTPOINT NAME...
+// psmctl snapshot delete MOUNTPOINT NAME... [--json]
 //
 // Deletes snapshots of a mounted volume. The daemon checks every name first:
 // if one does not exist (or is given twice) nothing is deleted. Space is
@@ -15,6 +15,7 @@ namespace {
 struct DeleteArgs {
   std::string target;
   std::vector<std::string> names;
+  bool json = false;
 };
 
 int RunDelete(const DeleteArgs& a) {
@@ -22,6 +23,14 @@ int RunDelete(const DeleteArgs& a) {
   if (!client.ok()) return Fail(client.status());
   auto deleted = client.value()->DeleteSnapshots(a.names);
   if (!deleted.ok()) return Fail(deleted.status(), "snapshot delete");
+  if (a.json) {
+    psm::Json arr = psm::Json::Array();
+    for (const auto& n : deleted.value()) arr.Push(n);
+    psm::Json j = psm::Json::Object();
+    j.Set("deleted", std::move(arr));
+    std::printf("%s\n", j.Dump(2).c_str());
+    return kExitOk;
+  }
   for (const auto& n : deleted.value()) std::printf("deleted snapshot '%s'\n", n.c_str());
   return kExitOk;
 }
@@ -39,6 +48,8 @@ void SetupDelete(CLI::App& snapshot) {
                   "deleted.")
       ->required()
       ->type_name("");
+  cmd->add_flag("--json", a->json,
+                "Print {\"deleted\": [names]} as JSON. Errors go to stderr as always.");
   SetAction(cmd, [a] { return RunDelete(*a); });
 }
 

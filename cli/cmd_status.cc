@@ -72,7 +72,12 @@ int RunStatus(const StatusArgs& a) {
   line("Snapshots:", std::to_string(s.snapshots));
   line("Epoch:", std::to_string(s.epoch));
   line("Mount generation:", std::to_string(s.mount_generation));
-  line("Pending reclaim:", std::to_string(s.pending_reclaim) + " snapshot(s)");
+  std::string reclaim = std::to_string(s.pending_reclaim) + " snapshot(s)";
+  if (!s.reclaiming.empty()) {
+    reclaim += "; reclaiming '" + s.reclaiming + "': " + std::to_string(s.reclaim_entries_done) +
+               " dead-index entries done, " + HumanSize(s.reclaim_blocks_freed * bs) + " freed";
+  }
+  line("Pending reclaim:", reclaim);
   line("Free-space scan:", ScanLine(i.scan, bs));
   return kExitOk;
 }

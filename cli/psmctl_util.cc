@@ -299,6 +299,8 @@ psm::Json VolumeInfoJson(const VolumeInfo& i) {
       .Set("epoch", i.stats.epoch)
       .Set("mount_generation", i.stats.mount_generation)
       .Set("pending_reclaim", i.stats.pending_reclaim)
+      .Set("reclaiming", i.stats.reclaiming)
+      .Set("reclaim_freed_bytes", i.stats.reclaim_blocks_freed * bs)
       .Set("stats", psm::ctl::ToJson(i.stats))
       .Set("scan", psm::ctl::ToJson(i.scan));
   return j;

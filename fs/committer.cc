@@ -102,6 +102,11 @@ Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
                         const std::vector<Range>& allocs, uint64_t* seq_out) {
   Status st;
   uint64_t seq;
+  int64_t used = 0;
+  for (const Range& r : allocs) used += static_cast<int64_t>(r.len);
+  for (const Range& r : frees) used -= static_cast<int64_t>(r.len);
+  txn->AddCounter(kVolUsedBlocks, used);
+  const int64_t files = txn->CounterDelta(kVolFiles);
   {
     std::shared_lock<std::shared_mutex> g(gate_);
     seq = last_seq_.fetch_add(1) + 1;
@@ -110,6 +115,9 @@ Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
     st = txn->Commit();
     if (!st.ok()) {
       for (const Range& r : frees) alloc_->CancelFree(r);
+    } else {
+      used_blocks_.fetch_add(static_cast<uint64_t>(used), std::memory_order_relaxed);
+      files_.fetch_add(static_cast<uint64_t>(files), std::memory_order_relaxed);
     }
   }
   for (const Range& r : allocs) {

@@ -377,7 +377,12 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("snapshots", v.snapshots)
       .Set("epoch", v.epoch)
       .Set("mount_generation", v.mount_generation)
-      .Set("pending_reclaim", v.pending_reclaim);
+      .Set("pending_reclaim", v.pending_reclaim)
+      .Set("reclaiming", v.reclaiming)
+      .Set("reclaim_entries_done", v.reclaim_entries_done)
+      .Set("reclaim_blocks_freed", v.reclaim_blocks_freed)
+      .Set("free_ranges", v.free_ranges)
+      .Set("free_index_bytes", v.free_index_bytes);
   return j;
 }
 
@@ -393,6 +398,11 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.epoch = j.GetUint("epoch");
   v.mount_generation = j.GetUint("mount_generation");
   v.pending_reclaim = j.GetUint("pending_reclaim");
+  v.reclaiming = j.GetString("reclaiming");
+  v.reclaim_entries_done = j.GetUint("reclaim_entries_done");
+  v.reclaim_blocks_freed = j.GetUint("reclaim_blocks_freed");
+  v.free_ranges = j.GetUint("free_ranges");
+  v.free_index_bytes = j.GetUint("free_index_bytes");
   return v;
 }
 
@@ -401,6 +411,7 @@ inline Json ToJson(const ScanStatus& s) {
   j.Set("running", s.running)
       .Set("reason", s.reason)
       .Set("percent", s.percent)
+      .Set("cursor", s.cursor)
       .Set("ranges_per_sec", s.ranges_per_sec)
       .Set("eta_sec", s.eta_sec)
       .Set("ranges_scanned", s.ranges_scanned)
@@ -418,6 +429,7 @@ inline ScanStatus ScanFromJson(const Json& j) {
   s.running = j.GetBool("running");
   s.reason = j.GetString("reason");
   s.percent = j.GetDouble("percent");
+  s.cursor = j.GetUint("cursor");
   s.ranges_per_sec = j.GetDouble("ranges_per_sec");
   s.eta_sec = j.GetDouble("eta_sec");
   s.ranges_scanned = j.GetUint("ranges_scanned");

@@ -96,6 +96,9 @@ struct MountOptions {
   std::string scan_reason;
   // Start the scanner thread. Default: true.
   bool start_scanner = true;
+  // alloc records the scanner reads per step under the allocator lock
+  // (ScannerOptions::records_per_step). Default: 4096.
+  uint32_t scan_records_per_step = 4096;
   // Count kernel lookups (every EntryOut returned is one reference, dropped
   // by Forget): an unlinked inode then lives until the kernel forgets it and
   // its last handle closes, as POSIX wants. The FUSE adapter sets this;
@@ -206,6 +209,13 @@ struct VolumeStats {
   Epoch epoch = 0;
   uint64_t mount_generation = 0;
   uint64_t pending_reclaim = 0;  // snapshots waiting for space reclaim
+  // Progress of the reclaim that runs now ("" / 0 when none runs).
+  std::string reclaiming;            // name of the snapshot being reclaimed
+  uint64_t reclaim_entries_done = 0; // dead-index entries it has processed
+  uint64_t reclaim_blocks_freed = 0; // blocks it has freed so far
+  // The allocator's free-extent index (below the scan cursor).
+  uint64_t free_ranges = 0;
+  uint64_t free_index_bytes = 0;
 };
 
 class FileSystem {
@@ -283,6 +293,14 @@ class FileSystem {
   VolumeStats Stats();
   ScanStatus GetScanStatus();
   void StartScan(const std::string& reason);
+  // Waits until no free-space scan is running (or timeout_sec passed, or the
+  // volume is closing). Returns true when idle. A scan started by
+  // StartScan() before the call is waited for.
+  bool WaitScan(double timeout_sec);
+  // The free ranges (start block, length) of the allocator's index, in
+  // order: what the scan and every free since have published (tests,
+  // benchmarks; compare with an offline rebuild).
+  std::vector<std::pair<uint64_t, uint64_t>> FreeExtents();
 
   // ---- snapshots ----
   Result<SnapshotInfo> CreateSnapshot(std::string_view name);

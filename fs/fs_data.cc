@@ -380,6 +380,7 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
   for (const auto& p : names) {
     PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, p, e, std::nullopt, *this));
   }
+  txn->AddCounter(kVolFiles, -1);
   return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::nullopt, *this);
 }
 

@@ -3,6 +3,7 @@
 // fs_snapshot.cc). Not part of any public interface.
 //
 // Lock order (docs/locking.md), outermost first:
+//   0. reclaim_run_mu one snapshot reclaim at a time (ReclaimOne).
 //   1. volume_mu      shared: every live modification and handle open;
 //                     exclusive: snapshot create, reclaim start, restore.
 //   2. rename_mu      directory renames that change parents (loop check).
@@ -92,6 +93,17 @@ class Committer {
   Status SyncAll() { return SyncUpTo(last_seq_.load()); }
   uint64_t last_seq() const { return last_seq_.load(); }
 
+  // Exact volume counters (keys.h kVolUsedBlocks, kVolFiles), loaded at
+  // mount and kept equal to the stored ones: Apply() adds the used-blocks
+  // change of every commit (allocs - frees) to its Txn and, once the write
+  // succeeded, the Txn's counter changes to these.
+  void LoadCounters(uint64_t used_blocks, uint64_t files) {
+    used_blocks_.store(used_blocks);
+    files_.store(files);
+  }
+  uint64_t used_blocks() const { return used_blocks_.load(std::memory_order_relaxed); }
+  uint64_t files() const { return files_.load(std::memory_order_relaxed); }
+
  private:
   void Loop(uint32_t interval_ms);
   TrackedDevice* dev_;
@@ -99,6 +111,8 @@ class Committer {
   Allocator* alloc_;
   std::shared_mutex gate_;
   std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> used_blocks_{0};
+  std::atomic<uint64_t> files_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool syncing_ = false;
@@ -202,6 +216,14 @@ struct FileSystem::Impl : public EpochSet {
   bool reclaim_stop = false;
   bool reclaim_kick = false;
   std::thread reclaim_thread;
+  // Held for the whole of one snapshot's reclaim (ReclaimOne); outermost,
+  // before volume_mu.
+  std::mutex reclaim_run_mu;
+  // Progress of the running reclaim (psmctl status). reclaiming_name is
+  // guarded by snaps_mu.
+  std::string reclaiming_name;
+  std::atomic<uint64_t> reclaim_entries_done{0};
+  std::atomic<uint64_t> reclaim_blocks_freed{0};
 
   std::function<void(NodeId, std::string_view)> inval_entry;
   std::function<void(NodeId)> inval_inode;
@@ -279,5 +301,9 @@ class LockSet {
 };
 
 Status ValidateName(std::string_view name);
+
+// Reads the exact volume counters (keys.h); counts and stores them once for
+// a volume formatted before they existed.
+Status LoadVolumeCounters(Store* store, uint64_t* used_blocks, uint64_t* files);
 
 }  // namespace psm

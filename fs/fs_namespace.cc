@@ -253,6 +253,7 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   a.inline_data.assign(target);
   PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
+  txn.AddCounter(kVolFiles, 1);
   PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
   pa.size++;
   if (S_ISDIR(mode)) pa.nlink++;
@@ -323,7 +324,9 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   PSM_ASSIGN_OR_RETURN(View pv, m->Resolve(new_parent));
   PSM_RETURN_IF_ERROR(m->CheckWritable(pv));
-  if (!v.live()) return Status::CrossDevice();
+  // A link would change the inode's link count: inside a snapshot (or the
+  // `.snapshots` directory itself) that is a modification like any other.
+  if (!v.live()) return Status::ReadOnly("the source is inside a read-only snapshot");
   if (IsSnapDirName(pv.ino, new_name)) return Status::Exists();
   LockSet ls(m, {v.ino, pv.ino});
   Txn txn(m->store.get());
@@ -690,16 +693,19 @@ Status FileSystem::FsyncDir(uint64_t dh, bool datasync) { return SyncAll(); }
 Status FileSystem::StatFs(struct statvfs* out) {
   Impl* m = impl_.get();
   memset(out, 0, sizeof *out);
-  AllocatorStats as = m->alloc->Stats();
-  uint64_t unscanned = as.scan_complete ? 0 : as.end - as.cursor;
-  uint64_t free = as.free_blocks + as.quarantined_blocks + unscanned;
+  // The truth, whatever the scan has reached: `alloc`'s exact total (a
+  // counter kept with every commit), not the partial index. Blocks held only
+  // by snapshots are in `alloc`, so they count as used.
+  const uint64_t total = m->sb.block_count - 1;
+  const uint64_t used = std::min<uint64_t>(m->committer->used_blocks(), total);
   out->f_bsize = m->bs;
   out->f_frsize = m->bs;
-  out->f_blocks = m->sb.block_count - 1;
-  out->f_bfree = std::min<uint64_t>(free, out->f_blocks);
+  out->f_blocks = total;
+  out->f_bfree = total - used;
   out->f_bavail = out->f_bfree;
-  uint64_t files = m->store->EstimateKeys(Cf::kInodes);
-  out->f_files = std::max<uint64_t>(out->f_blocks, files + 1024);
+  const uint64_t files = m->committer->files();
+  // Inode numbers are 44 bits; report room for as many files as blocks.
+  out->f_files = std::max<uint64_t>(total, files + 1024);
   out->f_ffree = out->f_files - std::min<uint64_t>(files, out->f_files);
   out->f_favail = out->f_ffree;
   out->f_namemax = kNameMax;
@@ -718,9 +724,12 @@ VolumeStats FileSystem::Stats() {
   s.total_blocks = sv.f_blocks;
   s.free_blocks = sv.f_bfree;
   s.used_blocks = sv.f_blocks - sv.f_bfree;
-  s.files = m->store->EstimateKeys(Cf::kInodes);
+  s.files = m->committer->files();
   s.epoch = m->live();
   s.mount_generation = m->sb.mount_generation;
+  const AllocatorStats as = m->alloc->Stats();
+  s.free_ranges = as.free_ranges;
+  s.free_index_bytes = as.index_bytes;
   std::lock_guard<std::mutex> l(m->snaps_mu);
   for (const auto& [id, e] : m->snaps) {
     if (e.rec.state == SnapState::kActive) {
@@ -729,11 +738,24 @@ VolumeStats FileSystem::Stats() {
       s.pending_reclaim++;
     }
   }
+  s.reclaiming = m->reclaiming_name;
+  if (!s.reclaiming.empty()) {
+    s.reclaim_entries_done = m->reclaim_entries_done.load();
+    s.reclaim_blocks_freed = m->reclaim_blocks_freed.load();
+  }
   return s;
 }
 
 ScanStatus FileSystem::GetScanStatus() { return impl_->scanner->GetStatus(); }
 
 void FileSystem::StartScan(const std::string& reason) { impl_->scanner->Start(reason); }
+
+bool FileSystem::WaitScan(double timeout_sec) { return impl_->scanner->WaitIdle(timeout_sec); }
+
+std::vector<std::pair<uint64_t, uint64_t>> FileSystem::FreeExtents() {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const Range& r : impl_->alloc->FreeRanges()) out.emplace_back(r.start, r.len);
+  return out;
+}
 
 }  // namespace psm

@@ -46,6 +46,48 @@ std::string HostName() {
 
 }  // namespace
 
+Status LoadVolumeCounters(Store* store, uint64_t* used_blocks, uint64_t* files) {
+  Status a = GetCounter(store, kVolUsedBlocks, used_blocks);
+  Status b = GetCounter(store, kVolFiles, files);
+  if (a.ok() && b.ok()) return Status::Ok();
+  if (!a.Is(Code::kNotFound) && !a.ok()) return a;
+  if (!b.Is(Code::kNotFound) && !b.ok()) return b;
+  // A volume formatted before the counters existed: count once, and store
+  // the result (unless read-only) so later mounts read it.
+  uint64_t used = 0, n = 0;
+  {
+    auto it = store->NewIterator(Cf::kAlloc);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      AllocRec r;
+      if (DecodeAlloc(std::string_view(it->value().data(), it->value().size()), &r).ok()) {
+        used += r.length;
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  {
+    auto it = store->NewIterator(Cf::kInodes);
+    std::string last;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      std::string_view p = KeyPrefix(k);
+      if (p == last) continue;  // an older version
+      last.assign(p);
+      if (it->value().size() > 0 && it->value()[0] == kTagValue) ++n;
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  *used_blocks = used;
+  *files = n;
+  if (!store->read_only()) {
+    Txn txn(store);
+    txn.Put(Cf::kVolume, kVolUsedBlocks, U64(used));
+    txn.Put(Cf::kVolume, kVolFiles, U64(n));
+    PSM_RETURN_IF_ERROR(txn.Commit());
+  }
+  return Status::Ok();
+}
+
 Status ValidateName(std::string_view name) {
   if (name.empty()) return Status::NotFound("empty name");
   if (name.size() > kNameMax) return Status::NameTooLong();
@@ -132,6 +174,8 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   txn.Put(Cf::kVolume, kVolBlockSize, U64(sb.block_size));
   txn.Put(Cf::kVolume, kVolBlockCount, U64(sb.block_count));
   txn.Put(Cf::kVolume, kVolChunkBlocks, U64(sb.chunk_blocks));
+  txn.Put(Cf::kVolume, kVolUsedBlocks, U64(0));
+  txn.Put(Cf::kVolume, kVolFiles, U64(1));  // the root directory
   InodeAttr root;
   root.mode = S_IFDIR | 0755;
   root.uid = geteuid();
@@ -302,7 +346,14 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
 
   impl->alloc = std::make_unique<Allocator>(1, impl->sb.block_count);
   impl->committer = std::make_unique<Committer>(impl->dev.get(), store, impl->alloc.get());
-  impl->scanner = std::make_unique<Scanner>(store, impl->alloc.get());
+  {
+    uint64_t used = 0, files = 0;
+    s = LoadVolumeCounters(store, &used, &files);
+    if (!s.ok()) return fail(s);
+    impl->committer->LoadCounters(used, files);
+  }
+  impl->scanner = std::make_unique<Scanner>(store, impl->alloc.get(),
+                                            ScannerOptions{opts.scan_records_per_step});
 
   // Orphans: files unlinked while open when the previous owner stopped.
   if (!opts.read_only) {

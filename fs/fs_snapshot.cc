@@ -217,6 +217,9 @@ void FileSystem::Impl::ReclaimLoop() {
 }
 
 Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
+  // One reclaim at a time (the reclaim thread and ReclaimNow()): two walks
+  // of the same dead entries would free their ranges twice.
+  std::lock_guard<std::mutex> run(reclaim_run_mu);
   Epoch s_epoch, n_epoch;
   {
     std::unique_lock<FairSharedMutex> vl(volume_mu);
@@ -232,7 +235,18 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
     s_epoch = it->second.rec.epoch;
     auto n = present_epochs.upper_bound(s_epoch);
     n_epoch = n == present_epochs.end() ? live() : *n;
+    reclaiming_name = it->second.rec.name;
+    reclaim_entries_done.store(0);
+    reclaim_blocks_freed.store(0);
   }
+  // Progress stops showing when this reclaim ends, however it ends.
+  struct ProgressReset {
+    Impl* m;
+    ~ProgressReset() {
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      m->reclaiming_name.clear();
+    }
+  } progress_reset{this};
   PSM_SYNC_POINT("Reclaim:Started");
   // Walk dead entries with death in (s, N].
   std::string from = DeadEpochPrefix(s_epoch + 1);
@@ -278,6 +292,10 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
     }
     PSM_SYNC_POINT("Reclaim:BeforeBatchCommit");
     PSM_RETURN_IF_ERROR(committer->Apply(&txn, frees, {}));
+    uint64_t freed = 0;
+    for (const Range& r : frees) freed += r.len;
+    reclaim_entries_done.fetch_add(n);
+    reclaim_blocks_freed.fetch_add(freed);
     if (more) from = next_from;
   }
   // Done: the snapshot record goes.

@@ -212,6 +212,8 @@ class Checker {
     if (!repair) return;
     // Trim the record: keep [s, lo) and [hi, end).
     txn->Delete(Cf::kAlloc, AllocKey(s));
+    removed_blocks_ += hi - lo;
+    leak_removed_[s] += hi - lo;
     if (lo > s) txn->Put(Cf::kAlloc, AllocKey(s), EncodeAlloc(AllocRec{lo - s, a.birth, a.death}));
     if (hi < s + a.length) {
       txn->Put(Cf::kAlloc, AllocKey(hi), EncodeAlloc(AllocRec{s + a.length - hi, a.birth, a.death}));
@@ -233,19 +235,45 @@ class Checker {
       if (dk.death > live_) Problem("dead-index entry dies after the live epoch");
       if (dv.birth >= dk.death) Problem("dead-index entry born after it died");
       bool visible = AnyPresentIn(dv.birth, dk.death);
+      bool dropped = false;  // repaired away below
       if (dk.kind == DeadKind::kVersion) {
+        dead_versions_.insert(std::to_string(static_cast<int>(dk.cf)) + "/" + dk.versioned_key);
         std::string val;
         if (!st_->Get(dk.cf, dk.versioned_key, &val).ok() && visible) {
           Problem("dead-index entry names a missing record version");
         }
+      } else {
+        // The range must be one alloc record that died at the same epoch.
+        std::string av;
+        AllocRec ar;
+        bool match = st_->Get(Cf::kAlloc, AllocKey(dk.start), &av).ok() &&
+                     DecodeAlloc(av, &ar).ok() && ar.death == dk.death &&
+                     ar.length == dv.length && ar.birth == dv.birth;
+        if (!match) {
+          Problem("dead-index entry for blocks " + std::to_string(dk.start) + ".." +
+                  std::to_string(dk.start + dv.length - 1) + " (death epoch " +
+                  std::to_string(dk.death) + ") has no matching dead alloc record" +
+                  (repair ? " [repaired: entry removed]" : ""));
+          if (repair) {
+            txn->Delete(Cf::kDead, k);
+            ++repaired_;
+            dropped = true;
+          }
+        }
       }
-      if (!visible && deleting_ == 0) {
-        Problem(std::string("stale dead-index entry (no snapshot can see it)") +
-                (repair ? " [repaired]" : ""));
+      if (!dropped && !visible && deleting_ == 0) {
+        Problem("stale dead-index entry (death epoch " + std::to_string(dk.death) +
+                ", no snapshot can see it)" + (repair ? " [repaired]" : ""));
         if (repair) {
           if (dk.kind == DeadKind::kVersion) {
             (void)DropVersion(txn, dk.cf, dk.versioned_key);
           } else {
+            std::string av;
+            AllocRec ar;
+            if (st_->Get(Cf::kAlloc, AllocKey(dk.start), &av).ok() && DecodeAlloc(av, &ar).ok()) {
+              // Blocks the leak repair already took out are not counted twice.
+              removed_blocks_ += ar.length - std::min(ar.length, leak_removed_[dk.start]);
+            }
             txn->Delete(Cf::kAlloc, AllocKey(dk.start));
           }
           txn->Delete(Cf::kDead, k);
@@ -254,6 +282,85 @@ class Checker {
       }
     }
     return Status::FromRocks(it->status());
+  }
+
+  // Every version older than a record's newest is kept only for a snapshot,
+  // so a dead-index entry must name it: otherwise snapshot deletion never
+  // removes it. One that no snapshot can see is leaked (--repair drops it).
+  Status CheckVersions(bool repair, Txn* txn) {
+    for (Cf cf : {Cf::kInodes, Cf::kDentries, Cf::kChunks, Cf::kXattrs}) {
+      auto it = st_->NewIterator(cf);
+      std::string prev_prefix;
+      Epoch newer = 0;
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        std::string_view k(it->key().data(), it->key().size());
+        if (k.size() < 8) {
+          Problem(std::string("short key in ") + CfName(cf));
+          continue;
+        }
+        std::string_view prefix = KeyPrefix(k);
+        const Epoch e = KeyEpoch(k);
+        if (e > live_) {
+          Problem(std::string(CfName(cf)) + " version at epoch " + std::to_string(e) +
+                  " is newer than the live epoch");
+        }
+        if (prefix != prev_prefix) {  // the newest version of this record
+          prev_prefix.assign(prefix);
+          newer = e;
+          continue;
+        }
+        const Epoch until = newer;  // this version's life ends at the latest here
+        newer = e;
+        ++old_versions_;
+        if (dead_versions_.count(std::to_string(static_cast<int>(cf)) + "/" + std::string(k))) {
+          continue;
+        }
+        if (AnyPresentIn(e, until)) {
+          Problem(std::string(CfName(cf)) + " version at epoch " + std::to_string(e) +
+                  " is seen by a snapshot but has no dead-index entry (it would never be "
+                  "reclaimed)");
+        } else if (deleting_ == 0) {
+          Problem(std::string(CfName(cf)) + " version at epoch " + std::to_string(e) +
+                  " is seen by nothing and has no dead-index entry (leaked)" +
+                  (repair ? " [repaired]" : ""));
+          if (repair) {
+            (void)DropVersion(txn, cf, k);
+            ++repaired_;
+          }
+        }
+      }
+      PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    }
+    return Status::Ok();
+  }
+
+  // The exact counters kept with every commit (keys.h) equal what is there.
+  Status CheckCounters(bool repair, Txn* txn) {
+    struct C {
+      std::string_view key;
+      const char* what;
+      uint64_t now;    // what the volume holds
+      uint64_t after;  // what it holds once this repair is applied
+    };
+    for (const C& c : {C{kVolUsedBlocks, "used-blocks", alloc_blocks_, alloc_blocks_ - removed_blocks_},
+                       C{kVolFiles, "files", live_inodes_, live_inodes_}}) {
+      uint64_t have = 0;
+      Status s = GetCounter(st_, c.key, &have);
+      if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+      const bool ok = s.ok() && have == c.now;
+      if (!ok) {
+        Problem(std::string(c.what) + " counter is " +
+                (s.ok() ? std::to_string(have) : std::string("missing")) + ", the volume holds " +
+                std::to_string(c.now) + (repair ? " [repaired]" : ""));
+      }
+      if (repair && (!ok || have != c.after)) {
+        std::string v;
+        PutLE64(&v, c.after);
+        txn->Put(Cf::kVolume, c.key, v);
+        if (!ok) ++repaired_;
+      }
+    }
+    return Status::Ok();
   }
 
   // Directory entries point at inodes; link counts and sizes (live tree);
@@ -355,6 +462,7 @@ class Checker {
   uint64_t repaired() const { return repaired_; }
   uint64_t alloc_blocks() const { return alloc_blocks_; }
   uint64_t live_inodes() const { return live_inodes_; }
+  uint64_t old_versions() const { return old_versions_; }
   size_t snapshots() const { return snaps_.size(); }
 
  private:
@@ -365,6 +473,10 @@ class Checker {
   uint64_t repaired_ = 0;
   uint64_t alloc_blocks_ = 0;
   uint64_t live_inodes_ = 0;
+  uint64_t removed_blocks_ = 0;  // alloc blocks the repair removes
+  std::map<BlockNo, uint64_t> leak_removed_;  // record start -> blocks the leak repair removed
+  uint64_t old_versions_ = 0;
+  std::set<std::string> dead_versions_;  // "cf/versioned key" named by dead entries
   size_t deleting_ = 0;
   Epoch live_ = 0;
   std::set<Epoch> present_;
@@ -411,7 +523,9 @@ Result<uint64_t> Fsck(const std::string& dir, const FsckOptions& opts, std::stri
   if (s.ok()) s = c.CheckExtents();
   if (s.ok()) s = c.CheckAlloc(opts.repair, &txn);
   if (s.ok()) s = c.CheckDead(opts.repair, &txn);
+  if (s.ok()) s = c.CheckVersions(opts.repair, &txn);
   if (s.ok()) s = c.CheckNamespace();
+  if (s.ok()) s = c.CheckCounters(opts.repair, &txn);
   if (s.ok() && opts.repair && c.repaired()) {
     s = txn.Commit();
     if (s.ok()) s = store->FlushAll();
@@ -421,6 +535,7 @@ Result<uint64_t> Fsck(const std::string& dir, const FsckOptions& opts, std::stri
   PSM_RETURN_IF_ERROR(s);
   report->append("checked: " + std::to_string(c.live_inodes()) + " live inodes, " +
                  std::to_string(c.snapshots()) + " snapshots, " +
+                 std::to_string(c.old_versions()) + " snapshot-held record versions, " +
                  std::to_string(c.alloc_blocks()) + " allocated blocks of " +
                  std::to_string(sb.block_count - 1) + "\n");
   if (opts.repair && c.repaired()) {

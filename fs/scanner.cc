@@ -88,6 +88,7 @@ void Scanner::Start(const std::string& reason) {
   status_.running = true;
   status_.reason = reason;
   status_.percent = 0;
+  status_.cursor = alloc_->first();
   status_.ranges_per_sec = 0;
   status_.eta_sec = 0;
   status_.ranges_scanned = 0;
@@ -185,11 +186,19 @@ void Scanner::Run(uint64_t generation) {
       const double elapsed = std::max(MonoSec() - t0, 1e-9);
       const uint64_t total = end > first ? end - first : 0;
       const uint64_t done = as.cursor > first ? as.cursor - first : 0;
+      status_.cursor = as.cursor;
       status_.percent =
           total ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 100.0;
       status_.ranges_per_sec = static_cast<double>(status_.ranges_scanned) / elapsed;
       status_.eta_sec =
           done ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0;
+      // The step is published and the status says where the cursor is: a
+      // test may act here (delete below / at / above the cursor) while the
+      // scanner waits. No lock held.
+      l.unlock();
+      PSM_SYNC_POINT("Scanner::StepDone");
+      l.lock();
+      if (restart_ || stopped()) continue;
       if (as.cursor >= end) {
         l.unlock();
         alloc_->MarkScanComplete();
@@ -202,6 +211,7 @@ void Scanner::Run(uint64_t generation) {
     if (finished) {
       status_.running = false;
       status_.percent = 100.0;
+      status_.cursor = end;
       status_.eta_sec = 0;
       ++status_.scans_completed;
       status_.finished_ns = RealtimeNs();

@@ -32,6 +32,7 @@ struct ScanStatus {
   bool running = false;
   std::string reason;             // "mount", "restore", "failover", "request"
   double percent = 0;             // cursor / image blocks
+  uint64_t cursor = 0;            // first block the scan has not covered
   double ranges_per_sec = 0;      // alloc records scanned per second
   double eta_sec = 0;
   uint64_t ranges_scanned = 0;

@@ -146,6 +146,14 @@ bool ParseHoldKey(std::string_view key, SnapshotId* id, std::string_view* tag);
 // Volume properties (e.g. the snapshot schedule): "prop/" name -> value. STORED.
 inline constexpr std::string_view kPropPrefix = "prop/";
 std::string PropertyKey(std::string_view name);
+// Exact counters, LE64, changed only by merge operands (LE64 deltas, two's
+// complement) written in the same batch as the change they count
+// (Txn::AddCounter; the store's merge operator adds them up):
+//   used_blocks: blocks covered by `alloc` records (live and dead);
+//   files:       inodes whose newest version is not a tombstone (live tree,
+//                orphans included).
+inline constexpr std::string_view kVolUsedBlocks = "used_blocks";
+inline constexpr std::string_view kVolFiles = "files";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);
 inline constexpr std::string_view kOrphanPrefix = "orphan/";

@@ -4,12 +4,36 @@
 #include <rocksdb/convenience.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
+#include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
 #include <vector>
 
 namespace psm {
+namespace {
+
+// Adds LE64 operands (two's complement, so negative deltas work): the
+// counters of the `volume` column family (keys.h).
+class CounterAddOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    uint64_t base = 0;
+    if (existing) {
+      if (existing->size() != 8) return false;
+      base = GetLE64(existing->data());
+    }
+    if (value.size() != 8) return false;
+    new_value->clear();
+    PutLE64(new_value, base + GetLE64(value.data()));
+    return true;
+  }
+  const char* Name() const override { return "psm.CounterAdd"; }
+};
+
+}  // namespace
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& opts) {
   std::unique_ptr<Store> s(new Store());
@@ -34,6 +58,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   cfo.write_buffer_size = opts.write_buffer_bytes;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
   cfo.compression = rocksdb::kNoCompression;
+  // Counters (Txn::AddCounter) are merge operands; fold them at write time
+  // once a few pile up, so a read never walks a long chain.
+  cfo.merge_operator = std::make_shared<CounterAddOperator>();
+  cfo.max_successive_merges = 16;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
     cfs.emplace_back(CfName(static_cast<Cf>(i)), cfo);
@@ -178,6 +206,32 @@ void Txn::Delete(Cf cf, std::string_view key) {
   (void)batch_.Delete(store_->handle(cf), rocksdb::Slice(key.data(), key.size()));
 }
 
+void Txn::AddCounter(std::string_view key, int64_t delta) {
+  if (delta == 0) return;
+  for (auto& [k, d] : counters_) {
+    if (k == key) {
+      d += delta;
+      return;
+    }
+  }
+  counters_.emplace_back(std::string(key), delta);
+}
+
+int64_t Txn::CounterDelta(std::string_view key) const {
+  for (const auto& [k, d] : counters_) {
+    if (k == key) return d;
+  }
+  return 0;
+}
+
+Status GetCounter(Store* store, std::string_view key, uint64_t* value) {
+  std::string v;
+  PSM_RETURN_IF_ERROR(store->Get(Cf::kVolume, key, &v));
+  if (v.size() != 8) return Status::Corruption("counter '" + std::string(key) + "' is not 8 bytes");
+  *value = GetLE64(v.data());
+  return Status::Ok();
+}
+
 std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
   rocksdb::Iterator* base = store_->db()->NewIterator(rocksdb::ReadOptions(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(batch_.NewIteratorWithBase(store_->handle(cf), base));
@@ -192,12 +246,24 @@ Status Txn::GetAt(Cf cf, std::string_view prefix, Epoch e, std::string* payload,
 }
 
 bool Txn::empty() const {
-  return const_cast<rocksdb::WriteBatchWithIndex&>(batch_).GetWriteBatch()->Count() == 0;
+  return const_cast<rocksdb::WriteBatchWithIndex&>(batch_).GetWriteBatch()->Count() == 0 &&
+         counters_.empty();
 }
 
 Status Txn::Commit() {
   if (empty()) return Status::Ok();
-  return store_->Write(batch_.GetWriteBatch());
+  rocksdb::WriteBatch* b = batch_.GetWriteBatch();
+  for (const auto& [k, d] : counters_) {
+    if (d == 0) continue;
+    std::string v;
+    PutLE64(&v, static_cast<uint64_t>(d));
+    // Into the raw batch (not the index): nothing reads it through this Txn.
+    (void)b->Merge(store_->handle(Cf::kVolume), rocksdb::Slice(k.data(), k.size()),
+                   rocksdb::Slice(v.data(), v.size()));
+  }
+  counters_.clear();
+  if (b->Count() == 0) return Status::Ok();
+  return store_->Write(b);
 }
 
 }  // namespace psm

@@ -21,6 +21,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "meta/keys.h"
 #include "meta/status.h"
@@ -103,6 +105,12 @@ class Txn {
   Status Get(Cf cf, std::string_view key, std::string* value);
   void Put(Cf cf, std::string_view key, std::string_view value);
   void Delete(Cf cf, std::string_view key);
+  // Adds `delta` to the counter `key` of the `volume` column family (one of
+  // the keys.h counters) when the Txn commits, atomically with its other
+  // writes. Reads through this Txn do not see the change.
+  void AddCounter(std::string_view key, int64_t delta);
+  // The pending change of counter `key` (0 if none).
+  int64_t CounterDelta(std::string_view key) const;
   // Iterator over the database with this Txn's writes merged in.
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
 
@@ -118,7 +126,12 @@ class Txn {
  private:
   Store* store_;
   rocksdb::WriteBatchWithIndex batch_;
+  std::vector<std::pair<std::string, int64_t>> counters_;
 };
+
+// Reads a counter of the `volume` column family (keys.h). kNotFound when the
+// volume has none (formatted before counters existed).
+Status GetCounter(Store* store, std::string_view key, uint64_t* value);
 
 // Versioned read without a Txn (snapshot browsing, readers).
 Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string* payload,

@@ -169,3 +169,8 @@ echo
 cat "$OUT/results.md"
 echo
 echo "(also in $OUT/results.md; higher is better everywhere)"
+
+# Snapshot and scanner benchmarks (docs/performance.md, second part).
+if [ -x "$BIN/psmsnapbench" ]; then
+  "$REPO/tests/bench/snap_run.sh" "$BIN"
+fi

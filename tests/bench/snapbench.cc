@@ -1,0 +1,250 @@
+// psmsnapbench: snapshot and free-space scanner benchmarks (issues #3, #4).
+//
+//   psmsnapbench snap DIR      snapshot create / delete / reclaim / list, core
+//   psmsnapbench scan DIR      a volume whose alloc holds many ranges: open,
+//                              first 1 MiB write, full scan, index memory
+//
+// Both work on volumes under DIR through the filesystem core (no FUSE; the
+// end-to-end rows through psmctl and the mount are in run.sh). Sizes scale
+// with the environment (defaults run in a few minutes on 2 cores):
+//   SNAPBENCH_FILES   files in the "many files" create case   (default 10000; full 100000)
+//   SNAPBENCH_MIB     data in that case and exclusive to the deleted
+//                     snapshot                                (default 128;   full 1024)
+//   SNAPBENCH_SNAPS   snapshots for the listing case          (default 1000)
+//   SCANBENCH_RANGES  alloc ranges of the scan volume         (default 200000; full 1000000)
+// Output: one "name value unit" line per figure (run.sh tabulates them).
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "fs/filesystem.h"
+
+using namespace psm;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Ms(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+uint64_t Env(const char* k, uint64_t def) {
+  const char* v = getenv(k);
+  return v && *v ? strtoull(v, nullptr, 10) : def;
+}
+
+void Die(const std::string& what, const Status& s) {
+  fprintf(stderr, "psmsnapbench: %s: %s\n", what.c_str(), s.ToString().c_str());
+  exit(1);
+}
+
+void Out(const char* name, double v, const char* unit) { printf("%-34s %14.3f %s\n", name, v, unit); }
+
+std::unique_ptr<FileSystem> Mount(const std::string& dir, bool scanner = true) {
+  MountOptions o;
+  o.start_scanner = scanner;
+  auto r = FileSystem::Open(dir, o);
+  if (!r.ok()) Die("open " + dir, r.status());
+  return std::move(r).value();
+}
+
+void Fresh(const std::string& dir, uint64_t bytes, uint32_t bs = 4096) {
+  std::filesystem::remove_all(dir);
+  FormatOptions fo;
+  fo.size_bytes = bytes;
+  fo.block_size = bs;
+  fo.force = true;
+  if (Status s = Format(dir, fo); !s.ok()) Die("mkfs " + dir, s);
+}
+
+NodeId WriteFile(FileSystem* fs, NodeId dir, const std::string& name, uint64_t bytes) {
+  Credentials cred;
+  auto c = fs->Create(dir, name, 0644, O_RDWR, cred);
+  if (!c.ok()) Die("create " + name, c.status());
+  std::string buf(1 << 20, 'x');
+  for (uint64_t off = 0; off < bytes; off += buf.size()) {
+    size_t n = std::min<uint64_t>(buf.size(), bytes - off);
+    buf[0] = static_cast<char>(off >> 20);
+    auto w = fs->Write(c->second, off, buf.data(), n);
+    if (!w.ok()) Die("write " + name, w.status());
+  }
+  (void)fs->Release(c->second);
+  return c->first.node;
+}
+
+double MedianCreateMs(FileSystem* fs, const std::string& prefix, int n) {
+  std::vector<double> t;
+  for (int i = 0; i < n; ++i) {
+    auto a = Clock::now();
+    auto r = fs->CreateSnapshot(prefix + std::to_string(i));
+    auto b = Clock::now();
+    if (!r.ok()) Die("snapshot", r.status());
+    t.push_back(Ms(a, b));
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void WaitReclaim(FileSystem* fs) {
+  while (fs->Stats().pending_reclaim) {
+    (void)fs->ReclaimNow();
+  }
+}
+
+int Snap(const std::string& root) {
+  const uint64_t files = Env("SNAPBENCH_FILES", 10000);
+  const uint64_t mib = Env("SNAPBENCH_MIB", 128);
+  const uint64_t snaps = Env("SNAPBENCH_SNAPS", 1000);
+  const std::string dir = root + "/snapvol";
+  Fresh(dir, (mib * 3 + 512) << 20);
+  auto fs = Mount(dir);
+  Credentials cred;
+  // 10 files.
+  for (int i = 0; i < 10; ++i) WriteFile(fs.get(), kRootIno, "small" + std::to_string(i), 4096);
+  Out("create_ms_10_files", MedianCreateMs(fs.get(), "a", 21), "ms (median of 21, core)");
+  // Many files and MiB of data.
+  auto d = fs->MkDir(kRootIno, "many", 0755, cred);
+  if (!d.ok()) Die("mkdir", d.status());
+  for (uint64_t i = 0; i < files; ++i) WriteFile(fs.get(), d->node, "f" + std::to_string(i), 0);
+  WriteFile(fs.get(), kRootIno, "data", mib << 20);
+  (void)fs->SyncAll();
+  char label[64];
+  snprintf(label, sizeof label, "create_ms_%llu_files_%lluMiB",
+           static_cast<unsigned long long>(files), static_cast<unsigned long long>(mib));
+  Out(label, MedianCreateMs(fs.get(), "b", 21), "ms (median of 21, core)");
+  // Delete with `mib` MiB exclusive to the snapshot: return and reclaim.
+  for (auto& s : fs->ListSnapshots(false)) (void)fs->DeleteSnapshot(s.name);
+  WaitReclaim(fs.get());
+  if (auto r = fs->CreateSnapshot("excl"); !r.ok()) Die("snapshot", r.status());
+  if (Status s = fs->Unlink(kRootIno, "data"); !s.ok()) Die("unlink", s);
+  (void)fs->SyncAll();
+  auto a = Clock::now();
+  if (Status s = fs->DeleteSnapshot("excl"); !s.ok()) Die("delete", s);
+  auto b = Clock::now();
+  WaitReclaim(fs.get());
+  (void)fs->SyncAll();
+  auto c = Clock::now();
+  snprintf(label, sizeof label, "delete_return_ms_%lluMiB_excl", static_cast<unsigned long long>(mib));
+  Out(label, Ms(a, b), "ms (core)");
+  snprintf(label, sizeof label, "reclaim_done_ms_%lluMiB_excl", static_cast<unsigned long long>(mib));
+  Out(label, Ms(a, c), "ms (core, delete to space free and durable)");
+  // Read through a snapshot vs live (core, warm page cache of the image).
+  WriteFile(fs.get(), kRootIno, "big", mib << 20);
+  if (auto r = fs->CreateSnapshot("rd"); !r.ok()) Die("snapshot", r.status());
+  auto live = fs->Lookup(kRootIno, "big");
+  auto sroot = fs->Lookup(kSnapDirNode, "rd");
+  auto snapf = fs->Lookup(sroot->node, "big");
+  auto rate = [&](NodeId n) {
+    auto fh = fs->OpenFile(n, O_RDONLY);
+    std::string buf(1 << 20, '\0');
+    double best = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto t0 = Clock::now();
+      for (uint64_t off = 0; off < (mib << 20); off += buf.size()) {
+        (void)fs->Read(*fh, off, buf.size(), buf.data());
+      }
+      best = std::max(best, static_cast<double>(mib) / (Ms(t0, Clock::now()) / 1000.0));
+    }
+    (void)fs->Release(*fh);
+    return best;
+  };
+  const double rl = rate(live->node), rs = rate(snapf->node);
+  Out("read_live_MiBps_core", rl, "MiB/s");
+  Out("read_snapshot_MiBps_core", rs, "MiB/s");
+  Out("read_snapshot_over_live_core", rs / rl, "x");
+  // Many snapshots: list and readdir.
+  for (uint64_t i = 0; i < snaps; ++i) {
+    if (auto r = fs->CreateSnapshot("L" + std::to_string(i)); !r.ok()) Die("snapshot", r.status());
+  }
+  a = Clock::now();
+  auto list = fs->ListSnapshots(false);
+  b = Clock::now();
+  auto dh = fs->OpenDir(kSnapDirNode);
+  uint64_t n = 0;
+  (void)fs->ReadDir(*dh, 0, [&](const DirEntryOut&) { return ++n > 0; });
+  (void)fs->ReleaseDir(*dh);
+  c = Clock::now();
+  snprintf(label, sizeof label, "list_ms_%zu_snapshots", list.size());
+  Out(label, Ms(a, b), "ms (core ListSnapshots)");
+  snprintf(label, sizeof label, "readdir_ms_%llu_entries", static_cast<unsigned long long>(n));
+  Out(label, Ms(b, c), "ms (core, .snapshots)");
+  Out("create_ms_after_1000_snapshots", MedianCreateMs(fs.get(), "c", 21), "ms (median of 21, core)");
+  a = Clock::now();
+  auto del = fs->DeleteSnapshot("L500");
+  Out("delete_return_ms_among_1000", Ms(a, Clock::now()), "ms (core)");
+  (void)del;
+  if (Status s = fs->Close(); !s.ok()) Die("close", s);
+  return 0;
+}
+
+int Scan(const std::string& root) {
+  const uint64_t ranges = Env("SCANBENCH_RANGES", 200000);
+  const std::string dir = root + "/scanvol";
+  // 2 blocks per range (one kept, one punched) plus room to write.
+  const uint64_t blocks = 2 * ranges + 65536;
+  Fresh(dir, blocks * 4096);
+  {
+    auto fs = Mount(dir);
+    Credentials cred;
+    auto c = fs->Create(kRootIno, "frag", 0644, O_RDWR, cred);
+    if (!c.ok()) Die("create", c.status());
+    auto t0 = Clock::now();
+    // Unwritten extents (no data written), then a hole in every other block.
+    if (Status s = fs->Fallocate(c->second, 0, 0, 2 * ranges * 4096); !s.ok()) Die("fallocate", s);
+    for (uint64_t i = 0; i < ranges; ++i) {
+      Status s = fs->Fallocate(c->second, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                               (2 * i + 1) * 4096, 4096);
+      if (!s.ok()) Die("punch", s);
+    }
+    (void)fs->Release(c->second);
+    if (Status s = fs->Close(); !s.ok()) Die("close", s);
+    fprintf(stderr, "built %llu ranges in %.1f s\n", static_cast<unsigned long long>(ranges),
+            Ms(t0, Clock::now()) / 1000);
+  }
+  auto t0 = Clock::now();
+  auto fs = Mount(dir);
+  auto attr = fs->GetAttr(kRootIno);
+  auto t1 = Clock::now();
+  if (!attr.ok()) Die("getattr", attr.status());
+  Credentials cred;
+  auto c = fs->Create(kRootIno, "first", 0644, O_RDWR, cred);
+  std::string mib(1 << 20, 'w');
+  auto w = fs->Write(c->second, 0, mib.data(), mib.size());
+  if (!w.ok()) Die("first write", w.status());
+  auto t2 = Clock::now();
+  (void)fs->Release(c->second);
+  fs->WaitScan(3600);
+  auto t3 = Clock::now();
+  ScanStatus st = fs->GetScanStatus();
+  VolumeStats vs = fs->Stats();
+  Out("mount_answers_ms", Ms(t0, t1), "ms (core Open + GetAttr(root))");
+  Out("first_1MiB_write_ms", Ms(t0, t2), "ms (from start)");
+  Out("scan_full_ms", Ms(t0, t3), "ms (from start)");
+  Out("scan_ranges", static_cast<double>(st.ranges_scanned), "alloc records");
+  Out("scan_ranges_per_sec", st.last_duration_sec > 0 ? st.ranges_scanned / st.last_duration_sec : 0,
+      "records/s");
+  Out("free_ranges", static_cast<double>(vs.free_ranges), "ranges");
+  Out("index_bytes_per_free_range",
+      vs.free_ranges ? static_cast<double>(vs.free_index_bytes) / vs.free_ranges : 0, "bytes");
+  (void)fs->Close();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3 || (std::string(argv[1]) != "snap" && std::string(argv[1]) != "scan")) {
+    fprintf(stderr, "usage: psmsnapbench snap|scan WORKDIR\n");
+    return 2;
+  }
+  std::filesystem::create_directories(argv[2]);
+  return std::string(argv[1]) == "snap" ? Snap(argv[2]) : Scan(argv[2]);
+}
