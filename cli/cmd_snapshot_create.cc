@@ -22,6 +22,7 @@ struct CreateArgs {
   std::string name;
   bool json = false;
   bool no_sync = false;
+  bool name_given = false;  // NAME was on the command line (possibly empty)
   bool gmt = false;     // name it @GMT-... (Samba's vfs_shadow_copy2 format)
   std::string prefix;   // before the @GMT token
 };
@@ -40,8 +41,12 @@ psm::Status SyncMount(const std::string& mountpoint) {
 }
 
 int RunCreate(CreateArgs a) {
-  if (a.gmt == !a.name.empty()) {
+  if (a.gmt == a.name_given) {
     return UsageError("snapshot create: give either NAME or --gmt (not both)");
+  }
+  if (a.name.empty() && !a.gmt) {
+    return Fail(psm::Status::Invalid("snapshot name must be 1-255 bytes (an empty name was given)"),
+                "snapshot create");
   }
   if (!a.gmt && !a.prefix.empty()) return UsageError("snapshot create: --prefix needs --gmt");
   if (a.gmt) a.name = psm::ScheduledName(a.prefix, psm::Scheduler::RealClock());
@@ -86,7 +91,10 @@ void SetupCreate(CLI::App& snapshot) {
                 "Skip the syncfs(2) of the mount point. Use it only when you cannot open the mount "
                 "point (e.g. root on a mount without allow_other): writes still in the kernel's "
                 "cache may then be missing from the snapshot.");
-  SetAction(cmd, [a] { return RunCreate(*a); });
+  SetAction(cmd, [a, cmd] {
+    a->name_given = cmd->count("NAME") > 0;
+    return RunCreate(*a);
+  });
 }
 
 }  // namespace
