@@ -216,6 +216,26 @@ struct VolumeStats {
   // The allocator's free-extent index (below the scan cursor).
   uint64_t free_ranges = 0;
   uint64_t free_index_bytes = 0;
+  // Progress of the restore that runs now (Restore); "" / 0 when none.
+  std::string restoring;       // name of the snapshot being restored
+  uint64_t restore_done = 0;   // inodes compared so far
+  uint64_t restore_total = 0;  // inodes known to need comparing so far
+};
+
+// What a restore changed (or, for a dry run, would change).
+struct RestoreResult {
+  std::string snapshot;
+  bool dry_run = false;
+  bool resumed = false;           // finished an interrupted restore at mount
+  uint64_t inodes_examined = 0;   // inodes compared with the snapshot
+  uint64_t created = 0;           // inodes the snapshot has and the live tree lacked
+  uint64_t changed = 0;           // inodes in both whose records differed
+  uint64_t removed = 0;           // inodes the live tree had and the snapshot lacks
+  uint64_t entries_changed = 0;   // directory entries written or removed
+  uint64_t bytes_restored = 0;    // snapshot data made live again (no copy)
+  uint64_t bytes_discarded = 0;   // live data dropped (kept if a snapshot sees it)
+  uint64_t dead_entries_read = 0; // dead-index entries walked to find the change
+  double seconds = 0;
 };
 
 class FileSystem {
@@ -310,6 +330,16 @@ class FileSystem {
   std::vector<SnapshotInfo> ListSnapshots(bool space);
   // Runs pending snapshot reclaim now (tests; the committer does it too).
   Status ReclaimNow();
+  // Makes the live tree equal to snapshot `name` (fs_restore.cc,
+  // docs/restore.md): contents, attributes, xattrs, links and holes. Every
+  // snapshot survives. Cost grows with what changed since the snapshot (the
+  // dead index says what), not with the volume. Atomic: one metadata commit,
+  // announced by a durable `restore_pending` record so that a crash before
+  // it commits is finished by the next Open. Waits for live modifications
+  // and snapshot create/delete/reclaim; readers see the old or the new tree.
+  // Starts a free-space scan afterwards. With `dry_run`, counts and changes
+  // nothing. Errors: kNotFound (no such snapshot), kReadOnly, kNoSpace.
+  Result<RestoreResult> Restore(std::string_view name, bool dry_run = false);
 
   // ---- file-server features: holds, properties, history, diff ----
   // (fs_holds.cc, fs_history.cc; docs/user-guide.md)

@@ -225,6 +225,12 @@ struct FileSystem::Impl : public EpochSet {
   std::atomic<uint64_t> reclaim_entries_done{0};
   std::atomic<uint64_t> reclaim_blocks_freed{0};
 
+  // Progress of the running restore (psmctl status, the progress bar).
+  // restoring_name is guarded by snaps_mu.
+  std::string restoring_name;
+  std::atomic<uint64_t> restore_done{0};
+  std::atomic<uint64_t> restore_total{0};
+
   std::function<void(NodeId, std::string_view)> inval_entry;
   std::function<void(NodeId)> inval_inode;
 
@@ -281,6 +287,18 @@ struct FileSystem::Impl : public EpochSet {
   Status ReclaimOne(SnapshotId id);
   bool SnapshotUsable(SnapshotId id, Epoch* e);
   void InvalidateEntry(NodeId parent, std::string_view name);
+  // ---- restore (fs_restore.cc) ----
+  // Restores snapshot `id` with reclaim_run_mu and volume_mu held
+  // exclusively by the caller. Collects the kernel invalidations to send
+  // once the locks are released.
+  struct Invalidation {
+    NodeId node;
+    std::string name;  // empty: the inode itself
+  };
+  Status RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
+                       std::vector<Invalidation>* inval);
+  // Mount: finishes a restore a crash interrupted (kVolRestorePending).
+  Status ResumeRestore(bool* resumed);
   // ---- holds (fs_holds.cc) ----
   // "'tag1', 'tag2'": the holds of snapshot `id`, for DeleteSnapshot's message.
   std::string HoldTags(SnapshotId id);

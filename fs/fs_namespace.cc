@@ -743,6 +743,11 @@ VolumeStats FileSystem::Stats() {
     s.reclaim_entries_done = m->reclaim_entries_done.load();
     s.reclaim_blocks_freed = m->reclaim_blocks_freed.load();
   }
+  s.restoring = m->restoring_name;
+  if (!s.restoring.empty()) {
+    s.restore_done = m->restore_done.load();
+    s.restore_total = m->restore_total.load();
+  }
   return s;
 }
 

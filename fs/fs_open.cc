@@ -369,6 +369,13 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
       if (!s.ok()) return fail(s);
     }
   }
+  // A restore that a crash interrupted: run it again before serving.
+  if (!opts.read_only) {
+    bool resumed = false;
+    s = impl->ResumeRestore(&resumed);
+    if (!s.ok()) return fail(s);
+    if (resumed && opts.scan_reason.empty()) reason = "restore";
+  }
   if (opts.start_scanner) impl->scanner->Start(reason);
   if (!opts.read_only) {
     impl->committer->Start(std::max<uint32_t>(1, opts.commit_interval_ms));

@@ -292,6 +292,8 @@ class Checker {
       auto it = st_->NewIterator(cf);
       std::string prev_prefix;
       Epoch newer = 0;
+      InodeId checked_ino = 0;
+      bool checked_live = false;
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         std::string_view k(it->key().data(), it->key().size());
         if (k.size() < 8) {
@@ -307,6 +309,21 @@ class Checker {
         if (prefix != prev_prefix) {  // the newest version of this record
           prev_prefix.assign(prefix);
           newer = e;
+          // A live chunk or xattr belongs to a live inode: one left behind
+          // by a destroyed inode would hold its blocks for ever.
+          if ((cf == Cf::kChunks || cf == Cf::kXattrs) && !it->value().empty() &&
+              it->value()[0] == kTagValue) {
+            const InodeId ino = GetBE64(k.data());
+            if (ino != checked_ino) {
+              checked_ino = ino;
+              std::string payload;
+              checked_live = GetAt(st_, Cf::kInodes, InodePrefix(ino), live_, &payload).ok();
+            }
+            if (!checked_live) {
+              Problem(std::string("live ") + CfName(cf) + " record of inode " +
+                      std::to_string(ino) + ", which does not exist");
+            }
+          }
           continue;
         }
         const Epoch until = newer;  // this version's life ends at the latest here

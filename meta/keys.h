@@ -154,6 +154,10 @@ std::string PropertyKey(std::string_view name);
 //                orphans included).
 inline constexpr std::string_view kVolUsedBlocks = "used_blocks";
 inline constexpr std::string_view kVolFiles = "files";
+// A restore in progress (FileSystem::Restore): LE64 snapshot id. Written and
+// synced before the restore's one metadata commit, which deletes it; found
+// at mount, the restore is run again (it is idempotent). STORED.
+inline constexpr std::string_view kVolRestorePending = "restore_pending";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);
 inline constexpr std::string_view kOrphanPrefix = "orphan/";

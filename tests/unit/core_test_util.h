@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -110,6 +111,13 @@ struct CoreVolume {
     return *r;
   }
 };
+
+// PSMFS_STRESS=N scales loops of stress and model tests (default 1).
+inline int StressScale() {
+  const char* s = getenv("PSMFS_STRESS");
+  int n = s ? atoi(s) : 1;
+  return n > 0 ? n : 1;
+}
 
 inline std::string Pattern(size_t n, uint32_t seed) {
   std::string s(n, '\0');
