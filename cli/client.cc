@@ -307,6 +307,17 @@ Result<SnapshotInfo> Client::CreateSnapshot(const std::string& name) {
   return ctl::SnapshotFromJson(*s);
 }
 
+Result<RestoreResult> Client::Restore(const std::string& name, bool dry_run) {
+  Json req = ctl::Request(ctl::kOpRestore);
+  req.Set("snapshot", name).Set("dry_run", dry_run);
+  // A dry run changes nothing and may be retried; a restore is not retried
+  // (running it twice is harmless, but the second report would say "nothing").
+  PSM_ASSIGN_OR_RETURN(Json r, Call(std::move(req), dry_run));
+  const Json* j = r.Find("restore");
+  if (j == nullptr) return Status::IOError("restore reply without a result");
+  return ctl::RestoreFromJson(*j);
+}
+
 Result<std::vector<std::string>> Client::DeleteSnapshots(const std::vector<std::string>& names) {
   Json req = ctl::Request(ctl::kOpSnapshotDelete);
   Json list = Json::Array();

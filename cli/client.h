@@ -97,6 +97,10 @@ class Client {
   // Makes everything the daemon has received durable. (It cannot flush the
   // kernel's write-back cache: call syncfs(2) on the mount point first.)
   Status Sync();
+  // Makes the live tree equal to snapshot `name` (docs/restore.md); with
+  // dry_run, only reports what would change. Blocks until done; GetStatus()
+  // from another thread shows its progress.
+  Result<RestoreResult> Restore(const std::string& name, bool dry_run);
 
   // One request/reply (adds "v"). The reply's error, if any, becomes the
   // Status. Safe for idempotent requests to be retried once on a fresh

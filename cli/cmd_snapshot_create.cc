@@ -27,19 +27,6 @@ struct CreateArgs {
   std::string prefix;   // before the @GMT token
 };
 
-psm::Status SyncMount(const std::string& mountpoint) {
-  int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return psm::Status::FromErrno(errno, "cannot open mount point " + mountpoint +
-                                             " to flush the kernel's cache (--no-sync skips this)");
-  }
-  int rc = ::syncfs(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return psm::Status::FromErrno(err, "syncfs " + mountpoint);
-  return psm::Status::Ok();
-}
-
 int RunCreate(CreateArgs a) {
   if (a.gmt == a.name_given) {
     return UsageError("snapshot create: give either NAME or --gmt (not both)");

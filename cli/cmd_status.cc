@@ -79,6 +79,10 @@ int RunStatus(const StatusArgs& a) {
   }
   line("Pending reclaim:", reclaim);
   line("Free-space scan:", ScanLine(i.scan, bs));
+  if (!s.restoring.empty()) {
+    line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +
+                         " of " + std::to_string(s.restore_total) + " inodes compared so far");
+  }
   return kExitOk;
 }
 

@@ -76,6 +76,9 @@ bool LooksLikeVolume(const std::string& dir);
 // (space figures are exact only after a scan; it reads the whole alloc map).
 psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan);
 // Connects to the daemon serving `target` (mount point or volume).
+// syncfs(2) on a mount point: what the kernel's write-back cache holds
+// reaches the daemon. The error names --no-sync.
+psm::Status SyncMount(const std::string& mountpoint);
 psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target);
 
 // What df and status show.

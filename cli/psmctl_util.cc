@@ -235,6 +235,19 @@ psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& vol
   return fs;
 }
 
+psm::Status SyncMount(const std::string& mountpoint) {
+  int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return psm::Status::FromErrno(errno, "cannot open mount point " + mountpoint +
+                                             " to flush the kernel's cache (--no-sync skips this)");
+  }
+  int rc = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return psm::Status::FromErrno(err, "syncfs " + mountpoint);
+  return psm::Status::Ok();
+}
+
 psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target) {
   return psm::Client::Connect(target);
 }

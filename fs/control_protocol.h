@@ -68,6 +68,7 @@ inline constexpr std::string_view kOpSnapshotList = "snapshot.list";
 inline constexpr std::string_view kOpScanStart = "scan.start";
 inline constexpr std::string_view kOpScanStatus = "scan.status";
 inline constexpr std::string_view kOpSync = "sync";
+inline constexpr std::string_view kOpRestore = "restore";
 
 // ---------------------------------------------------------------- frames
 
@@ -382,7 +383,10 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("reclaim_entries_done", v.reclaim_entries_done)
       .Set("reclaim_blocks_freed", v.reclaim_blocks_freed)
       .Set("free_ranges", v.free_ranges)
-      .Set("free_index_bytes", v.free_index_bytes);
+      .Set("free_index_bytes", v.free_index_bytes)
+      .Set("restoring", v.restoring)
+      .Set("restore_done", v.restore_done)
+      .Set("restore_total", v.restore_total);
   return j;
 }
 
@@ -403,7 +407,44 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.reclaim_blocks_freed = j.GetUint("reclaim_blocks_freed");
   v.free_ranges = j.GetUint("free_ranges");
   v.free_index_bytes = j.GetUint("free_index_bytes");
+  v.restoring = j.GetString("restoring");
+  v.restore_done = j.GetUint("restore_done");
+  v.restore_total = j.GetUint("restore_total");
   return v;
+}
+
+inline Json ToJson(const RestoreResult& r) {
+  Json j = Json::Object();
+  j.Set("snapshot", r.snapshot)
+      .Set("dry_run", r.dry_run)
+      .Set("resumed", r.resumed)
+      .Set("inodes_examined", r.inodes_examined)
+      .Set("created", r.created)
+      .Set("changed", r.changed)
+      .Set("removed", r.removed)
+      .Set("entries_changed", r.entries_changed)
+      .Set("bytes_restored", r.bytes_restored)
+      .Set("bytes_discarded", r.bytes_discarded)
+      .Set("dead_entries_read", r.dead_entries_read)
+      .Set("seconds", r.seconds);
+  return j;
+}
+
+inline RestoreResult RestoreFromJson(const Json& j) {
+  RestoreResult r;
+  r.snapshot = j.GetString("snapshot");
+  r.dry_run = j.GetBool("dry_run");
+  r.resumed = j.GetBool("resumed");
+  r.inodes_examined = j.GetUint("inodes_examined");
+  r.created = j.GetUint("created");
+  r.changed = j.GetUint("changed");
+  r.removed = j.GetUint("removed");
+  r.entries_changed = j.GetUint("entries_changed");
+  r.bytes_restored = j.GetUint("bytes_restored");
+  r.bytes_discarded = j.GetUint("bytes_discarded");
+  r.dead_entries_read = j.GetUint("dead_entries_read");
+  r.seconds = j.GetDouble("seconds");
+  return r;
 }
 
 inline Json ToJson(const ScanStatus& s) {

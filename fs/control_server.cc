@@ -131,7 +131,7 @@ ControlServer::~ControlServer() { Stop(); }
 
 bool ControlServer::IsModifying(std::string_view op) {
   return op == ctl::kOpSnapshotCreate || op == ctl::kOpSnapshotDelete || op == ctl::kOpScanStart ||
-         op == ctl::kOpSync || ctl::IsFileServerModifying(op);
+         op == ctl::kOpSync || op == ctl::kOpRestore || ctl::IsFileServerModifying(op);
 }
 
 Status ControlServer::Authorize(std::string_view op, uid_t peer_uid, uid_t owner_uid) {
@@ -499,6 +499,16 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
   if (op == ctl::kOpSync) {
     Status st = fs_->SyncAll();
     return st.ok() ? reply : ctl::ErrorReply(st);
+  }
+  if (op == ctl::kOpRestore) {
+    const Json* name = req.Find("snapshot");
+    if (name == nullptr || !name->is_string()) {
+      return ctl::ErrorReply(Status::Invalid("restore needs a \"snapshot\" string"));
+    }
+    Result<RestoreResult> r = fs_->Restore(name->AsString(), req.GetBool("dry_run", false));
+    if (!r.ok()) return ctl::ErrorReply(r.status());
+    reply.Set("restore", ctl::ToJson(r.value()));
+    return reply;
   }
   // Holds, schedule, prune, history, diff (fs/control_fileserver.cc).
   if (HandleFileServerOp(fs_, scheduler_, op, req, &reply)) return reply;

@@ -371,8 +371,10 @@ class FileSystem {
 
   // Kernel cache invalidation, set by the FUSE adapter: entry (parent, name)
   // and inode (node) notifications. Called without core locks held.
+  // `drain` (optional) returns once every notification queued so far has
+  // reached the kernel: a restore calls it before it reports success.
   void SetInvalidators(std::function<void(NodeId, std::string_view)> entry,
-                       std::function<void(NodeId)> inode);
+                       std::function<void(NodeId)> inode, std::function<void()> drain = {});
 
   const std::string& uuid() const;
   uint32_t block_size() const;

@@ -233,6 +233,7 @@ struct FileSystem::Impl : public EpochSet {
 
   std::function<void(NodeId, std::string_view)> inval_entry;
   std::function<void(NodeId)> inval_inode;
+  std::function<void()> inval_drain;
 
   // EpochSet
   bool AnyIn(Epoch lo, Epoch hi) const override;

@@ -425,9 +425,11 @@ const std::string& FileSystem::uuid() const { return impl_->sb.uuid; }
 uint32_t FileSystem::block_size() const { return impl_->bs; }
 
 void FileSystem::SetInvalidators(std::function<void(NodeId, std::string_view)> entry,
-                                 std::function<void(NodeId)> inode) {
+                                 std::function<void(NodeId)> inode,
+                                 std::function<void()> drain) {
   impl_->inval_entry = std::move(entry);
   impl_->inval_inode = std::move(inode);
+  impl_->inval_drain = std::move(drain);
 }
 
 // ---- Impl helpers ----

@@ -211,6 +211,9 @@ struct RestoreRun {
   std::deque<InodeId> queue;
   std::unordered_set<InodeId> seen;
   std::unordered_set<InodeId> force;  // a chunk or xattr of it died
+  // Regular files the kernel knows whose attributes changed, by the
+  // directories that name them (before or after): see NameInvalidations.
+  std::map<InodeId, std::unordered_set<InodeId>> renamed_by_dir;
   RestoreResult* out;
   std::vector<Impl::Invalidation>* inval;
 
@@ -275,8 +278,40 @@ struct RestoreRun {
       m->restore_done.fetch_add(1, std::memory_order_relaxed);
       PSM_SYNC_POINT("Restore:Inode");
     }
+    PSM_RETURN_IF_ERROR(NameInvalidations());
     txn.Delete(Cf::kVolume, kVolRestorePending);
     return Status::Ok();
+  }
+
+  // With the writeback cache the kernel trusts its own size and mtime of a
+  // regular file it has cached, whatever the daemon answers. Invalidating
+  // every entry that names such a file lets the kernel drop its inode (at
+  // once, or at the last close of a descriptor open across the restore),
+  // so the next lookup reads the restored attributes. The names come from
+  // the file's parent hints (its directory before and after); a hard link
+  // in a third directory is not found (docs/restore.md).
+  Status NameInvalidations() {
+    for (auto& [dir, inos] : renamed_by_dir) {
+      std::map<std::string, VerPair> ents;
+      PSM_RETURN_IF_ERROR(ListVersions(&txn, Cf::kDentries, DentryDirPrefix(dir), es, &ents));
+      for (auto& [prefix, vp] : ents) {
+        for (const Ver* v : {&vp.snap, &vp.live}) {
+          if (!v->has) continue;
+          Dentry d;
+          PSM_RETURN_IF_ERROR(DecodeDentry(v->payload, &d));
+          if (inos.count(d.ino)) {
+            InvalEntry(dir, NameOfDentryPrefix(prefix));
+            break;
+          }
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  bool KernelKnows(InodeId ino) {
+    std::lock_guard<std::mutex> hl(m->handles_mu);
+    return m->InUseLocked(ino);
   }
 
   void InvalInode(InodeId ino) { inval->push_back({MakeNode(0, ino), {}}); }
@@ -312,6 +347,10 @@ struct RestoreRun {
     if (S_ISREG(s.a.mode)) PSM_RETURN_IF_ERROR(RestoreChunks(ino, &records));
     if (S_ISDIR(s.a.mode)) PSM_RETURN_IF_ERROR(RestoreEntries(ino, &records));
     if (!attr_differs && records == 0) return Status::Ok();
+    if (S_ISREG(s.a.mode) && l.has && KernelKnows(ino)) {
+      renamed_by_dir[s.a.parent].insert(ino);
+      renamed_by_dir[l.a.parent].insert(ino);
+    }
     if (!l.has) {
       ++out->created;
       txn.AddCounter(kVolFiles, 1);
@@ -563,6 +602,7 @@ Result<RestoreResult> FileSystem::Restore(std::string_view name, bool dry_run) {
         m->inval_entry(iv.node, iv.name);
       }
     }
+    if (m->inval_drain) m->inval_drain();
     m->scanner->Start("restore");
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

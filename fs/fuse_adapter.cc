@@ -157,7 +157,8 @@ Status FuseAdapter::Start(fuse_session* se) {
       },
       [this](NodeId node) {
         Enqueue(Notice{false, node, {}});
-      });
+      },
+      [this] { (void)Drain(10000); });
   return Status::Ok();
 }
 
@@ -209,6 +210,14 @@ void FuseAdapter::NoteRelease(NodeId node, int open_flags) {
   std::lock_guard<std::mutex> lock(writers_mu_);
   auto it = writers_.find(node);
   if (it != writers_.end() && --it->second <= 0) writers_.erase(it);
+}
+
+bool FuseAdapter::Drain(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t seq = next_seq_ - 1;
+  return done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                           [&] { return stopping_ || completed_seq_ >= seq; }) &&
+         completed_seq_ >= seq;
 }
 
 bool FuseAdapter::WriteBackDirty(NodeId node, int timeout_ms) {

@@ -142,6 +142,9 @@ class FuseAdapter {
   // pool full of waiting seekers cannot deadlock. Returns false on timeout
   // (the caller answers from what the core has).
   bool WriteBackDirty(NodeId node, int timeout_ms = 5000);
+  // Waits until every notice queued so far was handed to the kernel (or
+  // `timeout_ms` passed: false). Notices go out in order.
+  bool Drain(int timeout_ms);
 
  private:
   struct Notice {
