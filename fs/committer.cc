@@ -47,6 +47,9 @@ LockSet::LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool
   }
   std::sort(stripes_.begin(), stripes_.end());
   stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
+  // Readers pass the restore's gate first (writers are kept out of a
+  // restore by volume_mu).
+  if (!exclusive_) fs_->read_gate.lock_shared();
   for (size_t s : stripes_) {
     if (exclusive_) {
       fs_->ino_mu[s].lock();
@@ -64,6 +67,7 @@ LockSet::~LockSet() {
       fs_->ino_mu[*it].unlock_shared();
     }
   }
+  if (!exclusive_) fs_->read_gate.unlock_shared();
 }
 
 Committer::Committer(TrackedDevice* dev, Store* store, Allocator* alloc)

@@ -7,6 +7,10 @@
 //   1. volume_mu      shared: every live modification and handle open;
 //                     exclusive: snapshot create, reclaim start, restore.
 //   2. rename_mu      directory renames that change parents (loop check).
+//   2b. read_gate     shared: live reads that hold an inode stripe shared
+//                     (Read, Lseek, history), taken before the stripe;
+//                     exclusive: a restore's commit (under volume_mu
+//                     exclusive), so no read sees half of one restored file.
 //   3. inode stripes  ino_mu[Stripe(ino)], in ascending stripe order, all
 //                     of one operation's stripes taken together (LockSet).
 //   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
@@ -180,6 +184,8 @@ struct FileSystem::Impl : public EpochSet {
   std::mutex rename_mu;
   static constexpr size_t kStripes = 4096;
   std::unique_ptr<std::shared_mutex[]> ino_mu{new std::shared_mutex[kStripes]};
+  // Lock order 2b: see the top of this file.
+  FairSharedMutex read_gate;
   static size_t Stripe(InodeId ino) { return (ino * 0x9E3779B97F4A7C15ull) >> 52; }
 
   std::atomic<Epoch> epoch{1};

@@ -29,8 +29,9 @@
 // it computes the same difference from the same state.
 //
 // Locks: reclaim_run_mu, volume_mu exclusive (no live modification, snapshot
-// create, delete or reclaim runs), and around the commit every inode stripe
-// exclusive, in ascending order, so that no reader sees half of one file.
+// create, delete or reclaim runs), and around the commit read_gate
+// exclusive, so that no reader (Read, Lseek: gate shared, then the inode's
+// stripe shared) sees half of one file.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -514,10 +515,12 @@ Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
   Status s = run.Run();
   if (s.ok() && !dry_run) {
     PSM_SYNC_POINT("Restore:BeforeCommit");
-    // No reader may see half of one inode: hold every stripe for the commit.
-    for (size_t i = 0; i < kStripes; ++i) ino_mu[i].lock();
-    s = committer->Apply(&run.txn, run.frees, {});
-    for (size_t i = kStripes; i-- > 0;) ino_mu[i].unlock();
+    // No reader may see half of one inode: close the read gate for the
+    // commit (live writers are already out: volume_mu is exclusive).
+    {
+      std::unique_lock<FairSharedMutex> gate(read_gate);
+      s = committer->Apply(&run.txn, run.frees, {});
+    }
     PSM_SYNC_POINT("Restore:Committed");
   }
   if (!s.ok() && !dry_run) {

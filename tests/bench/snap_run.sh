@@ -7,6 +7,9 @@
 # through a snapshot vs live, listing 1,000 snapshots; a volume whose alloc
 # holds many ranges: open, first 1 MiB write, full scan, ranges/s, index
 # bytes per free range.
+# Restore (core): 10,000 files, 1% vs 100% changed since the snapshot.
+# Failover: SIGKILL the psmfs owning the scan volume (many alloc ranges),
+# time a new psmfs from start to the first successful write.
 # End to end (psmfs + psmctl): `psmctl snapshot create` (syncfs + request)
 # with the many-files tree, and cold reads of one file through .snapshots
 # and live.
@@ -14,6 +17,7 @@
 # Environment (defaults run in a few minutes; the issue's full sizes in ()):
 #   SNAPBENCH_FILES=10000 (100000)  SNAPBENCH_MIB=128 (1024)
 #   SNAPBENCH_SNAPS=1000            SCANBENCH_RANGES=200000 (1000000)
+#   RESTOREBENCH_FILES=10000
 #   BENCH_DIR=DIR                   work directory (default REPO/var/bench)
 set -euo pipefail
 BIN=$(cd "$1" && pwd)
@@ -73,4 +77,27 @@ printf '%-34s %14s %s\n' read_snapshot_MiBps_mount "$snap" "MiB/s (cold, best of
 printf '%-34s %14s %s\n' read_snapshot_over_live_mount "$(awk -v s="$snap" -v l="$live" 'BEGIN { printf "%.3f", s / l }')" x | tee -a "$RES"
 a=$(ms); "$BIN/psmctl" snapshot delete "$MNT" rd >/dev/null; b=$(ms)
 printf '%-34s %14s %s\n' delete_e2e_ms "$(awk -v ns=$((b - a)) 'BEGIN { printf "%.3f", ns / 1e6 }')" "ms (psmctl)" | tee -a "$RES"
+
+echo "== core: restore (10,000 files, 1% vs 100% changed)"
+"$BIN/psmsnapbench" restore "$WORK" | tee -a "$RES"
+
+echo "== failover: SIGKILL the owner of the scan volume, time a new psmfs to its first write"
+MNT2=$WORK/mnt2; mkdir -p "$MNT2"; rm -f "$MNT2/after" "$MNT2/before"
+"$BIN/psmfs" "$WORK/scanvol" "$MNT2" -f >>"$WORK/psmfs.log" 2>&1 &
+P2=$!
+for _ in $(seq 600); do findmnt -rn -M "$MNT2" >/dev/null 2>&1 && break; sleep 0.1; done
+echo before > "$MNT2/before"; sync -f "$MNT2/before"
+kill -9 "$P2"; wait "$P2" 2>/dev/null || true
+fusermount3 -uz "$MNT2" 2>/dev/null || umount -l "$MNT2"
+a=$(ms)
+"$BIN/psmfs" "$WORK/scanvol" "$MNT2" -f >>"$WORK/psmfs.log" 2>&1 &
+P2=$!
+# The first write that lands in the mount (not in the bare directory under it).
+until findmnt -rn -M "$MNT2" >/dev/null 2>&1 && echo after 2>/dev/null > "$MNT2/after"; do
+  sleep 0.005
+done
+b=$(ms)
+printf '%-34s %14s %s\n' failover_first_write_ms "$(awk -v ns=$((b - a)) 'BEGIN { printf "%.1f", ns / 1e6 }')" \
+  "ms (SIGKILL'd owner; new psmfs to first write; ${SCANBENCH_RANGES:-200000} ranges; target < 1000)" | tee -a "$RES"
+fusermount3 -u "$MNT2"; wait "$P2" 2>/dev/null || true
 echo "(also in $RES)"

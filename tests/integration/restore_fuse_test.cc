@@ -13,9 +13,11 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -274,4 +276,54 @@ TEST_CASE("restore offline: an unmounted volume, and a mounted one refuses a sec
   r = Ctl({"restore", mv->dir + "/nothing-here", "base"});
   CHECK(r.exit_code != 0);
   CHECK(!r.output.empty());
+}
+
+TEST_CASE("restore: SIGKILL of the daemon during a restore; the next mount finishes it") {
+  const int rounds = 3 * std::max(1, static_cast<int>(psm::testutil::StressFromEnv()));
+  auto mv = MountedVolume::Create("512M");
+  const std::string d = mv->Path("data");
+  REQUIRE(::mkdir(d.c_str(), 0755) == 0);
+  for (int i = 0; i < 1500; ++i) WriteFile(d + "/f" + std::to_string(i), Pattern(2000, i));
+  ProgramResult r = Ctl({"snapshot", "create", mv->mnt, "s"});
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  int finished_by_mount = 0;
+  for (int round = 0; round < rounds; ++round) {
+    CAPTURE(round);
+    // Change most files, then remember that state as a snapshot.
+    for (int i = 0; i < 1500; i += 1 + round) {
+      WriteFile(d + "/f" + std::to_string(i), Pattern(1000, 10000 * (round + 1) + i));
+    }
+    WriteFile(d + "/new" + std::to_string(round), "new");
+    const std::string pre = "pre" + std::to_string(round);
+    r = Ctl({"snapshot", "create", mv->mnt, pre});
+    REQUIRE_MESSAGE(r.ok(), r.output);
+    // Start the restore and kill the daemon while it runs (or just after).
+    fflush(nullptr);
+    pid_t child = fork();
+    if (child == 0) {
+      _exit(RunProgram({BinDir() + "/psmctl", "restore", "--quiet", mv->mnt, "s"}).exit_code);
+    }
+    ::usleep(20000 + 40000 * round);
+    mv->Kill9();
+    int st = 0;
+    ::waitpid(child, &st, 0);
+    REQUIRE(mv->Remount());
+    const std::string to_s = psm::testutil::CompareTrees(d, mv->Path(".snapshots/s/data"));
+    const std::string to_pre =
+        psm::testutil::CompareTrees(d, mv->Path(".snapshots/" + pre + "/data"));
+    CHECK_MESSAGE((to_s.empty() || to_pre.empty()),
+                  "a half-restored tree: vs s: " << to_s << "; vs " << pre << ": " << to_pre);
+    if (to_s.empty() && mv->LogText().find("finished the interrupted restore") != std::string::npos) {
+      ++finished_by_mount;
+    }
+    // Either way, a restore now gets there.
+    r = Ctl({"restore", mv->mnt, "s"});
+    REQUIRE_MESSAGE(r.ok(), r.output);
+    CHECK(psm::testutil::CompareTrees(d, mv->Path(".snapshots/s/data")).empty());
+    CHECK(psm::testutil::CompareTrees(mv->Path(".snapshots/" + pre + "/data"), d) != "");
+  }
+  MESSAGE(finished_by_mount << " of " << rounds << " kills were finished by the next mount");
+  REQUIRE(mv->Unmount());
+  std::string report;
+  CHECK_MESSAGE(psm::testutil::FsckClean(*mv, &report), report);
 }
