@@ -92,12 +92,15 @@ fusermount3 -uz "$MNT2" 2>/dev/null || umount -l "$MNT2"
 a=$(ms)
 "$BIN/psmfs" "$WORK/scanvol" "$MNT2" -f >>"$WORK/psmfs.log" 2>&1 &
 P2=$!
-# The first write that lands in the mount (not in the bare directory under it).
-until findmnt -rn -M "$MNT2" >/dev/null 2>&1 && echo after 2>/dev/null > "$MNT2/after"; do
+# The first write that lands in the mount (not in the bare directory under
+# it) and is durable (fsync: its block was allocated, its metadata committed).
+until findmnt -rn -M "$MNT2" >/dev/null 2>&1 && echo after 2>/dev/null > "$MNT2/after" &&
+  sync -f "$MNT2/after" 2>/dev/null; do
+  kill -0 "$P2" 2>/dev/null || { echo "psmfs failed to take over (see $WORK/psmfs.log)" >&2; exit 1; }
   sleep 0.005
 done
 b=$(ms)
 printf '%-34s %14s %s\n' failover_first_write_ms "$(awk -v ns=$((b - a)) 'BEGIN { printf "%.1f", ns / 1e6 }')" \
-  "ms (SIGKILL'd owner; new psmfs to first write; ${SCANBENCH_RANGES:-200000} ranges; target < 1000)" | tee -a "$RES"
+  "ms (SIGKILL'd owner; new psmfs to first fsynced write; ${SCANBENCH_RANGES:-200000} ranges; target < 1000)" | tee -a "$RES"
 fusermount3 -u "$MNT2"; wait "$P2" 2>/dev/null || true
 echo "(also in $RES)"
