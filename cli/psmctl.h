@@ -75,10 +75,10 @@ bool LooksLikeVolume(const std::string& dir);
 // holds the volume. With `scan`, runs the free-space scan and waits for it
 // (space figures are exact only after a scan; it reads the whole alloc map).
 psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan);
-// Connects to the daemon serving `target` (mount point or volume).
 // syncfs(2) on a mount point: what the kernel's write-back cache holds
 // reaches the daemon. The error names --no-sync.
 psm::Status SyncMount(const std::string& mountpoint);
+// Connects to the daemon serving `target` (mount point or volume).
 psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target);
 
 // What df and status show.

@@ -417,7 +417,6 @@ inline Json ToJson(const RestoreResult& r) {
   Json j = Json::Object();
   j.Set("snapshot", r.snapshot)
       .Set("dry_run", r.dry_run)
-      .Set("resumed", r.resumed)
       .Set("inodes_examined", r.inodes_examined)
       .Set("created", r.created)
       .Set("changed", r.changed)
@@ -434,7 +433,6 @@ inline RestoreResult RestoreFromJson(const Json& j) {
   RestoreResult r;
   r.snapshot = j.GetString("snapshot");
   r.dry_run = j.GetBool("dry_run");
-  r.resumed = j.GetBool("resumed");
   r.inodes_examined = j.GetUint("inodes_examined");
   r.created = j.GetUint("created");
   r.changed = j.GetUint("changed");

@@ -226,7 +226,6 @@ struct VolumeStats {
 struct RestoreResult {
   std::string snapshot;
   bool dry_run = false;
-  bool resumed = false;           // finished an interrupted restore at mount
   uint64_t inodes_examined = 0;   // inodes compared with the snapshot
   uint64_t created = 0;           // inodes the snapshot has and the live tree lacked
   uint64_t changed = 0;           // inodes in both whose records differed

@@ -413,7 +413,7 @@ Result<uint64_t> FileSystem::OpenFile(NodeId node, int flags) {
   // The kernel follows symlinks and opens device nodes and FIFOs itself; a
   // handle on one here could only write data blocks no one would free.
   if (!S_ISREG(a.mode)) return Status::Invalid("not a regular file");
-  if ((flags & O_TRUNC) && S_ISREG(a.mode) && (flags & O_ACCMODE) != O_RDONLY && a.size > 0) {
+  if ((flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY && a.size > 0) {
     LockSet ls(m, {v.ino});
     Txn txn(m->store.get());
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, v.epoch, &a));

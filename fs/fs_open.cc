@@ -23,12 +23,6 @@ std::string LockPath(const std::string& dir, const std::string& uuid) {
   return dir + "/psmfs." + uuid + ".mount.lock";
 }
 
-std::string U64(uint64_t v) {
-  std::string s;
-  PutLE64(&s, v);
-  return s;
-}
-
 Status ReadU64(Store* st, std::string_view key, uint64_t* v) {
   std::string s;
   Status r = st->Get(Cf::kVolume, key, &s);
@@ -81,8 +75,8 @@ Status LoadVolumeCounters(Store* store, uint64_t* used_blocks, uint64_t* files) 
   *files = n;
   if (!store->read_only()) {
     Txn txn(store);
-    txn.Put(Cf::kVolume, kVolUsedBlocks, U64(used));
-    txn.Put(Cf::kVolume, kVolFiles, U64(n));
+    txn.Put(Cf::kVolume, kVolUsedBlocks, LE64(used));
+    txn.Put(Cf::kVolume, kVolFiles, LE64(n));
     PSM_RETURN_IF_ERROR(txn.Commit());
   }
   return Status::Ok();
@@ -166,16 +160,16 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   so.error_if_exists = true;
   PSM_ASSIGN_OR_RETURN(auto store, Store::Open(MetaPath(dir), so));
   Txn txn(store.get());
-  txn.Put(Cf::kVolume, kVolFormat, U64(kFormatVersion));
+  txn.Put(Cf::kVolume, kVolFormat, LE64(kFormatVersion));
   txn.Put(Cf::kVolume, kVolUuid, sb.uuid);
-  txn.Put(Cf::kVolume, kVolEpoch, U64(1));
-  txn.Put(Cf::kVolume, kVolNextIno, U64(kFirstIno));
-  txn.Put(Cf::kVolume, kVolNextSnap, U64(1));
-  txn.Put(Cf::kVolume, kVolBlockSize, U64(sb.block_size));
-  txn.Put(Cf::kVolume, kVolBlockCount, U64(sb.block_count));
-  txn.Put(Cf::kVolume, kVolChunkBlocks, U64(sb.chunk_blocks));
-  txn.Put(Cf::kVolume, kVolUsedBlocks, U64(0));
-  txn.Put(Cf::kVolume, kVolFiles, U64(1));  // the root directory
+  txn.Put(Cf::kVolume, kVolEpoch, LE64(1));
+  txn.Put(Cf::kVolume, kVolNextIno, LE64(kFirstIno));
+  txn.Put(Cf::kVolume, kVolNextSnap, LE64(1));
+  txn.Put(Cf::kVolume, kVolBlockSize, LE64(sb.block_size));
+  txn.Put(Cf::kVolume, kVolBlockCount, LE64(sb.block_count));
+  txn.Put(Cf::kVolume, kVolChunkBlocks, LE64(sb.chunk_blocks));
+  txn.Put(Cf::kVolume, kVolUsedBlocks, LE64(0));
+  txn.Put(Cf::kVolume, kVolFiles, LE64(1));  // the root directory
   InodeAttr root;
   root.mode = S_IFDIR | 0755;
   root.uid = geteuid();
@@ -520,7 +514,7 @@ Result<InodeId> FileSystem::Impl::AllocIno() {
     // makes it durable before any record that uses them.
     InodeId r = next_ino + kInoReserveBatch;
     if ((r >> kSnapShift) != 0) return Status::NoSpace("inode numbers exhausted");
-    PSM_RETURN_IF_ERROR(store->Put(Cf::kVolume, kVolNextIno, U64(r)));
+    PSM_RETURN_IF_ERROR(store->Put(Cf::kVolume, kVolNextIno, LE64(r)));
     ino_reserved = r;
   }
   return next_ino++;

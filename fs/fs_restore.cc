@@ -48,12 +48,6 @@ using Impl = FileSystem::Impl;
 
 namespace {
 
-std::string U64(uint64_t v) {
-  std::string s;
-  PutLE64(&s, v);
-  return s;
-}
-
 // One record's version at an epoch: absent, or a payload written at `ver`.
 struct Ver {
   bool has = false;
@@ -506,7 +500,7 @@ Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
     // Announce the restore durably: a crash from here on is finished by the
     // next mount.
     Txn pending(store.get());
-    pending.Put(Cf::kVolume, kVolRestorePending, U64(id));
+    pending.Put(Cf::kVolume, kVolRestorePending, LE64(id));
     PSM_RETURN_IF_ERROR(committer->Apply(&pending, {}, {}));
     PSM_RETURN_IF_ERROR(committer->SyncAll());
     PSM_SYNC_POINT("Restore:Pending");

@@ -21,12 +21,6 @@ namespace {
 
 using Impl = FileSystem::Impl;
 
-std::string U64(uint64_t v) {
-  std::string s;
-  PutLE64(&s, v);
-  return s;
-}
-
 Status ValidateSnapName(std::string_view name) {
   if (name.empty()) return Status::Invalid("snapshot name is empty");
   if (name.size() > kNameMax) return Status::NameTooLong("snapshot name longer than 255 bytes");
@@ -68,8 +62,8 @@ Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
     rec.state = SnapState::kActive;
     Txn txn(m->store.get());
     txn.Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
-    txn.Put(Cf::kVolume, kVolEpoch, U64(e + 1));
-    txn.Put(Cf::kVolume, kVolNextSnap, U64(id + 1));
+    txn.Put(Cf::kVolume, kVolEpoch, LE64(e + 1));
+    txn.Put(Cf::kVolume, kVolNextSnap, LE64(id + 1));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
     {
       std::lock_guard<std::mutex> l(m->snaps_mu);

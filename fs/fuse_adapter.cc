@@ -212,12 +212,20 @@ void FuseAdapter::NoteRelease(NodeId node, int open_flags) {
   if (it != writers_.end() && --it->second <= 0) writers_.erase(it);
 }
 
-bool FuseAdapter::Drain(int timeout_ms) {
+bool FuseAdapter::WaitDone(uint64_t seq, int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
-  const uint64_t seq = next_seq_ - 1;
   return done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
                            [&] { return stopping_ || completed_seq_ >= seq; }) &&
          completed_seq_ >= seq;
+}
+
+bool FuseAdapter::Drain(int timeout_ms) {
+  uint64_t last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last = next_seq_ - 1;
+  }
+  return WaitDone(last, timeout_ms);
 }
 
 bool FuseAdapter::WriteBackDirty(NodeId node, int timeout_ms) {
@@ -228,10 +236,7 @@ bool FuseAdapter::WriteBackDirty(NodeId node, int timeout_ms) {
   }
   const uint64_t seq = Enqueue(Notice{false, node, {}, 0});
   if (seq == 0) return false;
-  std::unique_lock<std::mutex> lock(mu_);
-  return done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                           [&] { return stopping_ || completed_seq_ >= seq; }) &&
-         completed_seq_ >= seq;
+  return WaitDone(seq, timeout_ms);
 }
 
 void FuseAdapter::NotifierLoop() {

@@ -154,6 +154,8 @@ class FuseAdapter {
     uint64_t seq = 0;  // set by Enqueue; notices complete in order
   };
   uint64_t Enqueue(Notice n);  // returns the notice's sequence number, 0 if dropped
+  // Waits until notice `seq` (and every earlier one) went out; false on timeout.
+  bool WaitDone(uint64_t seq, int timeout_ms);
   void NotifierLoop();
 
   FileSystem* const fs_;

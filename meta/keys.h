@@ -66,6 +66,12 @@ inline constexpr char kTagValue = 1;
 void PutBE64(std::string* dst, uint64_t v);
 uint64_t GetBE64(const char* p);
 void PutLE64(std::string* dst, uint64_t v);
+// The 8 bytes PutLE64 appends, as a value of their own.
+inline std::string LE64(uint64_t v) {
+  std::string s;
+  PutLE64(&s, v);
+  return s;
+}
 void PutLE32(std::string* dst, uint32_t v);
 uint64_t GetLE64(const char* p);
 uint32_t GetLE32(const char* p);

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "fs/control_protocol.h"
+#include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
 #include "tests/common/psm_test_util.h"
 
@@ -40,42 +41,12 @@ using psm::test::MountedVolume;
 using psm::test::ProgramResult;
 using psm::test::RunProgram;
 
+using psm::testutil::Ctl;
+using psm::testutil::Pattern;
+using psm::testutil::ReadFile;
+using psm::testutil::WriteFile;
+
 namespace {
-
-ProgramResult Ctl(std::vector<std::string> args) {
-  args.insert(args.begin(), BinDir() + "/psmctl");
-  return RunProgram(args, 300);
-}
-
-std::string Pattern(size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 7;
-  for (auto& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return s;
-}
-
-void WriteFile(const std::string& p, const std::string& data, off_t off = 0, bool trunc = true) {
-  int fd = open(p.c_str(), O_WRONLY | O_CREAT | (trunc ? O_TRUNC : 0), 0644);
-  REQUIRE_MESSAGE(fd >= 0, p << ": " << strerror(errno));
-  REQUIRE(pwrite(fd, data.data(), data.size(), off) == static_cast<ssize_t>(data.size()));
-  REQUIRE(close(fd) == 0);
-}
-
-std::string ReadFile(const std::string& p) {
-  int fd = open(p.c_str(), O_RDONLY);
-  if (fd < 0) return "<" + std::string(strerror(errno)) + ">";
-  std::string out;
-  char buf[1 << 16];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, n);
-  close(fd);
-  return out;
-}
 
 // The data/hole map of a file, as SEEK_DATA/SEEK_HOLE report it.
 std::string HoleMap(const std::string& p) {
