@@ -237,6 +237,37 @@ struct RestoreResult {
   double seconds = 0;
 };
 
+// A send (FileSystem::Send, docs/send-receive.md).
+struct SendOptions {
+  std::string snapshot;  // what to send
+  std::string base;      // incremental from this older snapshot; "" = full
+};
+struct SendStats {
+  std::string snapshot, base;
+  std::string guid;          // the sent snapshot's stream identity
+  uint64_t bytes = 0;        // stream bytes
+  uint64_t records = 0;
+  uint64_t data_bytes = 0;   // file contents carried
+  uint64_t inodes = 0;       // inodes described
+  uint64_t dead_entries_read = 0;  // incremental: dead-index entries examined
+  double seconds = 0;
+};
+// A receive (FileSystem::Receive).
+struct ReceiveOptions {
+  std::string name;    // the new snapshot's name; "" = the name in the stream
+  // An incremental stream needs the live tree equal to its base; with
+  // force, changes made since the base are discarded (as psmctl restore
+  // BASE would) in the same commit. Default: false (refused).
+  bool force = false;
+};
+struct ReceiveResult {
+  std::string snapshot, base, guid;
+  bool incremental = false;
+  uint64_t bytes = 0, records = 0, data_bytes = 0, inodes = 0;
+  uint64_t discarded = 0;  // live inodes rolled back to the base (force)
+  double seconds = 0;
+};
+
 class FileSystem {
  public:
   // Mounts the volume at `volume_dir` (the directory holding `image` and
@@ -339,6 +370,30 @@ class FileSystem {
   // Starts a free-space scan afterwards. With `dry_run`, counts and changes
   // nothing. Errors: kNotFound (no such snapshot), kReadOnly, kNoSpace.
   Result<RestoreResult> Restore(std::string_view name, bool dry_run = false);
+
+  // ---- send / receive streams (fs_send.cc, docs/send-receive.md) ----
+  // Writes the stream of snapshot `o.snapshot` (full, or incremental from
+  // `o.base`) to `sink`, in pieces. `on_size` (optional) learns the exact
+  // stream size before the first byte. While it runs both snapshots are
+  // pinned: DeleteSnapshot (rmdir, prune) of either is refused with kBusy.
+  // An incremental stream costs what changed between the two (the dead
+  // index says what). A sink error stops the send and is returned.
+  // Errors: kNotFound, kInvalid (base not older), kBusy (being deleted).
+  Result<SendStats> Send(const SendOptions& o, const std::function<Status(std::string_view)>& sink,
+                         const std::function<void(uint64_t)>& on_size = {});
+  // Reads a stream from `source` (bytes read, 0 at its end) and makes it a
+  // snapshot of this volume, as `zfs receive` does: the live tree becomes
+  // the received tree and the snapshot is taken, in one commit, only after
+  // the whole stream was read and verified. Data is written to free space
+  // while the stream is read; on any error it is given back and the volume
+  // is exactly as before. A full stream needs a volume whose live tree is
+  // empty; an incremental one needs its base here (same stream identity)
+  // and the live tree unchanged since (or `force`).
+  // Errors: kCorruption / kIOError("truncated") / kInvalid (bad stream),
+  // kNotFound (base missing), kExists (name or snapshot already here),
+  // kBusy (live tree changed, not empty), kNoSpace, kReadOnly.
+  Result<ReceiveResult> Receive(const ReceiveOptions& o,
+                                const std::function<Result<size_t>(char*, size_t)>& source);
 
   // ---- file-server features: holds, properties, history, diff ----
   // (fs_holds.cc, fs_history.cc; docs/user-guide.md)

@@ -338,6 +338,43 @@ Status FileSystem::Impl::UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64
   return Status::Ok();
 }
 
+Status FileSystem::Impl::MapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t fblock,
+                                   BlockNo p, uint64_t n, std::vector<Range>* frees) {
+  const Epoch e = live();
+  std::vector<Slot> map;
+  std::vector<std::pair<BlockNo, Epoch>> killed;
+  while (n > 0) {
+    const uint64_t idx = fblock / chunk_blocks;
+    const uint64_t b0 = fblock % chunk_blocks;
+    const uint64_t k = std::min<uint64_t>(n, chunk_blocks - b0);
+    PSM_RETURN_IF_ERROR(LoadMap(this, txn, ino, idx, e, &map));
+    for (uint64_t i = 0; i < k; ++i) {
+      Slot& sl = map[b0 + i];
+      if (sl.p) {
+        killed.emplace_back(sl.p, sl.birth);
+      } else {
+        a->blocks++;
+      }
+      sl = Slot{p + i, e, 0};
+    }
+    PSM_RETURN_IF_ERROR(StoreMap(this, txn, ino, idx, map));
+    fblock += k;
+    p += k;
+    n -= k;
+  }
+  std::sort(killed.begin(), killed.end());
+  for (size_t i = 0; i < killed.size();) {
+    size_t j = i + 1;
+    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
+           killed[j].second == killed[i].second) {
+      ++j;
+    }
+    PSM_RETURN_IF_ERROR(KillRange(txn, killed[i].first, j - i, killed[i].second, frees));
+    i = j;
+  }
+  return Status::Ok();
+}
+
 Status FileSystem::Impl::Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size,
                                   std::vector<Range>* frees, std::vector<Range>* allocs) {
   if (size < a->size && size % bs != 0) {

@@ -161,6 +161,8 @@ struct SnapEntry {
   SnapshotRec rec;
   int open_handles = 0;
   bool reclaiming = false;  // GC started: no new opens, not in present set
+  int senders = 0;          // sends reading it now (Send); delete refused
+  bool delete_pending = false;  // DeleteSnapshot is committing; no new send
 };
 
 struct FileSystem::Impl : public EpochSet {
@@ -267,6 +269,11 @@ struct FileSystem::Impl : public EpochSet {
   // Unmaps whole blocks [b0, b1) of the file (truncate, punch, destroy).
   Status UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0, uint64_t b1,
                      std::vector<Range>* frees);
+  // Maps physical blocks [p, p+n), already written and recorded in alloc
+  // by the caller, at file blocks [fblock, fblock+n); what was there dies
+  // (KillRange). A receive places the data it staged this way.
+  Status MapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t fblock, BlockNo p, uint64_t n,
+                   std::vector<Range>* frees);
   Status Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size, std::vector<Range>* frees,
                   std::vector<Range>* allocs);
   // Allocates 1..want blocks near `hint` and records them in `alloc` (born
@@ -294,6 +301,16 @@ struct FileSystem::Impl : public EpochSet {
   Status ReclaimOne(SnapshotId id);
   bool SnapshotUsable(SnapshotId id, Epoch* e);
   void InvalidateEntry(NodeId parent, std::string_view name);
+  // Commits `txn` (with the allocator bookkeeping) together with a new
+  // snapshot `rec` at the live epoch and advances the epoch. REQUIRES
+  // volume_mu exclusive. `guid` non-empty: stored as the snapshot's stream
+  // identity (a received snapshot keeps its source's).
+  Status CommitSnapshotLocked(Txn* txn, SnapshotRec rec, const std::string& guid,
+                              const std::vector<Range>& frees, const std::vector<Range>& allocs,
+                              SnapshotInfo* info);
+  // The stream identity of snapshot `id` (fs_send.cc): stored for received
+  // snapshots, else derived from the volume UUID, id, epoch and ctime.
+  std::string SnapshotGuid(SnapshotId id, const SnapshotRec& rec);
   // ---- restore (fs_restore.cc) ----
   // Restores snapshot `id` with reclaim_run_mu and volume_mu held
   // exclusively by the caller. Collects the kernel invalidations to send
@@ -304,6 +321,11 @@ struct FileSystem::Impl : public EpochSet {
   };
   Status RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
                        std::vector<Invalidation>* inval);
+  // The restore's work without its commit: writes into `txn` what makes the
+  // live tree equal to the tree at epoch `es` (a receive rolls back to its
+  // base this way, in its own Txn). Caller holds what RestoreLocked needs.
+  Status RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Invalidation>* inval,
+                     std::vector<Range>* frees);
   // Mount: finishes a restore a crash interrupted (kVolRestorePending).
   Status ResumeRestore(bool* resumed);
   // ---- holds (fs_holds.cc) ----

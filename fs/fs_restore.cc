@@ -201,7 +201,7 @@ struct RestoreRun {
   Impl* m;
   Epoch es;   // the snapshot's epoch
   Epoch el;   // the live epoch
-  Txn txn;
+  Txn& txn;
   std::vector<Range> frees;
   std::deque<InodeId> queue;
   std::unordered_set<InodeId> seen;
@@ -212,8 +212,8 @@ struct RestoreRun {
   RestoreResult* out;
   std::vector<Impl::Invalidation>* inval;
 
-  RestoreRun(Impl* mm, Epoch s, RestoreResult* o, std::vector<Impl::Invalidation>* iv)
-      : m(mm), es(s), el(mm->live()), txn(mm->store.get()), out(o), inval(iv) {}
+  RestoreRun(Impl* mm, Txn* t, Epoch s, RestoreResult* o, std::vector<Impl::Invalidation>* iv)
+      : m(mm), es(s), el(mm->live()), txn(*t), out(o), inval(iv) {}
 
   void Push(InodeId ino) {
     if (ino != kRootIno && ino < kFirstIno) return;
@@ -273,9 +273,7 @@ struct RestoreRun {
       m->restore_done.fetch_add(1, std::memory_order_relaxed);
       PSM_SYNC_POINT("Restore:Inode");
     }
-    PSM_RETURN_IF_ERROR(NameInvalidations());
-    txn.Delete(Cf::kVolume, kVolRestorePending);
-    return Status::Ok();
+    return NameInvalidations();
   }
 
   // With the writeback cache the kernel trusts its own size and mtime of a
@@ -470,6 +468,14 @@ struct RestoreRun {
 
 }  // namespace
 
+Status Impl::RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Invalidation>* inval,
+                         std::vector<Range>* frees) {
+  RestoreRun run(this, txn, es, out, inval);
+  Status s = run.Run();
+  frees->insert(frees->end(), run.frees.begin(), run.frees.end());
+  return s;
+}
+
 Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
                            std::vector<Invalidation>* inval) {
   Epoch es;
@@ -505,15 +511,17 @@ Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
     PSM_RETURN_IF_ERROR(committer->SyncAll());
     PSM_SYNC_POINT("Restore:Pending");
   }
-  RestoreRun run(this, es, out, inval);
-  Status s = run.Run();
+  Txn txn(store.get());
+  std::vector<Range> frees;
+  Status s = RestoreInto(&txn, es, out, inval, &frees);
+  txn.Delete(Cf::kVolume, kVolRestorePending);
   if (s.ok() && !dry_run) {
     PSM_SYNC_POINT("Restore:BeforeCommit");
     // No reader may see half of one inode: close the read gate for the
     // commit (live writers are already out: volume_mu is exclusive).
     {
       std::unique_lock<FairSharedMutex> gate(read_gate);
-      s = committer->Apply(&run.txn, run.frees, {});
+      s = committer->Apply(&txn, frees, {});
     }
     PSM_SYNC_POINT("Restore:Committed");
   }

@@ -35,6 +35,40 @@ constexpr size_t kReclaimBatch = 1024;
 
 }  // namespace
 
+Status Impl::CommitSnapshotLocked(Txn* txn, SnapshotRec rec, const std::string& guid,
+                                  const std::vector<Range>& frees,
+                                  const std::vector<Range>& allocs, SnapshotInfo* info) {
+  SnapshotId id;
+  {
+    std::lock_guard<std::mutex> l(snaps_mu);
+    id = next_snap;
+  }
+  if (id >= (uint64_t{1} << (64 - kSnapShift))) return Status::NoSpace("snapshot ids exhausted");
+  const Epoch e = live();
+  rec.epoch = e;
+  rec.state = SnapState::kActive;
+  txn->Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
+  if (!guid.empty()) txn->Put(Cf::kVolume, SnapGuidKey(id), guid);
+  txn->Put(Cf::kVolume, kVolEpoch, LE64(e + 1));
+  txn->Put(Cf::kVolume, kVolNextSnap, LE64(id + 1));
+  PSM_RETURN_IF_ERROR(committer->Apply(txn, frees, allocs));
+  {
+    std::lock_guard<std::mutex> l(snaps_mu);
+    next_snap = id + 1;
+    SnapEntry se;
+    se.rec = rec;
+    snaps.emplace(id, std::move(se));
+    present_epochs.insert(e);
+    snapdir_mtime_ns = rec.ctime_ns;
+  }
+  epoch.store(e + 1, std::memory_order_release);
+  info->id = id;
+  info->name = rec.name;
+  info->epoch = e;
+  info->ctime_ns = rec.ctime_ns;
+  return Status::Ok();
+}
+
 Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
   Impl* m = impl_.get();
   PSM_RETURN_IF_ERROR(ValidateSnapName(name));
@@ -43,7 +77,6 @@ Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
   {
     std::unique_lock<FairSharedMutex> vl(m->volume_mu);
     PSM_SYNC_POINT("FileSystem::CreateSnapshot:Locked");
-    SnapshotId id;
     {
       std::lock_guard<std::mutex> l(m->snaps_mu);
       for (const auto& [sid, s] : m->snaps) {
@@ -51,34 +84,12 @@ Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
           return Status::Exists("a snapshot named '" + std::string(name) + "' already exists");
         }
       }
-      id = m->next_snap;
     }
-    if (id >= (uint64_t{1} << (64 - kSnapShift))) return Status::NoSpace("snapshot ids exhausted");
-    const Epoch e = m->live();
     SnapshotRec rec;
     rec.name.assign(name);
-    rec.epoch = e;
     rec.ctime_ns = NowNs();
-    rec.state = SnapState::kActive;
     Txn txn(m->store.get());
-    txn.Put(Cf::kSnapshots, SnapshotKey(id), EncodeSnapshot(rec));
-    txn.Put(Cf::kVolume, kVolEpoch, LE64(e + 1));
-    txn.Put(Cf::kVolume, kVolNextSnap, LE64(id + 1));
-    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
-    {
-      std::lock_guard<std::mutex> l(m->snaps_mu);
-      m->next_snap = id + 1;
-      SnapEntry se;
-      se.rec = rec;
-      m->snaps.emplace(id, std::move(se));
-      m->present_epochs.insert(e);
-      m->snapdir_mtime_ns = rec.ctime_ns;
-    }
-    m->epoch.store(e + 1, std::memory_order_release);
-    info.id = id;
-    info.name = rec.name;
-    info.epoch = e;
-    info.ctime_ns = rec.ctime_ns;
+    PSM_RETURN_IF_ERROR(m->CommitSnapshotLocked(&txn, std::move(rec), "", {}, {}, &info));
   }
   // Durable before we answer (WAL order makes every later write depend on it).
   PSM_RETURN_IF_ERROR(m->committer->SyncAll());
@@ -94,16 +105,38 @@ Status FileSystem::DeleteSnapshot(std::string_view name) {
     std::shared_lock<FairSharedMutex> vl(m->volume_mu);
     SnapshotId id = 0;
     SnapshotRec rec;
+    int senders = 0;
     {
       std::lock_guard<std::mutex> l(m->snaps_mu);
-      for (const auto& [sid, s] : m->snaps) {
+      for (auto& [sid, s] : m->snaps) {
         if (s.rec.state == SnapState::kActive && s.rec.name == name) {
           id = sid;
           rec = s.rec;
+          senders = s.senders;
+          // From here no new send pins it (fs_send.cc); cleared below.
+          if (senders == 0) s.delete_pending = true;
         }
       }
     }
     if (!id) return Status::NotFound("no snapshot named '" + std::string(name) + "'");
+    // A send in progress keeps its snapshots: the delete is refused, not
+    // queued (docs/send-receive.md).
+    if (senders > 0) {
+      return Status::Busy("snapshot '" + std::string(name) + "' is being sent (" +
+                          std::to_string(senders) +
+                          (senders == 1 ? " stream" : " streams") +
+                          "); a snapshot cannot be deleted during a send: try again when it "
+                          "finishes");
+    }
+    struct ClearPending {
+      Impl* m;
+      SnapshotId id;
+      ~ClearPending() {
+        std::lock_guard<std::mutex> l(m->snaps_mu);
+        auto it = m->snaps.find(id);
+        if (it != m->snaps.end()) it->second.delete_pending = false;
+      }
+    } clear_pending{m, id};
     if (rec.holds) {  // psmctl snapshot hold (fs_holds.cc)
       return Status::Busy("snapshot '" + std::string(name) + "' is held (" + m->HoldTags(id) +
                           "); release it first with `psmctl snapshot release`");
@@ -295,6 +328,7 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
   // Done: the snapshot record goes.
   Txn txn(store.get());
   txn.Delete(Cf::kSnapshots, SnapshotKey(id));
+  txn.Delete(Cf::kVolume, SnapGuidKey(id));
   PSM_RETURN_IF_ERROR(committer->Apply(&txn, {}, {}));
   std::lock_guard<std::mutex> l(snaps_mu);
   snaps.erase(id);

@@ -131,6 +131,12 @@ std::string HoldSnapshotPrefix(SnapshotId id) {
   return k;
 }
 
+std::string SnapGuidKey(SnapshotId id) {
+  std::string k(kSnapGuidPrefix);
+  PutBE64(&k, id);
+  return k;
+}
+
 std::string HoldKey(SnapshotId id, std::string_view tag) {
   std::string k = HoldSnapshotPrefix(id);
   k.append(tag);

@@ -149,6 +149,12 @@ std::string HoldKey(SnapshotId id, std::string_view tag);
 std::string HoldSnapshotPrefix(SnapshotId id);
 // Splits a hold key; false when it is not one.
 bool ParseHoldKey(std::string_view key, SnapshotId* id, std::string_view* tag);
+// The stream identity of a received snapshot (FileSystem::Receive):
+// "sguid/" BE(snapshot id) -> 32 hex digits, the source snapshot's identity,
+// so that an incremental stream finds its base here. Snapshots taken on
+// this volume have none (theirs is derived). STORED.
+inline constexpr std::string_view kSnapGuidPrefix = "sguid/";
+std::string SnapGuidKey(SnapshotId id);
 // Volume properties (e.g. the snapshot schedule): "prop/" name -> value. STORED.
 inline constexpr std::string_view kPropPrefix = "prop/";
 std::string PropertyKey(std::string_view name);
