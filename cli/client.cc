@@ -266,6 +266,85 @@ Result<Json> Client::Call(Json request, bool idempotent) {
   }
 }
 
+namespace {
+
+// A stream connection has no send timeout: the daemon reads at the pace of
+// the disk, and the stream ends when either side goes away.
+void NoTimeouts(int fd) {
+  timeval tv{};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+Result<Json> ReadReply(int fd, const char* what) {
+  std::string reply;
+  bool eof = false;
+  Status st = ctl::ReadFrame(fd, &reply, &eof);
+  if (st.ok() && eof) {
+    st = Status::IOError(std::string("the daemon closed the connection during the ") + what);
+  }
+  PSM_RETURN_IF_ERROR(st);
+  Result<Json> j = Json::Parse(reply);
+  if (!j.ok()) return Status::IOError("bad reply from the daemon: " + j.status().message());
+  PSM_RETURN_IF_ERROR(ctl::ReplyStatus(j.value()));
+  return j;
+}
+
+struct FdCloser {
+  int fd;
+  ~FdCloser() { ::close(fd); }
+};
+
+}  // namespace
+
+Result<SendStats> Client::Send(const std::string& name, const std::string& base,
+                               const std::function<Status(std::string_view)>& sink,
+                               const std::function<void(uint64_t)>& on_size) {
+  Json req = ctl::Request(ctl::kOpSend);
+  req.Set("snapshot", name).Set("from", base).Set("v", version_);
+  PSM_ASSIGN_OR_RETURN(int fd, Dial());
+  FdCloser closer{fd};
+  NoTimeouts(fd);
+  PSM_RETURN_IF_ERROR(ctl::WriteFrame(fd, req.Dump()));
+  PSM_ASSIGN_OR_RETURN(Json head, ReadReply(fd, "send"));
+  if (on_size) on_size(head.GetUint("size"));
+  std::string frame;
+  while (true) {
+    bool eof = false;
+    PSM_RETURN_IF_ERROR(ctl::ReadFrame(fd, &frame, &eof));
+    if (eof) return Status::IOError("the daemon closed the connection in the middle of the stream");
+    if (frame.empty()) break;
+    PSM_RETURN_IF_ERROR(sink(frame));
+  }
+  PSM_ASSIGN_OR_RETURN(Json fin, ReadReply(fd, "send"));
+  const Json* s = fin.Find("send");
+  return s ? ctl::SendStatsFromJson(*s) : SendStats{};
+}
+
+Result<ReceiveResult> Client::Receive(const std::string& name, bool force,
+                                      const std::function<Result<size_t>(char*, size_t)>& source) {
+  Json req = ctl::Request(ctl::kOpReceive);
+  req.Set("name", name).Set("force", force).Set("v", version_);
+  PSM_ASSIGN_OR_RETURN(int fd, Dial());
+  FdCloser closer{fd};
+  NoTimeouts(fd);
+  PSM_RETURN_IF_ERROR(ctl::WriteFrame(fd, req.Dump()));
+  PSM_RETURN_IF_ERROR(ReadReply(fd, "receive").status());
+  std::string buf(ctl::kStreamFrameBytes, '\0');
+  while (true) {
+    Result<size_t> n = source(buf.data(), buf.size());
+    // A source error: hang up before the end frame, so the daemon abandons
+    // the receive, and say what went wrong here.
+    if (!n.ok()) return n.status();
+    // The daemon may stop reading early (a bad stream): its reply says why.
+    if (!ctl::WriteFrame(fd, std::string_view(buf.data(), n.value())).ok()) break;
+    if (n.value() == 0) break;
+  }
+  PSM_ASSIGN_OR_RETURN(Json fin, ReadReply(fd, "receive"));
+  const Json* r = fin.Find("receive");
+  return r ? ctl::ReceiveFromJson(*r) : ReceiveResult{};
+}
+
 Status Client::Hello() {
   PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpHello), true));
   int server_max = static_cast<int>(r.GetInt("version", 0));

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -101,6 +102,22 @@ class Client {
   // dry_run, only reports what would change. Blocks until done; GetStatus()
   // from another thread shows its progress.
   Result<RestoreResult> Restore(const std::string& name, bool dry_run);
+
+  // Streams snapshot `name` (incremental from `base`, "" = full) into
+  // `sink`, piece by piece, on a connection of its own. `on_size` learns the
+  // exact stream size first. A sink error ends the send (the daemon stops)
+  // and is returned. While it runs, the daemon refuses to delete either
+  // snapshot (kBusy). Root or the volume owner only.
+  Result<SendStats> Send(const std::string& name, const std::string& base,
+                         const std::function<Status(std::string_view)>& sink,
+                         const std::function<void(uint64_t)>& on_size = {});
+  // Sends the stream that `source` yields (bytes read into the buffer; 0 at
+  // its end) to the daemon, which makes it a snapshot (FileSystem::Receive:
+  // all or nothing). `name` "" keeps the stream's name; `force` discards
+  // changes made since the base. A source error abandons the receive (the
+  // volume is unchanged) and is returned.
+  Result<ReceiveResult> Receive(const std::string& name, bool force,
+                                const std::function<Result<size_t>(char*, size_t)>& source);
 
   // One request/reply (adds "v"). The reply's error, if any, becomes the
   // Status. Safe for idempotent requests to be retried once on a fresh

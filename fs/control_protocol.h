@@ -69,6 +69,13 @@ inline constexpr std::string_view kOpScanStart = "scan.start";
 inline constexpr std::string_view kOpScanStatus = "scan.status";
 inline constexpr std::string_view kOpSync = "sync";
 inline constexpr std::string_view kOpRestore = "restore";
+// Streams (docs/control-protocol.md, "Streams"): after the request the
+// connection carries the stream as binary frames, ended by an empty frame,
+// then one final reply; the connection is closed afterwards.
+inline constexpr std::string_view kOpSend = "send";
+inline constexpr std::string_view kOpReceive = "receive";
+// Payload bytes of one stream data frame at most.
+inline constexpr size_t kStreamFrameBytes = 1u << 20;
 
 // ---------------------------------------------------------------- frames
 
@@ -441,6 +448,64 @@ inline RestoreResult RestoreFromJson(const Json& j) {
   r.bytes_restored = j.GetUint("bytes_restored");
   r.bytes_discarded = j.GetUint("bytes_discarded");
   r.dead_entries_read = j.GetUint("dead_entries_read");
+  r.seconds = j.GetDouble("seconds");
+  return r;
+}
+
+inline Json ToJson(const SendStats& s) {
+  Json j = Json::Object();
+  j.Set("snapshot", s.snapshot)
+      .Set("base", s.base)
+      .Set("guid", s.guid)
+      .Set("bytes", s.bytes)
+      .Set("records", s.records)
+      .Set("data_bytes", s.data_bytes)
+      .Set("inodes", s.inodes)
+      .Set("dead_entries_read", s.dead_entries_read)
+      .Set("seconds", s.seconds);
+  return j;
+}
+
+inline SendStats SendStatsFromJson(const Json& j) {
+  SendStats s;
+  s.snapshot = j.GetString("snapshot");
+  s.base = j.GetString("base");
+  s.guid = j.GetString("guid");
+  s.bytes = j.GetUint("bytes");
+  s.records = j.GetUint("records");
+  s.data_bytes = j.GetUint("data_bytes");
+  s.inodes = j.GetUint("inodes");
+  s.dead_entries_read = j.GetUint("dead_entries_read");
+  s.seconds = j.GetDouble("seconds");
+  return s;
+}
+
+inline Json ToJson(const ReceiveResult& r) {
+  Json j = Json::Object();
+  j.Set("snapshot", r.snapshot)
+      .Set("base", r.base)
+      .Set("guid", r.guid)
+      .Set("incremental", r.incremental)
+      .Set("bytes", r.bytes)
+      .Set("records", r.records)
+      .Set("data_bytes", r.data_bytes)
+      .Set("inodes", r.inodes)
+      .Set("discarded", r.discarded)
+      .Set("seconds", r.seconds);
+  return j;
+}
+
+inline ReceiveResult ReceiveFromJson(const Json& j) {
+  ReceiveResult r;
+  r.snapshot = j.GetString("snapshot");
+  r.base = j.GetString("base");
+  r.guid = j.GetString("guid");
+  r.incremental = j.GetBool("incremental");
+  r.bytes = j.GetUint("bytes");
+  r.records = j.GetUint("records");
+  r.data_bytes = j.GetUint("data_bytes");
+  r.inodes = j.GetUint("inodes");
+  r.discarded = j.GetUint("discarded");
   r.seconds = j.GetDouble("seconds");
   return r;
 }

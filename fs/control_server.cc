@@ -8,10 +8,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <set>
 #include <utility>
@@ -131,11 +133,13 @@ ControlServer::~ControlServer() { Stop(); }
 
 bool ControlServer::IsModifying(std::string_view op) {
   return op == ctl::kOpSnapshotCreate || op == ctl::kOpSnapshotDelete || op == ctl::kOpScanStart ||
-         op == ctl::kOpSync || op == ctl::kOpRestore || ctl::IsFileServerModifying(op);
+         op == ctl::kOpSync || op == ctl::kOpRestore || op == ctl::kOpReceive ||
+         ctl::IsFileServerModifying(op);
 }
 
 Status ControlServer::Authorize(std::string_view op, uid_t peer_uid, uid_t owner_uid) {
-  const bool restricted = IsModifying(op) || ctl::IsFileServerPrivileged(op);
+  const bool restricted =
+      IsModifying(op) || op == ctl::kOpSend || ctl::IsFileServerPrivileged(op);
   if (!restricted || peer_uid == 0 || peer_uid == owner_uid) return Status::Ok();
   return Status::Permission("permission denied: " + std::string(op) +
                             " requires root or the volume owner (uid " + std::to_string(owner_uid) +
@@ -374,6 +378,13 @@ void ControlServer::Serve(uint64_t id, int fd, PeerCred peer) {
       break;
     }
     Result<Json> req = Json::Parse(payload);
+    if (req.ok() && req.value().is_object()) {
+      const std::string op = req.value().GetString("op");
+      if (op == ctl::kOpSend || op == ctl::kOpReceive) {
+        ServeStream(fd, req.value(), peer);
+        break;  // a stream connection ends with its stream
+      }
+    }
     Json reply = req.ok() ? Handle(req.value(), peer) : ctl::ErrorReply(req.status());
     if (!ctl::WriteFrame(fd, reply.Dump()).ok()) break;
     if (!req.ok()) break;  // a stream that sends garbage is not trusted further
@@ -387,17 +398,95 @@ void ControlServer::Serve(uint64_t id, int fd, PeerCred peer) {
   ::close(fd);
 }
 
-Json ControlServer::Handle(const Json& request, const PeerCred& peer) {
-  if (!request.is_object()) return ctl::ErrorReply(Status::Invalid("request is not a JSON object"));
+Status ControlServer::Admit(const Json& request, const PeerCred& peer) {
+  if (!request.is_object()) return Status::Invalid("request is not a JSON object");
   int64_t v = request.GetInt("v", -1);
   std::string op = request.GetString("op");
   if (v < ctl::kMinProtocolVersion || (v > ctl::kProtocolVersion && op != ctl::kOpHello)) {
-    return ctl::ErrorReply(Status::NotSupported(
+    return Status::NotSupported(
         "protocol version " + std::to_string(v) + " not supported; this daemon speaks versions " +
-        std::to_string(ctl::kMinProtocolVersion) + " to " + std::to_string(ctl::kProtocolVersion)));
+        std::to_string(ctl::kMinProtocolVersion) + " to " + std::to_string(ctl::kProtocolVersion));
   }
   PSM_SYNC_POINT(sync_point_.c_str());
-  if (Status st = Authorize(op, peer.uid, owner_uid_); !st.ok()) return ctl::ErrorReply(st);
+  return Authorize(op, peer.uid, owner_uid_);
+}
+
+void ControlServer::ServeStream(int fd, const Json& req, const PeerCred& peer) {
+  if (Status st = Admit(req, peer); !st.ok()) {
+    (void)ctl::WriteFrame(fd, ctl::ErrorReply(st).Dump());
+    return;
+  }
+  // A stream may wait on a slow reader or writer at the other end for as
+  // long as it likes; a peer that goes away ends it (EPIPE / EOF).
+  SetTimeout(fd, SO_RCVTIMEO, 0);
+  SetTimeout(fd, SO_SNDTIMEO, 0);
+  if (req.GetString("op") == ctl::kOpSend) {
+    SendOptions o;
+    o.snapshot = req.GetString("snapshot");
+    o.base = req.GetString("from");
+    bool started = false;
+    Status wire;  // the first socket error: the client went away
+    auto r = fs_->Send(
+        o,
+        [&](std::string_view piece) {
+          while (!piece.empty()) {
+            const size_t n = std::min(piece.size(), ctl::kStreamFrameBytes);
+            wire = ctl::WriteFrame(fd, piece.substr(0, n));
+            if (!wire.ok()) return wire;
+            piece.remove_prefix(n);
+          }
+          return Status::Ok();
+        },
+        [&](uint64_t size) {
+          started = true;
+          wire = ctl::WriteFrame(fd, ctl::OkReply().Set("size", size).Dump());
+        });
+    if (!started) {
+      (void)ctl::WriteFrame(fd, ctl::ErrorReply(r.status()).Dump());
+      return;
+    }
+    if (!wire.ok()) return;  // nobody to tell
+    if (!ctl::WriteFrame(fd, "").ok()) return;
+    Json fin = r.ok() ? ctl::OkReply().Set("send", ctl::ToJson(r.value()))
+                      : ctl::ErrorReply(r.status());
+    (void)ctl::WriteFrame(fd, fin.Dump());
+    return;
+  }
+  ReceiveOptions o;
+  o.name = req.GetString("name");
+  o.force = req.GetBool("force");
+  if (!ctl::WriteFrame(fd, ctl::OkReply().Set("ready", true).Dump()).ok()) return;
+  std::string frame;
+  size_t used = 0;
+  bool ended = false;
+  auto r = fs_->Receive(o, [&](char* buf, size_t n) -> Result<size_t> {
+    if (used == frame.size()) {
+      if (ended) return size_t{0};
+      bool eof = false;
+      PSM_RETURN_IF_ERROR(ctl::ReadFrame(fd, &frame, &eof));
+      if (eof) {
+        return Status::IOError(
+            "truncated stream: the sender went away before the end of its input");
+      }
+      used = 0;
+      if (frame.empty()) {
+        ended = true;
+        return size_t{0};
+      }
+    }
+    const size_t k = std::min(n, frame.size() - used);
+    std::memcpy(buf, frame.data() + used, k);
+    used += k;
+    return k;
+  });
+  Json fin = r.ok() ? ctl::OkReply().Set("receive", ctl::ToJson(r.value()))
+                    : ctl::ErrorReply(r.status());
+  (void)ctl::WriteFrame(fd, fin.Dump());
+}
+
+Json ControlServer::Handle(const Json& request, const PeerCred& peer) {
+  if (Status st = Admit(request, peer); !st.ok()) return ctl::ErrorReply(st);
+  const std::string op = request.GetString("op");
   Json reply = Dispatch(op, request);
   if (op == ctl::kOpHello && reply.GetBool("ok")) {
     reply.Set("peer_uid", static_cast<uint64_t>(peer.uid))

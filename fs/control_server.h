@@ -17,8 +17,9 @@
 // directly (it is thread-safe).
 //
 // Authorization (SO_PEERCRED): requests that change the volume
-// (snapshot.create, snapshot.delete, scan.start, sync) need root or the
-// owner of the volume directory; everything else is open to all. A denied
+// (snapshot.create, snapshot.delete, scan.start, sync, restore, receive)
+// and `send` (a stream carries every file, whatever its permissions) need
+// root or the owner of the volume directory; everything else is open to all. A denied
 // request changes nothing and gets kPermission with a message naming who
 // may do it. Authorize() is that rule as a pure function.
 //
@@ -101,6 +102,10 @@ class ControlServer {
 
   void AcceptLoop();
   void Serve(uint64_t id, int fd, PeerCred peer);
+  // Version check and authorization of a request (what Handle does first).
+  Status Admit(const Json& request, const PeerCred& peer);
+  // send / receive: the stream goes over the connection (then closed).
+  void ServeStream(int fd, const Json& request, const PeerCred& peer);
   Json Dispatch(std::string_view op, const Json& req);
   Status WriteRegistry();
 

@@ -101,6 +101,12 @@ static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::stri
 Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   auto r = LookupImpl(impl_.get(), parent, name);
   if (r.ok()) impl_->NoteLookup(r->node);
+  // A name inside a snapshot that was deleted no longer exists: ENOENT, as
+  // for the snapshot's own name in .snapshots (the parent node itself is
+  // stale: GetAttr on it says ESTALE).
+  if (r.status().Is(Code::kStale) && SnapOf(parent) != 0) {
+    return Status::NotFound("snapshot was deleted");
+  }
   return r;
 }
 
