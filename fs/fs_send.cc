@@ -972,6 +972,13 @@ class Receiver {
         if (val) v = *val;
         PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, XattrPrefix(ino, name), L, v, *m_));
       }
+      if (exists && S_ISREG(a.mode)) {
+        std::lock_guard<std::mutex> hl(m_->handles_mu);
+        if (m_->InUseLocked(ino)) {
+          known_by_dir_[live.parent].insert(ino);
+          known_by_dir_[a.parent].insert(ino);
+        }
+      }
       cur[ino] = a;
       inv_inode(ino);
     }
@@ -1010,6 +1017,7 @@ class Receiver {
       if (!m_->LoadAttr(txn, kRootIno, L, &root).ok()) return Status::Corruption("no root");
     }
     for (const auto& [ino, a] : cur) PSM_RETURN_IF_ERROR(m_->PutAttr(txn, ino, a));
+    PSM_RETURN_IF_ERROR(NameInvalidations(txn, inval));
     // 5. Inode numbers: this volume hands out numbers above the stream's.
     {
       std::lock_guard<std::mutex> l(m_->ino_alloc_mu);
@@ -1020,6 +1028,33 @@ class Receiver {
           txn->Put(Cf::kVolume, kVolNextIno, LE64(m_->ino_reserved));
         }
       }
+    }
+    return Status::Ok();
+  }
+
+  // With the writeback cache the kernel trusts its own size and mtime of a
+  // regular file it has cached (fs_restore.cc says more): every entry that
+  // names a changed file the kernel knows is invalidated, so that it drops
+  // the inode and reads the received attributes. The names come from the
+  // file's parent hints.
+  Status NameInvalidations(Txn* txn, std::vector<Impl::Invalidation>* inval) {
+    for (const auto& [dir, inos] : known_by_dir_) {
+      auto it = txn->NewIterator(Cf::kDentries);
+      std::string last;
+      PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), DentryDirPrefix(dir),
+                                        [&](std::string_view k, std::string_view v) {
+                                          std::string_view p = KeyPrefix(k);
+                                          if (p == last) return true;
+                                          last.assign(p);
+                                          Dentry d;
+                                          if (!v.empty() && v[0] == kTagValue &&
+                                              DecodeDentry(v.substr(1), &d).ok() &&
+                                              inos.count(d.ino)) {
+                                            inval->push_back({MakeNode(0, dir),
+                                                              std::string(NameOfPrefix(p))});
+                                          }
+                                          return true;
+                                        }));
     }
     return Status::Ok();
   }
@@ -1046,6 +1081,7 @@ class Receiver {
   std::map<InodeId, RInode> inodes_;
   std::map<std::pair<InodeId, std::string>, std::optional<Dentry>> ents_;
   std::vector<Range> allocs_;
+  std::map<InodeId, std::set<InodeId>> known_by_dir_;  // see NameInvalidations
   BlockNo hint_ = 0;
   uint64_t data_bytes_ = 0;
   bool committed_ = false;

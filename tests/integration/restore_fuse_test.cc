@@ -26,6 +26,7 @@
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
 #include "tests/common/psm_test_util.h"
+#include "tests/common/sample_tree.h"
 #include "tests/common/tree_compare.h"
 
 using psm::test::BinDir;
@@ -37,6 +38,9 @@ using psm::testutil::Ctl;
 using psm::testutil::Pattern;
 using psm::testutil::ReadFile;
 using psm::testutil::WriteFile;
+using psm::testutil::BuildTree;
+using psm::testutil::ChangeTree;
+using psm::testutil::Extra;
 
 namespace {
 
@@ -47,78 +51,8 @@ std::string PreadAll(int fd, size_t n) {
   return out;
 }
 
-// What CompareTrees does not look at: xattrs, mtimes and the hole map of
-// the files the test sets them on.
-std::string Extra(const std::string& p) {
-  std::string d;
-  struct stat st;
-  if (::lstat(p.c_str(), &st) != 0) return "missing";
-  d += "mtime=" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-  char v[256];
-  ssize_t n = ::lgetxattr(p.c_str(), "user.tag", v, sizeof v);
-  d += " tag=" + (n >= 0 ? std::string(v, n) : "none");
-  if (S_ISREG(st.st_mode)) {
-    int fd = ::open(p.c_str(), O_RDONLY);
-    off_t off = 0;
-    while (fd >= 0) {
-      off_t ds = ::lseek(fd, off, SEEK_DATA);
-      if (ds < 0) break;
-      off_t hs = ::lseek(fd, ds, SEEK_HOLE);
-      d += " [" + std::to_string(ds) + "," + std::to_string(hs) + ")";
-      off = hs;
-    }
-    if (fd >= 0) ::close(fd);
-  }
-  return d;
-}
-
-// A tree with one of everything under MNT/data.
-void BuildTree(const MountedVolume& mv) {
-  const std::string d = mv.Path("data");
-  REQUIRE(::mkdir(d.c_str(), 0755) == 0);
-  REQUIRE(::mkdir((d + "/sub").c_str(), 0750) == 0);
-  for (int i = 0; i < 20; ++i) WriteFile(d + "/sub/f" + std::to_string(i), Pattern(5000 + i, i));
-  WriteFile(d + "/big", Pattern(3 << 20, 99));
-  WriteFile(d + "/sparse", "head");
-  WriteFile(d + "/sparse", "tail", 8 << 20, false);
-  REQUIRE(::symlink("sub/f1", (d + "/link").c_str()) == 0);
-  REQUIRE(::link((d + "/sub/f2").c_str(), (d + "/hard").c_str()) == 0);
-  REQUIRE(::setxattr((d + "/big").c_str(), "user.tag", "old", 3, 0) == 0);
-  struct timespec ts[2] = {{1000, 0}, {123456789, 987654321}};
-  REQUIRE(::utimensat(AT_FDCWD, (d + "/sub/f3").c_str(), ts, 0) == 0);
-  REQUIRE(::mkfifo((d + "/fifo").c_str(), 0600) == 0);
-}
-
-// Changes every kind of thing in the tree.
-void ChangeTree(const MountedVolume& mv) {
-  const std::string d = mv.Path("data");
-  WriteFile(d + "/big", "overwritten", 1 << 20, false);
-  REQUIRE(::truncate((d + "/sub/f4").c_str(), 10) == 0);
-  REQUIRE(::unlink((d + "/sub/f5").c_str()) == 0);
-  REQUIRE(::rename((d + "/sub/f6").c_str(), (d + "/moved").c_str()) == 0);
-  REQUIRE(::chmod((d + "/sub/f7").c_str(), 0600) == 0);
-  REQUIRE(::setxattr((d + "/big").c_str(), "user.tag", "new", 3, 0) == 0);
-  REQUIRE(::unlink((d + "/link").c_str()) == 0);
-  REQUIRE(::symlink("elsewhere", (d + "/link").c_str()) == 0);
-  REQUIRE(::unlink((d + "/hard").c_str()) == 0);
-  WriteFile(d + "/sparse", "middle", 4 << 20, false);
-  REQUIRE(::mkdir((d + "/newdir").c_str(), 0755) == 0);
-  WriteFile(d + "/newdir/new", Pattern(70000, 5));
-  REQUIRE(::utimensat(AT_FDCWD, (d + "/sub/f3").c_str(), nullptr, 0) == 0);
-  REQUIRE(::unlink((d + "/fifo").c_str()) == 0);
-}
-
 std::string Same(const MountedVolume& mv, const std::string& snap) {
-  const std::string live = mv.Path("data");
-  const std::string s = mv.Path(".snapshots/" + snap + "/data");
-  std::string diff = psm::testutil::CompareTrees(live, s);
-  if (!diff.empty()) return diff;
-  for (const char* f : {"big", "sparse", "sub/f3", "link", "sub"}) {
-    if (Extra(live + "/" + f) != Extra(s + "/" + f)) {
-      return std::string(f) + ": " + Extra(live + "/" + f) + " vs " + Extra(s + "/" + f);
-    }
-  }
-  return "";
+  return psm::testutil::SameTree(mv.Path("data"), mv.Path(".snapshots/" + snap + "/data"));
 }
 
 psm::Json ParseJson(const std::string& out) {
@@ -131,14 +65,14 @@ psm::Json ParseJson(const std::string& out) {
 
 TEST_CASE("restore online: the live tree becomes the snapshot; caches, open files, newer snapshots") {
   auto mv = MountedVolume::Create("256M");
-  BuildTree(*mv);
+  BuildTree(mv->Path("data"));
   ProgramResult r = Ctl({"snapshot", "create", mv->mnt, "s1"});
   REQUIRE_MESSAGE(r.ok(), r.output);
   const std::string d = mv->Path("data");
   // An fd open across the restore on a file that changes, its pages cached.
   int old_fd = ::open((d + "/big").c_str(), O_RDWR);
   REQUIRE(old_fd >= 0);
-  ChangeTree(*mv);
+  ChangeTree(mv->Path("data"));
   CHECK(PreadAll(old_fd, 3 << 20) != Pattern(3 << 20, 99));
   // A file created since, open across the restore.
   int new_fd = ::open((d + "/newdir/new").c_str(), O_RDONLY);
@@ -223,10 +157,10 @@ TEST_CASE("restore online: the live tree becomes the snapshot; caches, open file
 
 TEST_CASE("restore offline: an unmounted volume, and a mounted one refuses a second opener") {
   auto mv = MountedVolume::Create("256M");
-  BuildTree(*mv);
+  BuildTree(mv->Path("data"));
   ProgramResult r = Ctl({"snapshot", "create", mv->mnt, "base"});
   REQUIRE_MESSAGE(r.ok(), r.output);
-  ChangeTree(*mv);
+  ChangeTree(mv->Path("data"));
   // While mounted, the volume directory belongs to the daemon: psmctl
   // restore VOLUME goes through it (the daemon is found by volume path).
   REQUIRE(mv->Unmount());
