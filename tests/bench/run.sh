@@ -174,3 +174,5 @@ echo "(also in $OUT/results.md; higher is better everywhere)"
 if [ -x "$BIN/psmsnapbench" ]; then
   "$REPO/tests/bench/snap_run.sh" "$BIN"
 fi
+# Backup streams: send/receive vs tar (docs/performance.md).
+"$REPO/tests/bench/stream_run.sh" "$BIN"

@@ -91,7 +91,7 @@ TEST_CASE("make install, mount -t fuse.psmfs, fstab and the mount.fuse.psmfs hel
   CHECK(unit.find("@PSM_") == std::string::npos);
   // Every command has a man page.
   for (const char* m : {"psmctl-schedule.8", "psmctl-prune.8", "psmctl-history.8",
-                        "psmctl-diff.8", "psmctl-snapshot.8"}) {
+                        "psmctl-diff.8", "psmctl-snapshot.8", "psmctl-send.8", "psmctl-receive.8"}) {
     CHECK_MESSAGE(fsys::exists(prefix + "/share/man/man8/" + m), m);
   }
   if (access("/usr/bin/systemd-analyze", X_OK) == 0) {
@@ -187,4 +187,37 @@ waitfree; ck fstab-daemon-exited $?
     CHECK(RunProgram({helper, "-f", vol, mnt}).ok());
     CHECK_FALSE(IsMountPoint(mnt, ""));
   }
+}
+
+TEST_CASE("the installed client library: a backup program built with pkg-config sends a snapshot") {
+  TmpDir t;
+  const std::string prefix = t.path + "/prefix";
+  const std::string build = fsys::path(BinDir()).parent_path().string();
+  ProgramResult inst = RunProgram({"cmake", "--install", build, "--prefix", prefix}, 300);
+  REQUIRE_MESSAGE(inst.ok(), inst.output);
+  for (const char* f : {"include/psmfs/cli/client.h", "lib/libpsm_client.a", "lib/libpsm_meta.a",
+                        "lib/pkgconfig/psmfs-client.pc", "share/doc/psmfs/examples/backup_client.cc"}) {
+    CHECK_MESSAGE(fsys::exists(prefix + "/" + f), f);
+  }
+  // Built from the installed header, library and .pc file only.
+  const std::string exe = t.path + "/backup_client";
+  ProgramResult cc = RunProgram(
+      {"sh", "-c",
+       "g++ -O1 " + prefix + "/share/doc/psmfs/examples/backup_client.cc -o " + exe +
+           " $(PKG_CONFIG_PATH=" + prefix + "/lib/pkgconfig pkg-config --cflags --libs psmfs-client)"},
+      600);
+  REQUIRE_MESSAGE(cc.ok(), cc.output);
+  auto a = psm::test::MountedVolume::Create("256M");
+  auto b = psm::test::MountedVolume::Create("256M");
+  {
+    std::ofstream(a->Path("hello")) << "from the backup program";
+  }
+  const std::string out = t.path + "/one.stream";
+  ProgramResult r = RunProgram({exe, a->mnt, "one", out});
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  CHECK_MESSAGE(r.output.find("one: ") != std::string::npos, r.output);
+  r = RunProgram({"sh", "-c", BinDir() + "/psmctl receive -q " + b->mnt + " < " + out});
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  CHECK(ReadText(b->Path("hello")) == "from the backup program");
+  CHECK(ReadText(b->Path(".snapshots/one/hello")) == "from the backup program");
 }

@@ -299,9 +299,9 @@ TEST_CASE("client: two clients from many threads create, list and delete snapsho
 
 TEST_CASE("authorization: root and the owner may modify, others may only look") {
   using S = psm::ControlServer;
-  for (auto op :
-       {ctl::kOpSnapshotCreate, ctl::kOpSnapshotDelete, ctl::kOpScanStart, ctl::kOpSync}) {
-    CHECK(S::IsModifying(op));
+  for (auto op : {ctl::kOpSnapshotCreate, ctl::kOpSnapshotDelete, ctl::kOpScanStart,
+                  ctl::kOpSync, ctl::kOpRestore, ctl::kOpReceive, ctl::kOpSend}) {
+    CHECK(S::IsModifying(op) == (op != ctl::kOpSend));  // send changes nothing, but reads all
     CHECK(S::Authorize(op, 0, 1000).ok());
     CHECK(S::Authorize(op, 1000, 1000).ok());
     psm::Status denied = S::Authorize(op, 1001, 1000);
