@@ -580,7 +580,10 @@ class Receiver {
       std::vector<Range> frees;
       if (incremental_) {
         RestoreResult rr;
-        PSM_RETURN_IF_ERROR(m_->RestoreInto(&txn, eb, &rr, &inval, &frees));
+        Status rs = m_->RestoreInto(&txn, eb, &rr, &inval, &frees);
+        m_->restore_done.store(0);  // RestoreInto counts; no restore runs
+        m_->restore_total.store(0);
+        PSM_RETURN_IF_ERROR(rs);
         const uint64_t changed = rr.created + rr.changed + rr.removed;
         if (changed > 0 && !o_.force) {
           return Status::Busy(

@@ -207,6 +207,7 @@ TEST_CASE("send/receive: every kind of node, sparse files, a file larger than a 
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK_SAME(Snap(*b.fs, "one"), m);
   CHECK_SAME(Live(*b.fs), m);
+  CHECK(b.fs->Stats().files == a.fs->Stats().files);  // the exact counter follows
   // The data landed once: live and snapshot share it.
   const uint64_t used = free_before - b.FreeBlocks();
   CHECK(used * 4096 < st.data_bytes + (1u << 20));
@@ -222,6 +223,39 @@ TEST_CASE("send/receive: every kind of node, sparse files, a file larger than a 
   CHECK_SAME(Live(*a.fs), Snap(*b.fs, "two"));
   CHECK(a.Fsck() == 0);
   CHECK(b.Fsck() == 0);
+}
+
+TEST_CASE("send/receive: a target with its own history keeps it; inode numbers are reused safely") {
+  CoreVolume a, d;
+  Populate(a, 6, 30000);
+  REQUIRE(a.fs->CreateSnapshot("src").ok());
+  // D had files of its own (the same inode numbers), snapshotted, then removed.
+  Populate(d, 9, 12345);
+  d.Put(kRootIno, "extra", "x");
+  REQUIRE(d.fs->CreateSnapshot("own").ok());
+  const Manifest own = Snap(*d.fs, "own");
+  RemoveAll(*d.fs, kRootIno);
+  auto s = SendToString(*a.fs, "src");
+  REQUIRE(s.ok());
+  auto r = ReceiveString(*d.fs, *s);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK_SAME(Snap(*d.fs, "src"), Snap(*a.fs, "src"));
+  CHECK_SAME(Live(*d.fs), Snap(*a.fs, "src"));
+  CHECK_SAME(Snap(*d.fs, "own"), own);
+  // New files on D get numbers the stream did not use.
+  NodeId n = d.Put(kRootIno, "later", "after");
+  CHECK(InoOf(n) > 16);
+  CHECK_SAME(Snap(*d.fs, "src"), Snap(*a.fs, "src"));
+  d.Remount();
+  CHECK_SAME(Snap(*d.fs, "own"), own);
+  CHECK(d.Fsck() == 0);
+  // Deleting everything gives all space back.
+  REQUIRE(d.fs->DeleteSnapshot("own").ok());
+  REQUIRE(d.fs->DeleteSnapshot("src").ok());
+  RemoveAll(*d.fs, kRootIno);
+  REQUIRE(d.fs->ReclaimNow().ok());
+  CoreVolume fresh;
+  CHECK(d.FreeBlocks() == fresh.FreeBlocks());
 }
 
 TEST_CASE("send/receive: an incremental stream costs what changed, not the volume") {
