@@ -130,11 +130,17 @@ void Allocator::InsertFreeLocked(Range r) {
   const BlockNo s = std::max(r.start, first_);
   const BlockNo e = std::min(r.end(), cursor_);
   if (s < e) free_->Insert(Range{s, e - s});
+  // A prefetched read of the part at or above the cursor may predate this
+  // free: it must not be published.
+  if (r.end() > cursor_ && cursor_ < end_) ++scan_gen_;
 }
 
 void Allocator::Committed(const Range& r) {
   std::lock_guard<std::mutex> l(mu_);
   RemoveInflightLocked(r, nullptr);
+  // Blocks in flight at or above the cursor (a scan restarted while they
+  // were being allocated) now have a record a prefetched read may miss.
+  if (r.end() > cursor_ && cursor_ < end_) ++scan_gen_;
 }
 
 void Allocator::Abort(const Range& r) {
@@ -191,6 +197,41 @@ void Allocator::ResetForScan() {
   free_->Clear();
   cursor_ = first_;
   complete_ = false;
+  ++scan_gen_;
+}
+
+uint64_t Allocator::ScanGen() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return scan_gen_;
+}
+
+bool Allocator::PublishStepLocked(const std::vector<Range>& used, BlockNo next) {
+  const uint64_t before = free_->blocks();
+  BlockNo pos = cursor_;
+  for (const Range& u : used) {
+    const BlockNo us = std::max(u.start, pos);
+    const BlockNo ue = std::min(u.end(), next);
+    if (ue <= us) continue;
+    if (us > pos) PublishGapLocked(pos, us);
+    pos = ue;
+  }
+  if (pos < next) PublishGapLocked(pos, next);
+  cursor_ = next;
+  return free_->blocks() > before;
+}
+
+void Allocator::ScanStepPrefetched(BlockNo a, BlockNo next, const std::vector<Range>& used,
+                                   uint64_t gen, bool* taken) {
+  bool published = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    PSM_SYNC_POINT("Allocator::ScanStep:Locked");
+    *taken = cursor_ == a && gen == scan_gen_ && next > a && next <= end_;
+    ++(*taken ? prefetched_taken_ : prefetched_refused_);
+    if (!*taken) return;
+    published = PublishStepLocked(used, next);
+  }
+  if (published) cv_.notify_all();
 }
 
 void Allocator::PublishGapLocked(BlockNo a, BlockNo b) {
@@ -233,18 +274,7 @@ Status Allocator::ScanStep(
     if (next <= cursor_) {
       return Status::Invalid("scan step made no progress at block " + std::to_string(cursor_));
     }
-    const uint64_t before = free_->blocks();
-    BlockNo pos = cursor_;
-    for (const Range& u : used) {
-      const BlockNo us = std::max(u.start, pos);
-      const BlockNo ue = std::min(u.end(), next);
-      if (ue <= us) continue;
-      if (us > pos) PublishGapLocked(pos, us);
-      pos = ue;
-    }
-    if (pos < next) PublishGapLocked(pos, next);
-    cursor_ = next;
-    published = free_->blocks() > before;
+    published = PublishStepLocked(used, next);
   }
   if (published) cv_.notify_all();
   return st;
@@ -279,6 +309,8 @@ AllocatorStats Allocator::Stats() const {
   s.cursor = cursor_;
   s.end = end_;
   s.scan_complete = complete_;
+  s.prefetched_taken = prefetched_taken_;
+  s.prefetched_refused = prefetched_refused_;
   return s;
 }
 

@@ -55,6 +55,10 @@ struct AllocatorStats {
   BlockNo cursor = 0;
   BlockNo end = 0;
   bool scan_complete = false;
+  // Pieces read ahead (ScanStepPrefetched): published, and refused as
+  // possibly stale (then read again under the lock). Since construction.
+  uint64_t prefetched_taken = 0;
+  uint64_t prefetched_refused = 0;
 };
 
 class Allocator {
@@ -94,6 +98,18 @@ class Allocator {
   // cursor to next. Returns read's status.
   Status ScanStep(const std::function<Status(BlockNo cursor, std::vector<Range>* used,
                                              BlockNo* next)>& read);
+  // Prefetched scanning (docs/scanner.md, "Reading ahead"): the scanner may
+  // read a piece [a, next) of `alloc` without the lock, with an iterator
+  // created after ScanGen() returned `gen`, and publish it later with
+  // ScanStepPrefetched. The piece is taken only if the cursor is still `a`
+  // and nothing that could make the read stale happened since `gen`: a
+  // release or abort that met blocks at or above the cursor (the index
+  // drops those; the scan must see them free), a Committed() of blocks at
+  // or above the cursor (possible after ResetForScan), or a reset. Else
+  // *taken is false and nothing changes (the caller reads under the lock).
+  uint64_t ScanGen() const;
+  void ScanStepPrefetched(BlockNo a, BlockNo next, const std::vector<Range>& used, uint64_t gen,
+                          bool* taken);
   // Marks the scan complete. No effect unless the cursor is at the end (a
   // concurrent ResetForScan won the race).
   void MarkScanComplete();
@@ -115,6 +131,9 @@ class Allocator {
   void InsertFreeLocked(Range r);
   // Publishes [a, b) minus in-flight and quarantined blocks. REQUIRES: mu_.
   void PublishGapLocked(BlockNo a, BlockNo b);
+  // Publishes the gaps of `used` in [cursor_, next) and moves the cursor to
+  // next. Returns whether anything was added. REQUIRES: mu_ held.
+  bool PublishStepLocked(const std::vector<Range>& used, BlockNo next);
   // Removes r from the in-flight map; appends the pieces that were in flight
   // to *removed (if given). Returns the blocks removed. REQUIRES: mu_ held.
   uint64_t RemoveInflightLocked(Range r, std::vector<Range>* removed);
@@ -133,6 +152,9 @@ class Allocator {
   std::multimap<uint64_t, BlockNo> quarantine_seq_;  // seq -> start
   uint64_t quarantined_blocks_ = 0;
   uint64_t inflight_blocks_ = 0;
+  // Bumped by every change a prefetched read cannot have seen (ScanGen).
+  uint64_t scan_gen_ = 0;
+  uint64_t prefetched_taken_ = 0, prefetched_refused_ = 0;
 };
 
 }  // namespace psm

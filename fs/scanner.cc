@@ -3,7 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "meta/sync_point.h"
 
@@ -61,13 +66,164 @@ Status ReadAllocStep(Store* store, uint32_t max_records, BlockNo cursor, BlockNo
     // Dead records (death != 0) are still in use: a snapshot sees them.
     if (s + rec.length > cursor && rec.length > 0) {
       used->push_back(Range{s, rec.length});
-      ++counted;  // a record wholly below the cursor was counted before
+      // Each record is counted by the step that holds its start (one that
+      // starts below the cursor was counted before).
+      if (s >= cursor) ++counted;
     }
   }
   PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
   *records = counted;
   return Status::Ok();
 }
+
+// One piece of `alloc` read ahead, without the allocator lock: the used
+// ranges of [a, next), at most records_per_step records, read with an
+// iterator created after Allocator::ScanGen() returned `gen`.
+struct Piece {
+  BlockNo a = 0, next = 0;
+  uint64_t gen = 0;
+  std::vector<Range> used;
+  uint64_t records = 0;
+};
+
+// Reads `alloc` ahead of the cursor with a few threads (docs/scanner.md,
+// "Reading ahead"). The image is cut into regions of about
+// kRegionSteps * records_per_step records (from RocksDB's estimate); each
+// thread takes the next region, reads it whole with one iterator and cuts
+// it into pieces of records_per_step records. The scanner thread takes the
+// pieces in order and publishes them through ScanStepPrefetched, which
+// refuses a piece whose read may be stale; then the scanner reads that step
+// under the lock as it always did. At most kLookahead regions are held.
+class Prefetcher {
+ public:
+  static constexpr int kRegionSteps = 8;
+  static constexpr size_t kLookahead = 4;
+
+  Prefetcher(Store* store, Allocator* alloc, uint32_t per_step, int threads, BlockNo first,
+             BlockNo end)
+      : store_(store), alloc_(alloc), per_step_(per_step) {
+    const uint64_t est = std::max<uint64_t>(store->EstimateKeys(Cf::kAlloc), 1);
+    const uint64_t want = std::max<uint64_t>(1, est / (uint64_t{per_step} * kRegionSteps));
+    const uint64_t regions = std::min<uint64_t>(want, 65536);
+    const uint64_t total = end > first ? end - first : 0;
+    const uint64_t span = std::max<uint64_t>(1, (total + regions - 1) / std::max<uint64_t>(regions, 1));
+    for (BlockNo a = first; a < end; a += span) {
+      Region r;
+      r.a = a;
+      r.b = std::min<BlockNo>(end, a + span);
+      regions_.push_back(std::move(r));
+    }
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Reader(); });
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      abort_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // The piece that starts at `cursor`, waiting for it to be read. False
+  // when there is none (the cursor is inside a piece after a locked step,
+  // a read failed, or `cancelled` says stop): read under the lock instead.
+  bool Take(BlockNo cursor, Piece* out, const std::function<bool()>& cancelled) {
+    std::unique_lock<std::mutex> l(mu_);
+    while (cur_ < regions_.size() && regions_[cur_].b <= cursor) {
+      regions_[cur_].pieces.clear();
+      regions_[cur_].pieces.shrink_to_fit();
+      ++cur_;
+      cv_.notify_all();  // a reader may go further ahead
+    }
+    if (cur_ >= regions_.size()) return false;
+    Region& r = regions_[cur_];
+    while (!r.done) {
+      if (cancelled()) return false;
+      cv_.wait_for(l, std::chrono::milliseconds(20));
+    }
+    if (!r.ok) return false;
+    while (!r.pieces.empty() && r.pieces.front().a < cursor) r.pieces.pop_front();
+    if (r.pieces.empty() || r.pieces.front().a != cursor) return false;
+    *out = std::move(r.pieces.front());
+    r.pieces.pop_front();
+    return true;
+  }
+
+ private:
+  struct Region {
+    BlockNo a = 0, b = 0;
+    bool claimed = false, done = false, ok = false;
+    std::deque<Piece> pieces;
+  };
+
+  void Reader() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      cv_.wait(l, [&] { return abort_ || (next_ < regions_.size() && next_ < cur_ + kLookahead); });
+      if (abort_ || next_ >= regions_.size()) return;
+      const size_t i = next_++;
+      const BlockNo a = regions_[i].a, b = regions_[i].b;
+      l.unlock();
+      std::deque<Piece> pieces;
+      const bool ok = ReadRegion(a, b, &pieces);
+      l.lock();
+      regions_[i].pieces = std::move(pieces);
+      regions_[i].ok = ok;
+      regions_[i].done = true;
+      cv_.notify_all();
+    }
+  }
+
+  // Every record overlapping [a, b), cut into pieces of per_step_ records.
+  // The generation is taken before the iterator: see ScanStepPrefetched.
+  bool ReadRegion(BlockNo a, BlockNo b, std::deque<Piece>* out) {
+    const uint64_t gen = alloc_->ScanGen();
+    auto it = store_->NewIterator(Cf::kAlloc);
+    it->SeekForPrev(AllocKey(a));
+    if (!it->Valid()) {
+      if (!it->status().ok()) return false;
+      it->Seek(AllocKey(a));
+    }
+    Piece p;
+    p.a = a;
+    p.gen = gen;
+    uint32_t n = 0;
+    for (; it->Valid(); it->Next()) {
+      if (it->key().size() != 8) return false;
+      const BlockNo s = AllocKeyBlock(View(it->key()));
+      if (s >= b) break;
+      AllocRec rec;
+      if (!DecodeAlloc(View(it->value()), &rec).ok()) return false;  // reported by the locked read
+      if (s + rec.length <= a || rec.length == 0) continue;
+      if (s > p.a && n >= per_step_) {
+        p.next = s;
+        out->push_back(std::move(p));
+        p = Piece{};
+        p.a = s;
+        p.gen = gen;
+        n = 0;
+      }
+      p.used.push_back(Range{s, rec.length});
+      ++n;
+      if (s >= a) ++p.records;  // one that starts below a: counted before
+    }
+    if (!it->status().ok()) return false;
+    p.next = b;
+    out->push_back(std::move(p));
+    return true;
+  }
+
+  Store* store_;
+  Allocator* alloc_;
+  const uint32_t per_step_;
+  std::mutex mu_;  // a leaf: never held while calling the allocator or RocksDB
+  std::condition_variable cv_;
+  std::vector<Region> regions_;
+  size_t cur_ = 0;   // the region the cursor is in
+  size_t next_ = 0;  // the next region to read
+  bool abort_ = false;
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace
 
@@ -143,28 +299,60 @@ void Scanner::Run(uint64_t generation) {
     const BlockNo end = alloc_->end();
     double backoff = 0.05;
     bool finished = false;
+    std::unique_ptr<Prefetcher> ahead;
+    if (opts_.prefetch_threads > 0) {
+      l.unlock();
+      ahead = std::make_unique<Prefetcher>(store_, alloc_, opts_.records_per_step,
+                                           opts_.prefetch_threads, first, end);
+      l.lock();
+    }
+    auto cancelled = [&] {
+      std::lock_guard<std::mutex> g(mu_);
+      return stopped() || restart_;
+    };
     while (!stopped() && !restart_) {
       l.unlock();
       BlockNo cursor = first;
       uint64_t records = 0;
       uint64_t gap_blocks = 0;
       BlockNo next = first;
-      Status st = alloc_->ScanStep([&](BlockNo c, std::vector<Range>* used, BlockNo* nx) {
-        cursor = c;
-        Status s = ReadAllocStep(store_, opts_.records_per_step, c, end, used, nx, &records);
-        if (s.ok()) {
-          next = *nx;
-          // Blocks with no record (before in-flight / quarantine exclusion).
-          uint64_t used_blocks = 0;
-          for (const Range& u : *used) {
-            BlockNo us = std::max(u.start, c);
-            BlockNo ue = std::min(u.end(), *nx);
-            if (ue > us) used_blocks += ue - us;
-          }
-          gap_blocks = (*nx > c ? *nx - c : 0) - std::min(used_blocks, *nx > c ? *nx - c : 0);
+      // Blocks with no record in [c, nx) (before in-flight / quarantine
+      // exclusion), for the status.
+      auto gaps = [](const std::vector<Range>& used, BlockNo c, BlockNo nx) {
+        uint64_t used_blocks = 0;
+        for (const Range& u : used) {
+          BlockNo us = std::max(u.start, c);
+          BlockNo ue = std::min(u.end(), nx);
+          if (ue > us) used_blocks += ue - us;
         }
-        return s;
-      });
+        const uint64_t span = nx > c ? nx - c : 0;
+        return span - std::min(used_blocks, span);
+      };
+      Status st;
+      bool taken = false;
+      Piece piece;
+      const BlockNo at = alloc_->Stats().cursor;
+      if (ahead && ahead->Take(at, &piece, cancelled)) {
+        PSM_SYNC_POINT("Scanner::Prefetched");
+        alloc_->ScanStepPrefetched(piece.a, piece.next, piece.used, piece.gen, &taken);
+        if (taken) {
+          cursor = piece.a;
+          next = piece.next;
+          records = piece.records;
+          gap_blocks = gaps(piece.used, piece.a, piece.next);
+        }
+      }
+      if (!taken) {
+        st = alloc_->ScanStep([&](BlockNo c, std::vector<Range>* used, BlockNo* nx) {
+          cursor = c;
+          Status s = ReadAllocStep(store_, opts_.records_per_step, c, end, used, nx, &records);
+          if (s.ok()) {
+            next = *nx;
+            gap_blocks = gaps(*used, c, *nx);
+          }
+          return s;
+        });
+      }
       PSM_SYNC_POINT("Scanner::AfterStep");
       const AllocatorStats as = alloc_->Stats();
       l.lock();
@@ -207,6 +395,11 @@ void Scanner::Run(uint64_t generation) {
         finished = true;
         break;
       }
+    }
+    if (ahead) {
+      l.unlock();
+      ahead.reset();
+      l.lock();
     }
     if (finished) {
       status_.running = false;

@@ -26,6 +26,10 @@ namespace psm {
 struct ScannerOptions {
   // alloc records read per locked step. Default: 4096.
   uint32_t records_per_step = 4096;
+  // Threads that read `alloc` ahead of the cursor, without the allocator
+  // lock (docs/scanner.md, "Reading ahead"); 0 = every step reads under the
+  // lock. Default: 2.
+  int prefetch_threads = 2;
 };
 
 struct ScanStatus {

@@ -14,6 +14,9 @@
 //                     snapshot                                (default 128;   full 1024)
 //   SNAPBENCH_SNAPS   snapshots for the listing case          (default 1000)
 //   SCANBENCH_RANGES  alloc ranges of the scan volume         (default 200000; full 1000000)
+//   SCANBENCH_REUSE=1 scan the volume a previous run left, instead of building
+//                     one (profiling the scan alone)
+//   SCANBENCH_COMPACT=1 fully compact `alloc` before the scan (experiment)
 // Output: one "name value unit" line per figure (run.sh tabulates them).
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "fs/filesystem.h"
+#include "meta/store.h"
 
 using namespace psm;
 using Clock = std::chrono::steady_clock;
@@ -192,8 +196,10 @@ int Scan(const std::string& root) {
   const std::string dir = root + "/scanvol";
   // 2 blocks per range (one kept, one punched) plus room to write.
   const uint64_t blocks = 2 * ranges + 65536;
-  Fresh(dir, blocks * 4096);
-  {
+  // SCANBENCH_REUSE=1: scan the volume a previous run built (profiling).
+  const bool reuse = Env("SCANBENCH_REUSE", 0) && std::filesystem::exists(dir + "/meta");
+  if (!reuse) Fresh(dir, blocks * 4096);
+  if (!reuse) {
     auto fs = Mount(dir);
     Credentials cred;
     auto c = fs->Create(kRootIno, "frag", 0644, O_RDWR, cred);
@@ -211,12 +217,22 @@ int Scan(const std::string& root) {
     fprintf(stderr, "built %llu ranges in %.1f s\n", static_cast<unsigned long long>(ranges),
             Ms(t0, Clock::now()) / 1000);
   }
+  if (Env("SCANBENCH_COMPACT", 0)) {
+    // Experiment: the same records after a full compaction of `alloc`.
+    auto st = Store::Open(dir + "/meta", StoreOptions{});
+    if (!st.ok()) Die("store", st.status());
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    auto cs = (*st)->db()->CompactRange(co, (*st)->handle(Cf::kAlloc), nullptr, nullptr);
+    if (!cs.ok()) Die("compact", Status::FromRocks(cs));
+  }
   auto t0 = Clock::now();
   auto fs = Mount(dir);
   auto attr = fs->GetAttr(kRootIno);
   auto t1 = Clock::now();
   if (!attr.ok()) Die("getattr", attr.status());
   Credentials cred;
+  (void)fs->Unlink(kRootIno, "first");
   auto c = fs->Create(kRootIno, "first", 0644, O_RDWR, cred);
   std::string mib(1 << 20, 'w');
   auto w = fs->Write(c->second, 0, mib.data(), mib.size());
@@ -225,6 +241,7 @@ int Scan(const std::string& root) {
   (void)fs->Release(c->second);
   fs->WaitScan(3600);
   auto t3 = Clock::now();
+  (void)fs->SyncAll();  // frees still quarantined (an unlink of a reused run's file) enter the index
   ScanStatus st = fs->GetScanStatus();
   VolumeStats vs = fs->Stats();
   Out("mount_answers_ms", Ms(t0, t1), "ms (core Open + GetAttr(root))");

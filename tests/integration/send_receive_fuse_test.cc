@@ -217,6 +217,26 @@ TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   CHECK_MESSAGE(r.output.find("already has the stream's snapshot") != std::string::npos, r.output);
   CHECK(Snapshots(*b) == "s1,s2,");
   CHECK(SameTree(a->Path(".snapshots/s2/data"), b->Path("data")) == "");
+
+  // On a terminal's standard error: a progress line with bytes, the total
+  // (100% at the end) and a rate; the stream itself goes to the file.
+  const std::string tty_stream = TmpFile(*a, "tty.stream");
+  r = RunProgram({"script", "-qec", BinDir() + "/psmctl send " + a->mnt + " s1 > " + tty_stream,
+                  "/dev/null"},
+                 120);
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  CHECK_MESSAGE(r.output.find("sending 's1'") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("(100%)") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("/s") != std::string::npos, r.output);
+  CHECK(psm::testutil::ReadFile(tty_stream) == psm::testutil::ReadFile(full));
+  auto c = MountedVolume::Create("256M");
+  r = RunProgram({"script", "-qec", BinDir() + "/psmctl receive " + c->mnt + " < " + tty_stream,
+                  "/dev/null"},
+                 120);
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  CHECK_MESSAGE(r.output.find("receiving") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("(100%)") != std::string::npos, r.output);
+  CHECK(SameTree(a->Path(".snapshots/s1/data"), c->Path("data")) == "");
 }
 
 TEST_CASE("send/receive: a snapshot being sent is not deleted; the delete is refused") {
@@ -248,8 +268,22 @@ TEST_CASE("send/receive: a snapshot being sent is not deleted; the delete is ref
   ProgramResult r = Sh(Psmctl() + " receive -q " + Q(b->mnt) + " < " + Q(out));
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK(ReadFile(b->Path("f7")) == Pattern(8 << 20, 7));
-  // Once the send is over the delete works.
-  CHECK(Ctl({"snapshot", "delete", a->mnt, "big"}).ok());
+  // A reader that goes away ends the send (psmctl says so), and the pin
+  // goes with it: the delete works at once.
+  r = RunProgram({"/bin/bash", "-c",
+                  Psmctl() + " send " + Q(a->mnt) + " big | head -c 1000 > /dev/null; "
+                  "echo exit=${PIPESTATUS[0]}"},
+                 120);
+  CHECK_MESSAGE(r.output.find("exit=1") != std::string::npos, r.output);
+  CHECK_MESSAGE(r.output.find("closed by its reader") != std::string::npos, r.output);
+  // (the daemon notices at its next write to the closed connection)
+  ProgramResult gone;
+  for (int i = 0; i < 100; ++i) {
+    gone = Ctl({"snapshot", "delete", a->mnt, "big"});
+    if (gone.ok() || gone.output.find("being sent") == std::string::npos) break;
+    ::usleep(20000);
+  }
+  CHECK_MESSAGE(gone.ok(), gone.output);
 }
 
 TEST_CASE("send/receive: many processes, four volumes at once, no stall") {

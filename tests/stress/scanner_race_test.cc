@@ -127,6 +127,7 @@ struct World {
 
   // Statistics for the report.
   std::atomic<uint64_t> allocs{0}, aborts{0}, frees{0}, mass_frees{0}, restarts{0};
+  std::atomic<uint64_t> prefetched_taken{0}, prefetched_refused{0};
   std::atomic<uint64_t> below{0}, at{0}, straddle{0}, above{0};
   std::atomic<uint64_t> inflight_passed{0};  // scans restarted over an in-flight range
 
@@ -318,15 +319,22 @@ std::vector<Range> ShadowFree(World* w) {
 void RunRound(World* w, int round, uint64_t seed) {
   std::mt19937_64 rng(seed);
   Allocator a(w->first, w->end);
-  Scanner s(w->store.get(), &a, ScannerOptions{static_cast<uint32_t>(1 + rng() % 24)});
+  // Steps of 1..24 records; reading ahead with 0, 1 or 2 threads (0: every
+  // step reads under the allocator lock).
+  ScannerOptions so;
+  so.records_per_step = static_cast<uint32_t>(1 + rng() % 24);
+  so.prefetch_threads = static_cast<int>(rng() % 3);
+  Scanner s(w->store.get(), &a, so);
   std::atomic<bool> stop{false};
   std::atomic<int> step_no{0};
   std::atomic<int> forced_restarts{0};
 
   // Targeted frees relative to the cursor, from the scanner thread between
   // steps; released at once, so the release meets the cursor right there.
-  SyncPoint::SetCallback(
-      "Scanner::AfterStep", [&, trng = std::mt19937_64(seed ^ 0x5eed)]() mutable {
+  // The same between a piece read ahead and its publication: a free that
+  // the read may not have seen, released at once (the race a stale
+  // prefetched read would lose: such a piece must be refused).
+  auto targeted = [&, trng = std::mt19937_64(seed ^ 0x5eed)]() mutable {
         if (stop) return;
         if (++step_no % 3 != 0) return;
         const BlockNo cursor = a.Stats().cursor;
@@ -347,7 +355,9 @@ void RunRound(World* w, int round, uint64_t seed) {
         }
         w->FreeRecords(&a, victims, freed, {}, false);
         w->CommitStep(&a);
-      });
+      };
+  SyncPoint::SetCallback("Scanner::AfterStep", targeted);
+  SyncPoint::SetCallback("Scanner::Prefetched", targeted);
   SyncPoint::SetCallback("Allocator::ScanStep:Locked", [&] { w->handoff->ApplyPending(); });
   SyncPoint::Enable();
   s.Start("mount");
@@ -462,6 +472,8 @@ void RunRound(World* w, int round, uint64_t seed) {
 
   // ---- verification ----
   const auto st = a.Stats();
+  w->prefetched_taken += st.prefetched_taken;
+  w->prefetched_refused += st.prefetched_refused;
   CHECK(st.scan_complete);
   CHECK(st.inflight_blocks == 0);
   CHECK(st.quarantined_blocks == 0);
@@ -511,7 +523,9 @@ TEST_CASE("scanner race: frees, splits, snapshot deletions and allocations vs re
                  << " over an in-flight range); targeted frees below " << w.below.load() << " / at "
                  << w.at.load() << " / straddling " << w.straddle.load() << " / above "
                  << w.above.load() << " the cursor; " << w.handoff->applied_locked.load()
-                 << " writes applied under the allocator lock");
+                 << " writes applied under the allocator lock; pieces read ahead: "
+                 << w.prefetched_taken.load() << " published, " << w.prefetched_refused.load()
+                 << " refused as possibly stale");
   // The interesting interleavings really happened.
   CHECK(w.below > 0);
   CHECK(w.at > 0);
@@ -520,6 +534,8 @@ TEST_CASE("scanner race: frees, splits, snapshot deletions and allocations vs re
   CHECK(w.handoff->applied_locked > 0);
   CHECK(w.restarts > 0);
   CHECK(w.inflight_passed > 0);
+  CHECK(w.prefetched_taken > 0);
+  CHECK(w.prefetched_refused > 0);
   w.handoff.reset();
   w.store.reset();
   std::filesystem::remove_all(w.dir);
