@@ -88,7 +88,8 @@ struct Piece {
 
 // Reads `alloc` ahead of the cursor with a few threads (docs/scanner.md,
 // "Reading ahead"). The image is cut into regions of about
-// kRegionSteps * records_per_step records (from RocksDB's estimate); each
+// kRegionSteps * records_per_step records (from RocksDB's estimate; the
+// first three smaller, so that the first piece comes soon); each
 // thread takes the next region, reads it whole with one iterator and cuts
 // it into pieces of records_per_step records. The scanner thread takes the
 // pieces in order and publishes them through ScanStepPrefetched, which
@@ -107,11 +108,17 @@ class Prefetcher {
     const uint64_t regions = std::min<uint64_t>(want, 65536);
     const uint64_t total = end > first ? end - first : 0;
     const uint64_t span = std::max<uint64_t>(1, (total + regions - 1) / std::max<uint64_t>(regions, 1));
-    for (BlockNo a = first; a < end; a += span) {
+    // The first regions are smaller (1, 2, 4 steps' worth, then 8): the
+    // first allocations wait for the first piece, not for a whole region.
+    uint64_t k = 1;
+    for (BlockNo a = first; a < end;) {
+      const uint64_t len = std::max<uint64_t>(1, span * k / kRegionSteps);
       Region r;
       r.a = a;
-      r.b = std::min<BlockNo>(end, a + span);
+      r.b = std::min<BlockNo>(end, a + len);
+      a = r.b;
       regions_.push_back(std::move(r));
+      k = std::min<uint64_t>(k * 2, kRegionSteps);
     }
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Reader(); });
   }
