@@ -310,7 +310,12 @@ class FileSystem {
   // Reads up to `size` bytes at `off` into buf; returns bytes read (short at EOF).
   Result<size_t> Read(uint64_t fh, uint64_t off, size_t size, char* buf);
   // Writes all `size` bytes at `off` (O_APPEND handles: at EOF). Returns size.
-  Result<size_t> Write(uint64_t fh, uint64_t off, const char* buf, size_t size);
+  // Sets mtime and ctime, unless `kernel_times`: the caller keeps the times
+  // itself and sends them later with SetAttr (the kernel's writeback cache
+  // does; the FUSE adapter says so), so only a size or block-count change
+  // is recorded — an overwrite in place then writes no metadata at all.
+  Result<size_t> Write(uint64_t fh, uint64_t off, const char* buf, size_t size,
+                       bool kernel_times = false);
   Status Flush(uint64_t fh);
   Status Release(uint64_t fh);
   Status Fsync(uint64_t fh, bool datasync);

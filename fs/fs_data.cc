@@ -197,6 +197,7 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
       i = j;
     }
     // Write block by block, coalescing physically contiguous whole blocks.
+    bool map_changed = false;
     uint32_t run_b = 0, run_n = 0;
     BlockNo run_p = 0;
     stage.clear();
@@ -244,12 +245,16 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
           a->blocks++;
         }
         sl = Slot{newp[b], e, 0};
-      } else {
+        map_changed = true;
+      } else if (sl.flags & kExtentUnwritten) {
         sl.flags &= ~kExtentUnwritten;
+        map_changed = true;
       }
     }
     PSM_RETURN_IF_ERROR(flush_run());
-    PSM_RETURN_IF_ERROR(StoreMap(this, txn, ino, idx, map));
+    // An overwrite in place of blocks born at the live epoch changes no
+    // extent: the chunk's record stays as it is.
+    if (map_changed) PSM_RETURN_IF_ERROR(StoreMap(this, txn, ino, idx, map));
     pos = cend;
   }
   // Kill replaced blocks, merged into runs.
@@ -499,7 +504,49 @@ Result<size_t> FileSystem::Read(uint64_t fh, uint64_t off, size_t size, char* bu
   return n;
 }
 
-Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, size_t size) {
+Result<bool> FileSystem::Impl::WriteInPlace(InodeId ino, uint64_t off, const char* buf,
+                                            size_t n) {
+  const Epoch e = live();
+  const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
+  // Every block of the range must be mapped, written, and born at the live
+  // epoch (no snapshot sees it): then the bytes go in place and no record
+  // changes. Check everything before writing anything.
+  struct Piece {
+    uint64_t dev_off;
+    const char* src;
+    size_t len;
+  };
+  std::vector<Piece> pieces;
+  std::vector<Slot> map;
+  uint64_t pos = off;
+  const uint64_t end = off + n;
+  while (pos < end) {
+    const uint64_t idx = pos / chunk_bytes;
+    const uint64_t cstart = idx * chunk_bytes;
+    const uint64_t cend = std::min(end, cstart + chunk_bytes);
+    PSM_RETURN_IF_ERROR(LoadMap(this, nullptr, ino, idx, e, &map));
+    for (uint64_t p = pos; p < cend;) {
+      const uint32_t b = static_cast<uint32_t>((p - cstart) / bs);
+      const Slot& sl = map[b];
+      if (!sl.p || sl.birth != e || (sl.flags & kExtentUnwritten)) return false;
+      const uint64_t bstart = cstart + uint64_t{b} * bs;
+      const uint64_t hi = std::min(cend, bstart + bs);
+      const uint64_t dev_off = sl.p * bs + (p - bstart);
+      if (!pieces.empty() && pieces.back().dev_off + pieces.back().len == dev_off) {
+        pieces.back().len += hi - p;
+      } else {
+        pieces.push_back(Piece{dev_off, buf + (p - off), static_cast<size_t>(hi - p)});
+      }
+      p = hi;
+    }
+    pos = cend;
+  }
+  for (const Piece& pc : pieces) PSM_RETURN_IF_ERROR(dev->Write(pc.dev_off, pc.src, pc.len));
+  return true;
+}
+
+Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, size_t size,
+                                 bool kernel_times) {
   Impl* m = impl_.get();
   FileHandle h;
   {
@@ -511,6 +558,19 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   if (h.snap || m->opts.read_only) return Status::ReadOnly();
   if (size == 0) return size_t{0};
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  if (kernel_times && !(h.flags & O_APPEND)) {
+    // The common case of the kernel writing back pages of an existing file:
+    // an overwrite in place inside the file changes no record, so it needs
+    // only the inode's lock shared (truncate, punch and every metadata
+    // change take it exclusively), and writes to one file run in parallel.
+    LockSet shared(m, {h.ino}, /*exclusive=*/false);
+    InodeAttr a;
+    PSM_RETURN_IF_ERROR(m->LoadAttr(nullptr, h.ino, m->live(), &a));
+    if (off + size >= off && off + size <= a.size) {
+      PSM_ASSIGN_OR_RETURN(bool done, m->WriteInPlace(h.ino, off, buf, size));
+      if (done) return size;
+    }
+  }
   LockSet ls(m, {h.ino});
   Txn txn(m->store.get());
   InodeAttr a;
@@ -523,14 +583,23 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
     for (const Range& r : allocs) m->alloc->Abort(r);
     return s;
   }
+  const uint64_t old_size = a.size, old_blocks = a.blocks;
   a.size = std::max<uint64_t>(a.size, off + size);
-  a.mtime_ns = a.ctime_ns = NowNs();
-  s = m->PutAttr(&txn, h.ino, a);
-  if (!s.ok()) {
-    for (const Range& r : allocs) m->alloc->Abort(r);
-    return s;
+  // With kernel_times the caller (the kernel's writeback cache) keeps the
+  // times and sends them with a setattr; the record changes only if the
+  // size or the block count did.
+  if (!kernel_times) a.mtime_ns = a.ctime_ns = NowNs();
+  if (!kernel_times || a.size != old_size || a.blocks != old_blocks) {
+    s = m->PutAttr(&txn, h.ino, a);
+    if (!s.ok()) {
+      for (const Range& r : allocs) m->alloc->Abort(r);
+      return s;
+    }
   }
   PSM_SYNC_POINT("FileSystem::Write:BeforeCommit");
+  // An overwrite in place that changed no record has nothing to commit:
+  // the bytes are in the image, made durable by the next sync.
+  if (txn.empty() && frees.empty() && allocs.empty()) return size;
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, allocs));
   return size;
 }

@@ -175,6 +175,12 @@ struct FileSystem::Impl : public EpochSet {
   uint32_t owner_gid = 0;
   int lock_fd = -1;
   bool closed = false;
+  // Some inode may have a security.capability xattr (kVolCapabilities).
+  // Only ever goes from false to true; set before the xattr is committed.
+  std::atomic<bool> capabilities{true};
+  // Makes kVolCapabilities "1" in `txn` and sets `capabilities` (the xattr
+  // `name` is about to be written in `txn`). No-op for other names.
+  void NoteXattrName(Txn* txn, std::string_view name);
 
   std::unique_ptr<TrackedDevice> dev;
   std::unique_ptr<Store> store;
@@ -269,6 +275,11 @@ struct FileSystem::Impl : public EpochSet {
   // Unmaps whole blocks [b0, b1) of the file (truncate, punch, destroy).
   Status UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0, uint64_t b1,
                      std::vector<Range>* frees);
+  // Writes [off, off+n) of live inode `ino` in place if every block of it
+  // is mapped, written and born at the live epoch (no record changes);
+  // false (nothing written) otherwise. REQUIRES: the inode's stripe held
+  // (shared is enough) and volume_mu shared.
+  Result<bool> WriteInPlace(InodeId ino, uint64_t off, const char* buf, size_t n);
   // Maps physical blocks [p, p+n), already written and recorded in alloc
   // by the caller, at file blocks [fblock, fblock+n); what was there dies
   // (KillRange). A receive places the data it staged this way.

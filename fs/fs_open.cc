@@ -348,6 +348,34 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   }
   impl->scanner = std::make_unique<Scanner>(store, impl->alloc.get(),
                                             ScannerOptions{opts.scan_records_per_step});
+  {
+    // Whether GetXattr("security.capability") may need a lookup. A volume
+    // without the key (formatted before it existed) is scanned once.
+    std::string v;
+    Status g = store->Get(Cf::kVolume, kVolCapabilities, &v);
+    if (g.Is(Code::kNotFound)) {
+      bool any = false;
+      auto it = store->NewIterator(Cf::kXattrs);
+      for (it->SeekToFirst(); it->Valid() && !any; it->Next()) {
+        std::string_view k(it->key().data(), it->key().size());
+        if (k.size() < 16) continue;
+        InodeId ino;
+        std::string_view name;
+        ParseXattrKey(k, &ino, &name);
+        any = name == kCapabilityXattr;
+      }
+      s = Status::FromRocks(it->status());
+      if (!s.ok()) return fail(s);
+      v = any ? "1" : "0";
+      if (!opts.read_only) {
+        s = store->Put(Cf::kVolume, kVolCapabilities, v);
+        if (!s.ok()) return fail(s);
+      }
+    } else if (!g.ok()) {
+      return fail(g);
+    }
+    impl->capabilities.store(v != "0");
+  }
 
   // Orphans: files unlinked while open when the previous owner stopped.
   if (!opts.read_only) {

@@ -973,6 +973,7 @@ class Receiver {
       for (const auto& [name, val] : r.xattrs) {
         std::optional<std::string_view> v;
         if (val) v = *val;
+        if (val) m_->NoteXattrName(txn, name);
         PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, XattrPrefix(ino, name), L, v, *m_));
       }
       if (exists && S_ISREG(a.mode)) {

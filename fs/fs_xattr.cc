@@ -67,6 +67,7 @@ Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view
       return m->committer->Apply(&txn, {}, {});
     }
   }
+  m->NoteXattrName(&txn, name);
   PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kXattrs, prefix, m->live(),
                                  stored ? std::optional<std::string_view>(*stored) : std::nullopt,
                                  *m));
@@ -75,9 +76,24 @@ Status FileSystem::SetXattr(NodeId node, std::string_view name, std::string_view
   return m->committer->Apply(&txn, {}, {});
 }
 
+void FileSystem::Impl::NoteXattrName(Txn* txn, std::string_view name) {
+  if (name != kCapabilityXattr || capabilities.load()) return;
+  txn->Put(Cf::kVolume, kVolCapabilities, "1");
+  // Before the commit: a reader that sees the xattr also sees the flag.
+  capabilities.store(true);
+}
+
 Result<std::string> FileSystem::GetXattr(NodeId node, std::string_view name) {
   Impl* m = impl_.get();
   if (name.size() > 255) return Status::Range();
+  // The kernel asks for security.capability before every write to a file
+  // (to drop file capabilities on write). On a volume where none was ever
+  // set the answer needs no lookup.
+  if (name == kCapabilityXattr && !m->capabilities.load(std::memory_order_relaxed)) {
+    PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+    (void)v;
+    return Status::NoAttr();
+  }
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   if (v.snapdir) return Status::NoAttr();
   std::string value;

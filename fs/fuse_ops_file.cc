@@ -72,7 +72,12 @@ void Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_
 
 void Write(fuse_req_t req, fuse_ino_t /*ino*/, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) {
-  Result<size_t> r = Fs(req)->Write(fi->fh, static_cast<uint64_t>(off), buf, size);
+  // A write from the kernel's page cache (FUSE_WRITE_CACHE): the kernel
+  // updated mtime/ctime when the page was dirtied and sends them with a
+  // SETATTR when it writes the inode back (before FSYNC, at syncfs), so
+  // the core need not record times for it (docs/fuse-adapter.md).
+  const bool kernel_times = fi->writepage != 0;
+  Result<size_t> r = Fs(req)->Write(fi->fh, static_cast<uint64_t>(off), buf, size, kernel_times);
   if (!r.ok()) return ReplyStatus(req, r.status());
   fuse_reply_write(req, r.value());
 }

@@ -170,6 +170,13 @@ inline constexpr std::string_view kVolFiles = "files";
 // synced before the restore's one metadata commit, which deletes it; found
 // at mount, the restore is run again (it is idempotent). STORED.
 inline constexpr std::string_view kVolRestorePending = "restore_pending";
+// Whether any inode may have a `security.capability` xattr: "1" once one
+// was ever set on this volume (set, received or restored), "0" when none
+// ever was (checked by a scan of `xattrs` the first time a volume is
+// mounted without this key). Lets GetXattr answer the kernel's check before
+// every write without a lookup (fs_xattr.cc). STORED.
+inline constexpr std::string_view kVolCapabilities = "capabilities";
+inline constexpr std::string_view kCapabilityXattr = "security.capability";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);
 inline constexpr std::string_view kOrphanPrefix = "orphan/";

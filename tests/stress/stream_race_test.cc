@@ -36,6 +36,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "cli/client.h"
@@ -303,6 +304,25 @@ TEST_CASE("streams: backup readers walk .snapshots while snapshots come and go a
     readers.emplace_back([&, r] {
       std::mt19937 rng(static_cast<unsigned>(r + 7));
       while (!stop.load()) {
+        // The listing of .snapshots while snapshots come and go: only names
+        // of snapshots, each once.
+        {
+          auto dh = a.fs->OpenDir(kSnapDirNode);
+          if (!dh.ok()) {
+            fail("opendir .snapshots: " + dh.status().ToString());
+            continue;
+          }
+          std::set<std::string> seen;
+          Status rd = a.fs->ReadDir(*dh, 0, [&](const DirEntryOut& e) {
+            const std::string n(e.name);
+            if (n != "." && n != ".." && (n[0] != 'g' || !seen.insert(n).second)) {
+              fail("bad entry in .snapshots: " + n);
+            }
+            return true;
+          });
+          if (!rd.ok()) fail("readdir .snapshots: " + rd.ToString());
+          (void)a.fs->ReleaseDir(*dh);
+        }
         auto snaps = a.fs->ListSnapshots(false);
         if (snaps.empty()) continue;
         const std::string name = snaps[rng() % snaps.size()].name;
