@@ -153,6 +153,37 @@ TEST_CASE("prune: dry run changes nothing; held snapshots are reported busy and 
                                               ScheduledName("auto-", t0), "@GMT-2024.05.01-00.00.00"});
 }
 
+TEST_CASE("prune never deletes a snapshot being sent: busy, kept, pruned at the next run") {
+  CoreVolume v;
+  SchedulePolicy p;
+  p.prefix = "auto-";
+  p.keep_last = 1;
+  p.keep_hourly = p.keep_daily = p.keep_weekly = p.keep_monthly = 0;
+  const int64_t t0 = 1714521600;
+  for (int i = 0; i < 3; ++i) REQUIRE(v.fs->CreateSnapshot(ScheduledName("auto-", t0 + i * 60)).ok());
+  const std::string oldest = ScheduledName("auto-", t0);
+  // Retention runs while the oldest is being sent (from inside the send).
+  PruneReport during;
+  SendOptions o;
+  o.snapshot = oldest;
+  bool ran = false;
+  auto sent = v.fs->Send(o, [&](std::string_view) {
+    if (!ran) {
+      ran = true;
+      during = Prune(v.fs.get(), p, false);
+    }
+    return Status::Ok();
+  });
+  REQUIRE(sent.ok());
+  CHECK(during.busy == std::vector<std::string>{oldest});
+  CHECK(during.pruned == std::vector<std::string>{ScheduledName("auto-", t0 + 60)});
+  CHECK(during.errors.empty());
+  CHECK(SnapNames(v).count(oldest) == 1);
+  PruneReport after = Prune(v.fs.get(), p, false);
+  CHECK(after.pruned == std::vector<std::string>{oldest});
+  CHECK(SnapNames(v) == std::set<std::string>{ScheduledName("auto-", t0 + 120)});
+}
+
 TEST_CASE("history lists each distinct version once, with the snapshots that see it") {
   CoreVolume v;
   NodeId d = v.Mkdir(kRootIno, "docs");
