@@ -10,7 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -20,6 +23,7 @@
 #include "fs/control_json.h"
 #include "fs/control_server.h"
 #include "fs/filesystem.h"
+#include "meta/sync_point.h"
 
 using psm::Json;
 namespace fsys = std::filesystem;
@@ -306,6 +310,34 @@ TEST_CASE("psmctl: snapshot create/list/delete, status, df and scan through the 
   r = Ctl({"scan", mnt, "--wait", "--timeout", "120"});  // not a terminal: plain lines
   CHECK_MESSAGE(r.rc == 0, Describe(r));
   CHECK(Has(r.out, "scan complete"));
+  // On a terminal (script(1) gives psmctl one): the progress bar, redrawn
+  // while the scan runs (held for a moment in its first step).
+  if (::access("/usr/bin/script", X_OK) == 0) {
+    std::atomic<bool> held{false};
+    psm::SyncPoint::SetCallback("Scanner::AfterStep", [&] {
+      if (!held.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    });
+    psm::SyncPoint::Enable();
+    const std::string out = s.root + "/bar.txt";
+    const std::string cmd = "script -qec '" + PsmctlPath() + " scan " + mnt +
+                            " --wait --timeout 60' /dev/null > " + out + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    psm::SyncPoint::Disable();
+    psm::SyncPoint::ClearAll();
+    std::string text;
+    {
+      int fd = ::open(out.c_str(), O_RDONLY);
+      REQUIRE(fd >= 0);
+      text = Slurp(fd);
+      ::close(fd);
+    }
+    CHECK_MESSAGE(rc == 0, text);
+    CHECK_MESSAGE(held.load(), text);
+    CHECK_MESSAGE(Has(text, "ranges/s"), text);  // the bar: "[###...]  12.3%  ... ranges/s  ETA ..."
+    CHECK_MESSAGE(Has(text, "ETA"), text);
+    CHECK_MESSAGE(Has(text, "\033[K["), text);  // redrawn in place: only the bar does that
+    CHECK_MESSAGE(Has(text, "scan complete"), text);
+  }
 
   // One bad name: nothing deleted, exit 4.
   r = Ctl({"snapshot", "delete", mnt, "first", "nope"});
