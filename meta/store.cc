@@ -89,7 +89,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
 
 Store::~Store() {
   if (db_) {
-    if (!read_only_) (void)db_->FlushWAL(true);
+    // Not after a failed WAL write (see failed_): the log writer would
+    // assert. What was not synced is lost, as in a crash.
+    if (!read_only_ && !failed_.load()) (void)SyncWal();
     for (auto* h : handles_) {
       if (h) (void)db_->DestroyColumnFamilyHandle(h);
     }
@@ -116,17 +118,42 @@ static constexpr bool kSerializeWrites = true;
 static constexpr bool kSerializeWrites = false;
 #endif
 
+void Store::Fail(const Status& s) {
+  std::lock_guard<std::mutex> l(fail_mu_);
+  if (failed_.load()) return;
+  failed_status_ = s;
+  failed_.store(true);
+}
+
+Status Store::Failed() {
+  std::lock_guard<std::mutex> l(fail_mu_);
+  std::string m = "the metadata log could not be written (" + failed_status_.message() +
+                  "); no more changes are taken: mount the volume again";
+  return failed_status_.Is(Code::kNoSpace) ? Status::NoSpace(std::move(m))
+                                            : Status::IOError(std::move(m));
+}
+
 Status Store::Write(rocksdb::WriteBatch* batch) {
+  std::shared_lock<std::shared_mutex> wl(wal_mu_);
+  if (failed_.load()) return Failed();
+  Status s;
   if (kSerializeWrites) {
     std::lock_guard<std::mutex> l(tsan_write_mu_);
-    return Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
+    s = Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
+  } else {
+    s = Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
   }
-  return Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
+  if (!s.ok() && (s.Is(Code::kIOError) || s.Is(Code::kNoSpace))) Fail(s);
+  return s;
 }
 
 Status Store::SyncWal() {
   if (read_only_) return Status::Ok();
-  return Status::FromRocks(db_->FlushWAL(true));
+  std::unique_lock<std::shared_mutex> wl(wal_mu_);
+  if (failed_.load()) return Failed();
+  Status s = Status::FromRocks(db_->FlushWAL(true));
+  if (!s.ok()) Fail(s);
+  return s;
 }
 
 Status Store::FlushAll() {

@@ -19,6 +19,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
+#include <atomic>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -85,6 +87,19 @@ class Store {
   // writers' batches under synchronization TSan cannot see (the library is
   // not instrumented), so writes are serialized by a mutex it can.
   std::mutex tsan_write_mu_;
+  // After a failed write to the WAL, RocksDB's log writer is in an error
+  // state in which another FlushWAL/SyncWAL trips an assertion inside the
+  // library (Debian builds it with assertions). So the first failure of a
+  // Write or SyncWal is sticky: every later one returns it without calling
+  // RocksDB (the volume must be mounted again). SyncWal holds wal_mu_
+  // exclusively, Write shared, so a Write's failure is recorded before any
+  // SyncWal can look at the log.
+  std::shared_mutex wal_mu_;
+  std::atomic<bool> failed_{false};
+  std::mutex fail_mu_;    // a leaf
+  Status failed_status_;  // GUARDED_BY(fail_mu_)
+  void Fail(const Status& s);
+  Status Failed();
 };
 
 // Prefix iteration helper: calls fn(key, value) for every key that starts
