@@ -109,18 +109,9 @@ int RunOffline(const RestoreArgs& a) {
 }
 
 int RunRestore(const RestoreArgs& a) {
-  auto entry = psm::FindMount(a.target);
-  if (entry.ok()) {
-    auto client = psm::Client::Connect(entry.value());
-    if (client.ok()) return RunOnline(a, *client.value());
-    if (!client.status().Is(psm::Code::kNotFound)) return Fail(client.status());
-    // The daemon is gone (killed): the volume is free to open here.
-  }
-  if (!LooksLikeVolume(a.target)) {
-    return Fail(entry.ok() ? psm::Status::NotFound(a.target + " is not mounted")
-                           : entry.status());
-  }
-  return RunOffline(a);
+  auto client = DaemonOrOffline(a.target);
+  if (!client.ok()) return Fail(client.status());
+  return client.value() ? RunOnline(a, *client.value()) : RunOffline(a);
 }
 
 void SetupRestore(CLI::App& app) {

@@ -104,20 +104,11 @@ int RunSend(const SendArgs& a) {
   };
   auto on_size = [&](uint64_t n) { prog.SetTotal(n); };
   psm::Result<psm::SendStats> r = psm::Status::IOError("not sent");
-  auto entry = psm::FindMount(a.target);
-  std::unique_ptr<psm::Client> client;
-  if (entry.ok()) {
-    auto c = psm::Client::Connect(entry.value());
-    if (!c.ok() && !c.status().Is(psm::Code::kNotFound)) return Fail(c.status());
-    if (c.ok()) client = std::move(c).value();
-  }
-  if (client) {
-    r = client->Send(a.snapshot, a.base, sink, on_size);
+  auto client = DaemonOrOffline(a.target);
+  if (!client.ok()) return Fail(client.status());
+  if (client.value()) {
+    r = client.value()->Send(a.snapshot, a.base, sink, on_size);
   } else {
-    if (!LooksLikeVolume(a.target)) {
-      return Fail(entry.ok() ? psm::Status::NotFound(a.target + " is not mounted")
-                             : entry.status());
-    }
     auto fs = OpenOffline(a.target, false);
     if (!fs.ok()) return Fail(fs.status());
     psm::SendOptions o;
@@ -215,20 +206,11 @@ int RunReceive(const ReceiveArgs& a) {
   StdinSource src(&prog);
   auto source = [&](char* buf, size_t n) { return src(buf, n); };
   psm::Result<psm::ReceiveResult> r = psm::Status::IOError("not received");
-  auto entry = psm::FindMount(a.target);
-  std::unique_ptr<psm::Client> client;
-  if (entry.ok()) {
-    auto c = psm::Client::Connect(entry.value());
-    if (!c.ok() && !c.status().Is(psm::Code::kNotFound)) return Fail(c.status());
-    if (c.ok()) client = std::move(c).value();
-  }
-  if (client) {
-    r = client->Receive(a.name, a.force, source);
+  auto client = DaemonOrOffline(a.target);
+  if (!client.ok()) return Fail(client.status());
+  if (client.value()) {
+    r = client.value()->Receive(a.name, a.force, source);
   } else {
-    if (!LooksLikeVolume(a.target)) {
-      return Fail(entry.ok() ? psm::Status::NotFound(a.target + " is not mounted")
-                             : entry.status());
-    }
     auto fs = psm::FileSystem::Open(a.target, psm::MountOptions{});
     if (!fs.ok()) {
       return Fail(psm::ctl::MakeStatus(fs.status().code(), "cannot open " + a.target + ": " +

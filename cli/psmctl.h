@@ -78,6 +78,11 @@ psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& vol
 // syncfs(2) on a mount point: what the kernel's write-back cache holds
 // reaches the daemon. The error names --no-sync.
 psm::Status SyncMount(const std::string& mountpoint);
+// For commands that work online and offline: the daemon serving `target`
+// if it is mounted and answers; null when it is not mounted (or its daemon
+// is gone) but `target` is a volume directory, to be opened here; an error
+// (kNotFound: neither) otherwise.
+psm::Result<std::unique_ptr<psm::Client>> DaemonOrOffline(const std::string& target);
 // Connects to the daemon serving `target` (mount point or volume).
 psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target);
 

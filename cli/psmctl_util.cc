@@ -248,6 +248,20 @@ psm::Status SyncMount(const std::string& mountpoint) {
   return psm::Status::Ok();
 }
 
+psm::Result<std::unique_ptr<psm::Client>> DaemonOrOffline(const std::string& target) {
+  auto entry = psm::FindMount(target);
+  if (entry.ok()) {
+    auto client = psm::Client::Connect(entry.value());
+    if (client.ok()) return client;
+    if (!client.status().Is(psm::Code::kNotFound)) return client.status();
+    // The daemon is gone (killed): the volume is free to open here.
+  }
+  if (!LooksLikeVolume(target)) {
+    return entry.ok() ? psm::Status::NotFound(target + " is not mounted") : entry.status();
+  }
+  return std::unique_ptr<psm::Client>();
+}
+
 psm::Result<std::unique_ptr<psm::Client>> ConnectMounted(const std::string& target) {
   return psm::Client::Connect(target);
 }

@@ -96,6 +96,23 @@ Status ChunkIndices(FileSystem::Impl* m, Txn* txn, InodeId ino, Epoch e, uint64_
   return Status::FromRocks(it->status());
 }
 
+// Kills replaced blocks (physical block, birth), merged into runs of
+// consecutive blocks of one birth.
+Status KillRuns(FileSystem::Impl* m, Txn* txn, std::vector<std::pair<BlockNo, Epoch>>* killed,
+                std::vector<Range>* frees) {
+  std::sort(killed->begin(), killed->end());
+  for (size_t i = 0; i < killed->size();) {
+    size_t j = i + 1;
+    while (j < killed->size() && (*killed)[j].first == (*killed)[j - 1].first + 1 &&
+           (*killed)[j].second == (*killed)[i].second) {
+      ++j;
+    }
+    PSM_RETURN_IF_ERROR(m->KillRange(txn, (*killed)[i].first, j - i, (*killed)[i].second, frees));
+    i = j;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<Range> FileSystem::Impl::AllocateBlocks(Txn* txn, uint64_t want, BlockNo hint,
@@ -257,18 +274,7 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
     if (map_changed) PSM_RETURN_IF_ERROR(StoreMap(this, txn, ino, idx, map));
     pos = cend;
   }
-  // Kill replaced blocks, merged into runs.
-  std::sort(killed.begin(), killed.end());
-  for (size_t i = 0; i < killed.size();) {
-    size_t j = i + 1;
-    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
-           killed[j].second == killed[i].second) {
-      ++j;
-    }
-    PSM_RETURN_IF_ERROR(KillRange(txn, killed[i].first, j - i, killed[i].second, frees));
-    i = j;
-  }
-  return Status::Ok();
+  return KillRuns(this, txn, &killed, frees);
 }
 
 Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint64_t off,
@@ -330,17 +336,7 @@ Status FileSystem::Impl::UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64
     }
     if (changed) PSM_RETURN_IF_ERROR(StoreMap(this, txn, ino, idx, map));
   }
-  std::sort(killed.begin(), killed.end());
-  for (size_t i = 0; i < killed.size();) {
-    size_t j = i + 1;
-    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
-           killed[j].second == killed[i].second) {
-      ++j;
-    }
-    PSM_RETURN_IF_ERROR(KillRange(txn, killed[i].first, j - i, killed[i].second, frees));
-    i = j;
-  }
-  return Status::Ok();
+  return KillRuns(this, txn, &killed, frees);
 }
 
 Status FileSystem::Impl::MapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t fblock,
@@ -367,17 +363,7 @@ Status FileSystem::Impl::MapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
     p += k;
     n -= k;
   }
-  std::sort(killed.begin(), killed.end());
-  for (size_t i = 0; i < killed.size();) {
-    size_t j = i + 1;
-    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
-           killed[j].second == killed[i].second) {
-      ++j;
-    }
-    PSM_RETURN_IF_ERROR(KillRange(txn, killed[i].first, j - i, killed[i].second, frees));
-    i = j;
-  }
-  return Status::Ok();
+  return KillRuns(this, txn, &killed, frees);
 }
 
 Status FileSystem::Impl::Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size,

@@ -332,6 +332,9 @@ struct FileSystem::Impl : public EpochSet {
   };
   Status RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
                        std::vector<Invalidation>* inval);
+  // Sends queued kernel invalidations (no core lock held) and waits until
+  // they reached the kernel.
+  void Deliver(const std::vector<Invalidation>& inval);
   // The restore's work without its commit: writes into `txn` what makes the
   // live tree equal to the tree at epoch `es` (a receive rolls back to its
   // base this way, in its own Txn). Caller holds what RestoreLocked needs.

@@ -41,6 +41,7 @@
 
 #include "fs/fs_impl.h"
 #include "fs/log.h"
+#include "fs/record_versions.h"
 #include "meta/sync_point.h"
 
 namespace psm {
@@ -48,22 +49,9 @@ using Impl = FileSystem::Impl;
 
 namespace {
 
-// One record's version at an epoch: absent, or a payload written at `ver`.
-struct Ver {
-  bool has = false;
-  Epoch ver = 0;
-  std::string payload;
-  bool SameAs(const Ver& o) const { return has == o.has && (!has || payload == o.payload); }
-};
 struct VerPair {
   Ver snap, live;
 };
-
-void SetVer(Ver* v, Epoch e, std::string_view value) {
-  v->ver = e;
-  v->has = !value.empty() && value[0] == kTagValue;
-  if (v->has) v->payload.assign(value.substr(1));
-}
 
 // Every record under `file_prefix` of versioned family `cf`, as seen at
 // epoch `es` and by the live tree (through `txn`: its own writes count).
@@ -293,7 +281,7 @@ struct RestoreRun {
           Dentry d;
           PSM_RETURN_IF_ERROR(DecodeDentry(v->payload, &d));
           if (inos.count(d.ino)) {
-            InvalEntry(dir, NameOfDentryPrefix(prefix));
+            InvalEntry(dir, NameOfPrefix(prefix));
             break;
           }
         }
@@ -312,12 +300,6 @@ struct RestoreRun {
     inval->push_back({MakeNode(0, parent), std::string(name)});
   }
 
-  static std::string_view NameOfDentryPrefix(std::string_view prefix) {
-    // BE(parent) name 0x00
-    std::string_view n = prefix.substr(8);
-    if (!n.empty() && n.back() == '\0') n.remove_suffix(1);
-    return n;
-  }
 
   Status One(InodeId ino) {
     LoadedAttr s, l;
@@ -368,7 +350,7 @@ struct RestoreRun {
         PSM_RETURN_IF_ERROR(DecodeDentry(vp.live.payload, &d));
         PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kDentries, prefix, el, std::nullopt, *m));
         ++out->entries_changed;
-        InvalEntry(ino, NameOfDentryPrefix(prefix));
+        InvalEntry(ino, NameOfPrefix(prefix));
         Push(d.ino);
       }
       a->nlink = 0;
@@ -430,7 +412,7 @@ struct RestoreRun {
       }
       PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kDentries, prefix, el, val, *m));
       ++out->entries_changed;
-      InvalEntry(dir, NameOfDentryPrefix(prefix));
+      InvalEntry(dir, NameOfPrefix(prefix));
     }
     return Status::Ok();
   }
@@ -467,6 +449,17 @@ struct RestoreRun {
 };
 
 }  // namespace
+
+void Impl::Deliver(const std::vector<Invalidation>& inval) {
+  for (const Invalidation& iv : inval) {
+    if (iv.name.empty()) {
+      if (inval_inode) inval_inode(iv.node);
+    } else if (inval_entry) {
+      inval_entry(iv.node, iv.name);
+    }
+  }
+  if (inval_drain) inval_drain();
+}
 
 Status Impl::RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Invalidation>* inval,
                          std::vector<Range>* frees) {
@@ -600,14 +593,7 @@ Result<RestoreResult> FileSystem::Restore(std::string_view name, bool dry_run) {
   if (!dry_run) {
     PSM_RETURN_IF_ERROR(m->committer->SyncAll());
     // The kernel's view of what changed: entries, attributes and pages.
-    for (const Impl::Invalidation& iv : inval) {
-      if (iv.name.empty()) {
-        if (m->inval_inode) m->inval_inode(iv.node);
-      } else if (m->inval_entry) {
-        m->inval_entry(iv.node, iv.name);
-      }
-    }
-    if (m->inval_drain) m->inval_drain();
+    m->Deliver(inval);
     m->scanner->Start("restore");
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

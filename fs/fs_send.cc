@@ -35,6 +35,7 @@
 #include "fs/control_json.h"
 #include "fs/control_protocol.h"
 #include "fs/fs_impl.h"
+#include "fs/record_versions.h"
 #include "fs/send_stream.h"
 #include "fs/sha256.h"
 #include "meta/sync_point.h"
@@ -47,21 +48,9 @@ namespace {
 
 constexpr std::string_view kFormatName = "psmfs-send";
 
-struct Ver {
-  bool has = false;
-  Epoch ver = 0;
-  std::string payload;
-  bool SameAs(const Ver& o) const { return has == o.has && (!has || payload == o.payload); }
-};
 struct VerPair {
   Ver old, cur;  // at the base epoch, at the snapshot epoch
 };
-
-void SetVer(Ver* v, Epoch e, std::string_view value) {
-  v->ver = e;
-  v->has = !value.empty() && value[0] == kTagValue;
-  if (v->has) v->payload.assign(value.substr(1));
-}
 
 // Every record under `file_prefix` of versioned family `cf` as seen at
 // epochs eo and en (eo < en; eo = 0: nothing is old). Newer versions sort
@@ -135,13 +124,6 @@ Status LoadAt(Store* store, InodeId ino, Epoch e, Attr* out) {
   // Unlinked but open at that epoch: no entry of that tree reaches it.
   out->has = out->a.nlink != 0 || ino == kRootIno;
   return Status::Ok();
-}
-
-std::string_view NameOfPrefix(std::string_view prefix) {
-  // BE(ino) name 0x00
-  std::string_view n = prefix.substr(8);
-  if (!n.empty() && n.back() == '\0') n.remove_suffix(1);
-  return n;
 }
 
 std::string InodePayload(InodeId ino, const InodeAttr& a) {
@@ -606,15 +588,9 @@ class Receiver {
       committed_ = true;
     }
     PSM_RETURN_IF_ERROR(m_->committer->SyncAll());
-    for (const Impl::Invalidation& iv : inval) {
-      if (iv.name.empty()) {
-        if (m_->inval_inode) m_->inval_inode(iv.node);
-      } else if (m_->inval_entry) {
-        m_->inval_entry(iv.node, iv.name);
-      }
-    }
-    m_->InvalidateEntry(kSnapDirNode, name_);
-    if (m_->inval_drain) m_->inval_drain();
+    inval.push_back({kSnapDirNode, name_});
+    inval.push_back({kSnapDirNode, {}});
+    m_->Deliver(inval);
     out_->snapshot = name_;
     out_->base = base_name_;
     out_->guid = guid_;
