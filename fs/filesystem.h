@@ -145,6 +145,15 @@ enum SetAttrBits : uint32_t {
   kSetAtimeNow = 1u << 6,
   kSetMtimeNow = 1u << 7,
   kSetCtime = 1u << 8,
+  // Clear S_ISUID, and S_ISGID if the group may execute (what Linux does on
+  // a write, truncate or chown by a caller without CAP_FSETID), on anything
+  // but a directory. Alone and with nothing to clear, SetAttr changes
+  // nothing and commits nothing.
+  kKillSuidGid = 1u << 9,
+  // With kKillSuidGid: clear S_ISGID even without group-exec (Linux does
+  // when the caller is neither in the file's group nor has CAP_FSETID; the
+  // FUSE adapter decides that, it knows the caller's groups).
+  kKillSgid = 1u << 10,
 };
 
 struct DirEntryOut {

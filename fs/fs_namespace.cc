@@ -166,12 +166,24 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   Status s = m->LoadAttr(&txn, v.ino, m->live(), &a);
   if (s.Is(Code::kNotFound)) return Status::Stale();
   PSM_RETURN_IF_ERROR(s);
+  auto kill_mask = [bits](uint32_t mode) -> uint32_t {
+    if (!(bits & kKillSuidGid) || S_ISDIR(mode)) return 0;
+    return S_ISUID | (((mode & S_IXGRP) || (bits & kKillSgid)) ? S_ISGID : 0);
+  };
+  if ((bits & kKillSuidGid) && (bits & ~(kKillSuidGid | kKillSgid)) == 0 &&
+      (a.mode & kill_mask(a.mode)) == 0) {
+    AttrOut out;  // only a kill, and nothing to kill: no change, no commit
+    m->FillStat(node, a, &out.st);
+    out.attr_timeout = m->Timeout(v);
+    return out;
+  }
   std::vector<Range> frees, allocs;
   int64_t now = NowNs();
   if (bits & kSetMode) {
     a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
     PSM_RETURN_IF_ERROR(m->AclChmod(&txn, v.ino, a.mode));
   }
+  a.mode &= ~kill_mask(a.mode);
   if (bits & kSetUid) a.uid = in.st_uid;
   if (bits & kSetGid) a.gid = in.st_gid;
   if (bits & kSetSize) {

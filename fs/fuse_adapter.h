@@ -82,6 +82,12 @@ struct FuseAdapterOptions {
   // seen at once. Default: 86400 (psmfs_main sets it from
   // MountOptions::snapshot_timeout).
   double snapshot_negative_timeout = 86400.0;
+  // Negotiate FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it (needs
+  // AttachIo): psmfs, not the kernel, then clears set-user-ID and
+  // set-group-ID on write, truncate and chown, and the kernel stops asking
+  // for security.capability before every write(2). Default: true
+  // (`-o nokillpriv_v2` turns it off). docs/fuse-adapter.md.
+  bool killpriv_v2 = true;
 };
 
 // Counters for tests and `-d` diagnostics. Monotonic.
@@ -126,6 +132,31 @@ class FuseAdapter {
   // Called by the INIT handler (fs/fuse_adapter.cc). Not for other callers.
   void OnInit(fuse_conn_info* conn);
 
+  // Puts the adapter's I/O between libfuse and /dev/fuse
+  // (fuse_session_custom_io on the mounted descriptor, fs/fuse_wire.cc), so
+  // that it sees what libfuse 3.14 does not pass on and can negotiate
+  // FUSE_HANDLE_KILLPRIV_V2. Call after fuse_session_mount(), before the
+  // session loop. Without it the mount works as before, without that flag.
+  Status AttachIo(fuse_session* se);
+  // True once the kernel accepted FUSE_HANDLE_KILLPRIV_V2: the handlers
+  // must then clear set-ID bits where the requests ask (RawRequest).
+  bool killpriv_v2() const { return killpriv_v2_.load(std::memory_order_acquire); }
+  // What the request the calling worker thread is serving carried beyond
+  // what libfuse hands the handler (valid inside a handler, after AttachIo).
+  struct RawRequest {
+    uint32_t opcode = 0;
+    // WRITE: FUSE_WRITE_KILL_SUIDGID; SETATTR: FATTR_KILL_SUIDGID, or a
+    // SETATTR of nothing but ctime (chown(f, -1, -1)); OPEN:
+    // FUSE_OPEN_KILL_SUIDGID. The kernel sets them when the caller lacks
+    // CAP_FSETID (and, for SETATTR, on every chown of a non-directory).
+    bool kill_suidgid = false;
+  };
+  static RawRequest CurrentRequest();
+  // fs/fuse_wire.cc only.
+  void NoteKernelInit(uint64_t unique, uint32_t kernel_flags);
+  bool IsInitReply(uint64_t unique) const;
+  bool TakeKillprivV2();  // the INIT reply goes out: whether to add the flag
+
   // Writable opens per live node, kept by the open/create/release handlers.
   // With the writeback cache, only a node with a writable open can have
   // dirty pages in the kernel: the kernel writes them all back when the last
@@ -163,6 +194,11 @@ class FuseAdapter {
   std::atomic<bool> writeback_enabled_{false};
   std::atomic<bool> acl_enabled_{false};
   std::atomic<bool> accepting_{false};  // between Start() and Stop()
+  // INIT as the wire saw it (fs/fuse_wire.cc).
+  std::atomic<uint64_t> init_unique_{0};
+  std::atomic<bool> init_replied_{false};
+  std::atomic<bool> kernel_offers_killpriv_v2_{false};
+  std::atomic<bool> killpriv_v2_{false};
 
   fuse_session* se_ = nullptr;  // set by Start(), read by the notifier
   std::thread notifier_;

@@ -23,6 +23,15 @@ int CoreOpenFlags(fuse_req_t req, int flags) {
   return flags;
 }
 
+// FUSE_HANDLE_KILLPRIV_V2 made clearing set-ID bits psmfs's job: when the
+// request asks (FuseAdapter::RawRequest), clear them before serving it.
+Status KillSuidGidIfAsked(fuse_req_t req, fuse_ino_t ino) {
+  const uint32_t bits = KillPrivBits(req, ino);
+  if (bits == 0) return Status::Ok();
+  struct stat none {};
+  return Fs(req)->SetAttr(ino, none, bits, Creds(req)).status();
+}
+
 // Snapshot trees never change: keep their page cache across opens.
 void SetCacheFlags(fuse_ino_t ino, fuse_file_info* fi) {
   fi->direct_io = 0;
@@ -33,6 +42,10 @@ void SetCacheFlags(fuse_ino_t ino, fuse_file_info* fi) {
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   FileSystem* fs = Fs(req);
+  // O_TRUNC by a caller without CAP_FSETID (FUSE_OPEN_KILL_SUIDGID).
+  if (fi->flags & O_TRUNC) {
+    if (Status s = KillSuidGidIfAsked(req, ino); !s.ok()) return ReplyStatus(req, s);
+  }
   Result<uint64_t> r = fs->OpenFile(ino, CoreOpenFlags(req, fi->flags));
   if (!r.ok()) return ReplyStatus(req, r.status());
   fi->fh = r.value();
@@ -70,8 +83,11 @@ void Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_
   fuse_reply_buf(req, buf.data(), r.value());
 }
 
-void Write(fuse_req_t req, fuse_ino_t /*ino*/, const char* buf, size_t size, off_t off,
+void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) {
+  // FUSE_HANDLE_KILLPRIV_V2: a write by a caller without CAP_FSETID clears
+  // the set-ID bits first, as Linux's file_remove_privs does.
+  if (Status s = KillSuidGidIfAsked(req, ino); !s.ok()) return ReplyStatus(req, s);
   // A write from the kernel's page cache (FUSE_WRITE_CACHE): the kernel
   // updated mtime/ctime when the page was dirtied and sends them with a
   // SETATTR when it writes the inode back (before FSYNC, at syncfs), so

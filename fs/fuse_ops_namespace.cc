@@ -64,6 +64,7 @@ void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   if (to_set & FUSE_SET_ATTR_ATIME_NOW) bits |= kSetAtime | kSetAtimeNow;
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) bits |= kSetMtime | kSetMtimeNow;
   if (to_set & FUSE_SET_ATTR_CTIME) bits |= kSetCtime;
+  bits |= KillPrivBits(req, ino);  // set-ID bits, when the kernel leaves them to psmfs
   Result<AttrOut> r = Fs(req)->SetAttr(ino, in, bits, Creds(req));
   if (!r.ok()) return ReplyStatus(req, r.status());
   r->st.st_ino = ino;

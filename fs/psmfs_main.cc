@@ -198,6 +198,9 @@ void PrintHelp() {
       "                         collecting them in the kernel page cache\n"
       "  acl|noacl              POSIX ACLs (system.posix_acl_*), enforced by the\n"
       "                         kernel; need default_permissions (default: acl)\n"
+      "  nokillpriv_v2          let the kernel clear set-ID bits and file\n"
+      "                         capabilities itself (slower writes; default:\n"
+      "                         psmfs clears them, FUSE_HANDLE_KILLPRIV_V2)\n"
       "  debug                  same as -d\n"
       "\n"
       "Standard FUSE mount options are passed to the kernel, e.g.:\n"
@@ -347,6 +350,8 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
     }
   } else if (key == "no_writeback_cache" && !has_val) {
     cl->adapter.writeback_cache = false;
+  } else if (key == "nokillpriv_v2" && !has_val) {
+    cl->adapter.killpriv_v2 = false;
   } else if (key == "noacl" && !has_val) {
     cl->adapter.posix_acl = false;
   } else if (key == "acl" && !has_val) {
@@ -641,6 +646,12 @@ int Serve(const CmdLine& cl, StartupReport report) {
     fuse_session_unmount(se);
     fuse_session_destroy(se);
   };
+  if (Status s = adapter.AttachIo(se); !s.ok()) {
+    report.Error("cannot set up FUSE I/O: " + s.ToString());
+    unwind();
+    close_fs();
+    return kExitFailure;
+  }
   if (Status s = adapter.Start(se); !s.ok()) {
     report.Error("cannot start the FUSE adapter: " + s.ToString());
     unwind();

@@ -6,6 +6,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <cctype>
+#include <map>
 #include <memory>
 
 #include "tests/common/mount_fixture.h"
@@ -17,7 +20,8 @@ namespace {
 using psm::test::MountedVolume;
 
 struct ParityEnv {
-  std::unique_ptr<MountedVolume> mount;
+  // One mount per set of extra mount options ("" = the default mount).
+  std::map<std::string, std::unique_ptr<MountedVolume>> mounts;
   std::string native;
   bool finished = false;
   // PSMFS_SELFTEST=1: a second native directory stands in for the mount.
@@ -29,7 +33,7 @@ struct ParityEnv {
     if (SelfTest()) selftest_dir = MakeScratchDir("parity-selftest");
   }
   ~ParityEnv() {
-    mount.reset();
+    mounts.clear();
     if (!KeepTmp()) {
       RemoveTree(native);
       if (!selftest_dir.empty()) RemoveTree(selftest_dir);
@@ -44,30 +48,36 @@ ParityEnv& Env() {
 
 }  // namespace
 
-std::string ParityMountDir() {
+std::string ParityMountDir(const std::string& extra_options) {
   ParityEnv& e = Env();
   if (!e.selftest_dir.empty()) return e.selftest_dir;
   REQUIRE_FALSE(e.finished);
-  if (!e.mount) {
+  std::unique_ptr<MountedVolume>& mount = e.mounts[extra_options];
+  if (!mount) {
     // Sparse image; the > 4 GiB file is sparse too. Other uids, device
     // nodes and set-ID bits must behave as they do natively.
-    e.mount = MountedVolume::Create("16G", "allow_other,dev,suid");
+    mount = MountedVolume::Create(
+        "16G", "allow_other,dev,suid" + (extra_options.empty() ? "" : "," + extra_options));
     // mkdtemp made the fixture's directory 0700; other uids must reach the
     // mount point below it.
-    REQUIRE(chmod(e.mount->dir.c_str(), 0755) == 0);
+    REQUIRE(chmod(mount->dir.c_str(), 0755) == 0);
   }
-  REQUIRE(e.mount->Alive());
-  return e.mount->mnt;
+  REQUIRE(mount->Alive());
+  return mount->mnt;
 }
 
-void RunParity(const ParityScenario& s) {
+void RunParity(const ParityScenario& s, const std::string& extra_options) {
   if (s.needs_root && geteuid() != 0) {
     MESSAGE("scenario " << std::string(s.name) << " needs root; skipped");
     return;
   }
-  const std::string mnt = ParityMountDir();
+  const std::string mnt = ParityMountDir(extra_options);
   ParityEnv& e = Env();
-  const std::string ndir = e.native + "/" + s.name, pdir = mnt + "/" + s.name;
+  // Each mount variant gets its own native twin directory.
+  std::string name = s.name;
+  for (char c : extra_options) name += (isalnum(static_cast<unsigned char>(c)) ? c : '_');
+  if (!extra_options.empty()) name = std::string(s.name) + "." + name.substr(strlen(s.name));
+  const std::string ndir = e.native + "/" + name, pdir = mnt + "/" + name;
   REQUIRE(mkdir(ndir.c_str(), 0755) == 0);
   const int mkdir_result = mkdir(pdir.c_str(), 0755);
   const std::string mkdir_error = mkdir_result == 0 ? "ok" : ErrnoName(errno);
@@ -79,16 +89,17 @@ void RunParity(const ParityScenario& s) {
   s.fn(native);
   s.fn(mounted);
   if (const char* d = getenv("PSMFS_PARITY_DUMP"); d != nullptr && *d == '1') {
-    for (const auto& l : native.lines()) printf("[%s] %s\n", s.name, l.c_str());
+    for (const auto& l : native.lines()) printf("[%s] %s\n", name.c_str(), l.c_str());
   }
   std::string diff = DiffLogs(native.lines(), mounted.lines());
-  INFO("scenario " << std::string(s.name) << " (native " << ndir << ", psmfs " << pdir << ")\n"
+  INFO("scenario " << name << " (mount options '" << extra_options << "', native " << ndir
+                   << ", psmfs " << pdir << ")\n"
                    << diff);
   CHECK(diff.empty());
   CHECK(mounted.lines().size() > 3);
   if (!e.selftest_dir.empty()) return;
   // The daemon must still be alive after every scenario.
-  CHECK(e.mount->Alive());
+  CHECK(e.mounts[extra_options]->Alive());
 }
 
 void FinishParity() {
@@ -96,11 +107,14 @@ void FinishParity() {
   if (!e.selftest_dir.empty()) return;
   ParityMountDir();  // mounts if no scenario ran
   e.finished = true;
-  CHECK(e.mount->Unmount());
-  std::string report;
-  bool clean = FsckClean(*e.mount, &report);
-  INFO(report);
-  CHECK(clean);
+  for (auto& [options, mount] : e.mounts) {
+    INFO("mount options '" << options << "'");
+    CHECK(mount->Unmount());
+    std::string report;
+    bool clean = FsckClean(*mount, &report);
+    INFO(report);
+    CHECK(clean);
+  }
 }
 
 }  // namespace psm::testutil

@@ -6,7 +6,7 @@
 // The native directory lives under the scratch root (the repository's disk,
 // see psm_test_util.h). The mount (a MountedVolume, tests/common/
 // mount_fixture.h) is made on first use with
-// -o allow_other,dev,suid (other uids, device nodes and set-ID bits behave
+// -o allow_other,dev,suid[,extra options] (other uids, device nodes and set-ID bits behave
 // as natively) and torn down by FinishParity() or at exit.
 #pragma once
 
@@ -23,10 +23,14 @@ struct ParityScenario {
 };
 
 // Runs the scenario natively and on the mount; CHECKs the logs are equal.
-void RunParity(const ParityScenario& s);
-// The mount point of the shared mount; REQUIREs that mounting worked.
-std::string ParityMountDir();
-// Unmounts (the daemon must exit 0) and runs psmctl fsck (must exit 0).
+// `extra_options`: a mount of its own with these psmfs -o options added
+// (one per distinct string, made on first use), e.g. "no_writeback_cache".
+void RunParity(const ParityScenario& s, const std::string& extra_options = "");
+// The mount point of the shared mount (or of the one with `extra_options`);
+// REQUIREs that mounting worked.
+std::string ParityMountDir(const std::string& extra_options = "");
+// Unmounts every mount (each daemon must exit 0) and runs psmctl fsck on
+// each (must exit 0).
 void FinishParity();
 
 }  // namespace psm::testutil

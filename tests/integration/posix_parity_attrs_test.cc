@@ -72,6 +72,148 @@ void Ownership(Trace& t) {
   t.Tree();
 }
 
+// A valid file capability (struct vfs_cap_data, revision 2): cap_net_raw
+// permitted and effective. The kernel checks the format of this xattr.
+std::string FileCapability() {
+  const uint32_t v[5] = {0x02000000u | 1u /* VFS_CAP_REVISION_2 | EFFECTIVE */, 1u << 13, 0, 0,
+                         0};
+  return std::string(reinterpret_cast<const char*>(v), sizeof(v));
+}
+
+// Set-ID bits and file capabilities when a file changes, as Linux clears
+// them: write, pwrite, ftruncate, truncate, open(O_TRUNC) and fallocate by
+// a user without CAP_FSETID, the same by root, chown and chown(f, -1, -1).
+// Runs on the default mount (FUSE_HANDLE_KILLPRIV_V2: psmfs clears the
+// bits the requests ask it to), without the writeback cache (every write is
+// a WRITE that carries the request), and with nokillpriv_v2 (the kernel
+// computes the new mode and sends it).
+void KillPriv(Trace& t) {
+  struct Kind {
+    const char* name;
+    mode_t mode;
+    gid_t gid;  // the writer is uid 1000, gid 1000
+  };
+  const Kind kinds[] = {
+      {"both", 06777, 0},      // set-UID + set-GID + group-exec: both go
+      {"suid", 04766, 0},      // set-UID alone
+      {"sgid-member", 02766, 1000},  // set-GID without group-exec, writer in the group: stays
+      {"sgid-other", 02766, 0},      // ... writer not in the group: goes
+      {"plain", 0766, 0},
+  };
+  using Op = void (*)(Trace&, const std::string&);
+  struct NamedOp {
+    const char* name;
+    Op op;
+  };
+  const NamedOp ops[] = {
+      {"write",
+       [](Trace& c, const std::string& f) {
+         int fd = SYSFD(c, open(c.P(f), O_WRONLY));
+         SYS(c, write(fd, "w", 1));
+         SYS(c, write(fd, "x", 1));  // the second write finds nothing to clear
+         SYS(c, close(fd));
+       }},
+      {"pwrite-append",
+       [](Trace& c, const std::string& f) {
+         int fd = SYSFD(c, open(c.P(f), O_WRONLY | O_APPEND));
+         SYS(c, write(fd, "tail", 4));
+         SYS(c, close(fd));
+       }},
+      {"ftruncate",
+       [](Trace& c, const std::string& f) {
+         int fd = SYSFD(c, open(c.P(f), O_WRONLY));
+         SYS(c, ftruncate(fd, 3));
+         SYS(c, close(fd));
+       }},
+      {"truncate", [](Trace& c, const std::string& f) { SYS(c, truncate(c.P(f), 8192)); }},
+      {"otrunc",
+       [](Trace& c, const std::string& f) { SYS(c, close(open(c.P(f), O_WRONLY | O_TRUNC))); }},
+      {"fallocate",
+       [](Trace& c, const std::string& f) {
+         int fd = SYSFD(c, open(c.P(f), O_WRONLY));
+         SYS(c, fallocate(fd, 0, 0, 16384));
+         SYS(c, close(fd));
+       }},
+  };
+  auto make = [](Trace& c, const std::string& f, mode_t mode, gid_t gid) {
+    int fd = SYSFD(c, open(c.P(f), O_CREAT | O_WRONLY, 0600));
+    SYS(c, write(fd, "original", 8));
+    SYS(c, close(fd));
+    SYS(c, chown(c.P(f), 0, gid));
+    SYS(c, chmod(c.P(f), mode));
+  };
+  for (const NamedOp& op : ops) {
+    for (const Kind& k : kinds) {
+      const std::string f = std::string(op.name) + "." + k.name;
+      make(t, f, k.mode, k.gid);
+      t.AsUser(1000, 1000, [&](Trace& c) { op.op(c, f); });
+      t.Stat(f);
+      // Root (CAP_FSETID) keeps the bits.
+      const std::string r = std::string(op.name) + ".root." + k.name;
+      make(t, r, k.mode, k.gid);
+      op.op(t, r);
+      t.Stat(r);
+    }
+  }
+  // chown by root: set-UID always goes, set-GID with group-exec; a
+  // directory keeps both; chown(f, -1, -1) counts as a chown.
+  struct ChownCase {
+    const char* name;
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+  };
+  const ChownCase chowns[] = {{"chown.both", 06755, 1000, static_cast<gid_t>(-1)},
+                              {"chown.gid", 06755, static_cast<uid_t>(-1), 1000},
+                              {"chown.sgid-nox", 02745, 1000, 1000},
+                              {"chown.same", 06755, static_cast<uid_t>(-1),
+                               static_cast<gid_t>(-1)},
+                              {"chown.same-nox", 02745, static_cast<uid_t>(-1),
+                               static_cast<gid_t>(-1)}};
+  for (const ChownCase& c : chowns) {
+    make(t, c.name, c.mode, 0);
+    SYS(t, chown(t.P(c.name), c.uid, c.gid));
+    t.Stat(c.name);
+  }
+  SYS(t, mkdir(t.P("chown.dir"), 0755));
+  SYS(t, chmod(t.P("chown.dir"), 06755));
+  SYS(t, chown(t.P("chown.dir"), 1000, 1000));
+  t.Stat("chown.dir");
+  // The owner (not root) changes the group to their own: set-UID goes.
+  make(t, "chown.owner", 06755, 0);
+  SYS(t, chown(t.P("chown.owner"), 1000, 0));
+  SYS(t, chmod(t.P("chown.owner"), 06755));
+  t.AsUser(1000, 1000, [](Trace& c) { SYS(c, chown(c.P("chown.owner"), -1, 1000)); });
+  t.Stat("chown.owner");
+  // File capabilities go on every write, truncate and chown, root's too —
+  // also when set again after the kernel learnt the file had none.
+  const std::string cap = FileCapability();
+  make(t, "cap", 0777, 0);
+  for (int round = 0; round < 2; round++) {
+    SYS(t, setxattr(t.P("cap"), "security.capability", cap.data(), cap.size(), 0));
+    t.Xattrs("cap");
+    int fd = SYSFD(t, open(t.P("cap"), O_WRONLY));
+    SYS(t, pwrite(fd, "c", 1, 0));
+    SYS(t, close(fd));
+    t.Xattrs("cap");
+  }
+  SYS(t, setxattr(t.P("cap"), "security.capability", cap.data(), cap.size(), 0));
+  SYS(t, truncate(t.P("cap"), 1));
+  t.Xattrs("cap");
+  SYS(t, setxattr(t.P("cap"), "security.capability", cap.data(), cap.size(), 0));
+  SYS(t, chown(t.P("cap"), 1000, -1));
+  t.Xattrs("cap");
+  SYS(t, chown(t.P("cap"), 0, -1));
+  SYS(t, setxattr(t.P("cap"), "security.capability", cap.data(), cap.size(), 0));
+  t.AsUser(1000, 1000, [](Trace& c) {
+    int fd = SYSFD(c, open(c.P("cap"), O_WRONLY));
+    SYS(c, write(fd, "u", 1));
+    SYS(c, close(fd));
+  });
+  t.Xattrs("cap");
+  t.Tree();
+}
+
 void Permissions(Trace& t) {
   SYS(t, close(open(t.P("p000"), O_CREAT | O_WRONLY, 0)));
   SYS(t, close(open(t.P("p644"), O_CREAT | O_WRONLY, 0644)));
@@ -314,6 +456,17 @@ void Acls(Trace& t) {
 }  // namespace
 
 TEST_CASE("parity: chmod, chown, set-ID bits") { RunParity({"ownership", Ownership, true}); }
+TEST_CASE("parity: set-ID bits and capabilities cleared on write, truncate, chown") {
+  SUBCASE("default mount: psmfs clears them (FUSE_HANDLE_KILLPRIV_V2)") {
+    RunParity({"killpriv", KillPriv, true});
+  }
+  SUBCASE("without the writeback cache") {
+    RunParity({"killpriv", KillPriv, true}, "no_writeback_cache");
+  }
+}
+TEST_CASE("parity: chmod, chown, set-ID bits with nokillpriv_v2 (the kernel clears them)") {
+  RunParity({"ownership", Ownership, true}, "nokillpriv_v2");
+}
 TEST_CASE("parity: permission checks as other uids") { RunParity({"perms", Permissions, true}); }
 TEST_CASE("parity: sticky directory") { RunParity({"sticky", Sticky, true}); }
 TEST_CASE("parity: utimensat, UTIME_NOW, UTIME_OMIT") { RunParity({"times", Times, false}); }

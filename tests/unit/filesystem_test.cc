@@ -77,6 +77,74 @@ TEST_CASE("truncate down then up reads zeros") {
   CHECK(v.Fsck() == 0);
 }
 
+TEST_CASE("SetAttr kKillSuidGid clears set-ID bits as Linux does, and alone commits nothing") {
+  CoreVolume v;
+  auto mode_of = [&](NodeId n) {
+    auto a = v.fs->GetAttr(n);
+    REQUIRE(a.ok());
+    return a->st.st_mode & 07777;
+  };
+  auto ctime_of = [&](NodeId n) {
+    auto a = v.fs->GetAttr(n);
+    REQUIRE(a.ok());
+    return a->st.st_ctim.tv_sec * 1000000000LL + a->st.st_ctim.tv_nsec;
+  };
+  struct stat st {};
+  auto set_mode = [&](NodeId n, mode_t m) {
+    st.st_mode = m;
+    REQUIRE(v.fs->SetAttr(n, st, kSetMode, v.cred).ok());
+  };
+  struct Case {
+    mode_t before;
+    uint32_t bits;
+    mode_t after;
+  };
+  const Case cases[] = {
+      {06755, kKillSuidGid, 00755},              // group-exec: both go
+      {04644, kKillSuidGid, 00644},              // set-UID alone
+      {02745, kKillSuidGid, 02745},              // set-GID without group-exec stays
+      {02745, kKillSuidGid | kKillSgid, 00745},  // ... unless the caller is not in the group
+      {00755, kKillSuidGid, 00755},
+      {06755, kKillSgid, 06755},  // kKillSgid alone means nothing
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    NodeId n = v.Put(kRootIno, "k" + std::to_string(i++), "data");
+    set_mode(n, c.before);
+    const int64_t ctime = ctime_of(n);
+    auto r = v.fs->SetAttr(n, st, c.bits, v.cred);
+    REQUIRE(r.ok());
+    INFO("mode " << std::oct << c.before << " bits " << std::hex << c.bits);
+    CHECK((r->st.st_mode & 07777) == c.after);
+    CHECK(mode_of(n) == c.after);
+    if (c.after == c.before && c.bits == kKillSuidGid) {
+      // Nothing to clear: no change, not even ctime (SetAttr returned
+      // before its transaction).
+      CHECK(ctime_of(n) == ctime);
+    }
+  }
+  // A directory keeps its bits (set-GID on a directory is inheritance).
+  NodeId d = v.Mkdir(kRootIno, "dir");
+  set_mode(d, 06755);
+  REQUIRE(v.fs->SetAttr(d, st, kKillSuidGid | kKillSgid, v.cred).ok());
+  CHECK(mode_of(d) == 06755);
+  // With other changes: the kill applies to the result (truncate + kill).
+  NodeId t = v.Put(kRootIno, "trunc", Pattern(9000, 1));
+  set_mode(t, 06770);
+  st.st_size = 10;
+  auto r = v.fs->SetAttr(t, st, kSetSize | kKillSuidGid, v.cred);
+  REQUIRE(r.ok());
+  CHECK((r->st.st_mode & 07777) == 00770);
+  CHECK(r->st.st_size == 10);
+  // An empty SetAttr (chown(f, -1, -1) without a kill) still updates ctime.
+  const int64_t ctime = ctime_of(t);
+  struct timespec pause = {0, 2000000};
+  nanosleep(&pause, nullptr);
+  REQUIRE(v.fs->SetAttr(t, st, 0, v.cred).ok());
+  CHECK(ctime_of(t) > ctime);
+  CHECK(v.Fsck() == 0);
+}
+
 TEST_CASE("fallocate and punch hole") {
   CoreVolume v;
   NodeId n = v.Put(kRootIno, "p", std::string(40000, 'x'));
