@@ -325,7 +325,6 @@ class FileSystem {
   // is recorded — an overwrite in place then writes no metadata at all.
   Result<size_t> Write(uint64_t fh, uint64_t off, const char* buf, size_t size,
                        bool kernel_times = false);
-  Status Flush(uint64_t fh);
   Status Release(uint64_t fh);
   Status Fsync(uint64_t fh, bool datasync);
   // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
@@ -367,8 +366,13 @@ class FileSystem {
   std::vector<std::pair<uint64_t, uint64_t>> FreeExtents();
 
   // ---- snapshots ----
-  Result<SnapshotInfo> CreateSnapshot(std::string_view name);
-  Status DeleteSnapshot(std::string_view name);
+  // `from_kernel`: called for a FUSE mkdir/rmdir in `.snapshots` (MkDir,
+  // RmDir). The kernel then updates its own dentry from the reply and holds
+  // the directory's lock until it has it, so the core asks it to invalidate
+  // nothing: an invalidation would wait for that lock, and a daemon killed
+  // meanwhile could never exit (docs/fuse-adapter.md, "Invalidation").
+  Result<SnapshotInfo> CreateSnapshot(std::string_view name, bool from_kernel = false);
+  Status DeleteSnapshot(std::string_view name, bool from_kernel = false);
   // Oldest first. With `space`, computes used/referenced (costs a dead-index
   // walk per snapshot).
   std::vector<SnapshotInfo> ListSnapshots(bool space);

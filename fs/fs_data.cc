@@ -590,8 +590,6 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   return size;
 }
 
-Status FileSystem::Flush(uint64_t fh) { return Status::Ok(); }
-
 Status FileSystem::Release(uint64_t fh) {
   Impl* m = impl_.get();
   FileHandle h;

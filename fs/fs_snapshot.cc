@@ -69,7 +69,7 @@ Status Impl::CommitSnapshotLocked(Txn* txn, SnapshotRec rec, const std::string& 
   return Status::Ok();
 }
 
-Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
+Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name, bool from_kernel) {
   Impl* m = impl_.get();
   PSM_RETURN_IF_ERROR(ValidateSnapName(name));
   if (m->opts.read_only) return Status::ReadOnly("volume is mounted read-only");
@@ -93,11 +93,11 @@ Result<SnapshotInfo> FileSystem::CreateSnapshot(std::string_view name) {
   }
   // Durable before we answer (WAL order makes every later write depend on it).
   PSM_RETURN_IF_ERROR(m->committer->SyncAll());
-  m->InvalidateEntry(kSnapDirNode, name);
+  if (!from_kernel) m->InvalidateEntry(kSnapDirNode, name);
   return info;
 }
 
-Status FileSystem::DeleteSnapshot(std::string_view name) {
+Status FileSystem::DeleteSnapshot(std::string_view name, bool from_kernel) {
   Impl* m = impl_.get();
   if (m->opts.read_only) return Status::ReadOnly("volume is mounted read-only");
   if (name.size() > kNameMax) return Status::NameTooLong();
@@ -151,7 +151,7 @@ Status FileSystem::DeleteSnapshot(std::string_view name) {
     m->snapdir_mtime_ns = NowNs();
   }
   PSM_RETURN_IF_ERROR(m->committer->SyncAll());
-  m->InvalidateEntry(kSnapDirNode, name);
+  if (!from_kernel) m->InvalidateEntry(kSnapDirNode, name);
   {
     std::lock_guard<std::mutex> l(m->reclaim_mu);
     m->reclaim_kick = true;

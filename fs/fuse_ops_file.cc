@@ -1,5 +1,5 @@
-// FUSE handlers for regular files: open, create, read, write, flush,
-// release, fsync, fallocate, lseek. Each decodes, calls the core once,
+// FUSE handlers for regular files: open, create, read, write, release,
+// fsync, fallocate, lseek. Each decodes, calls the core once,
 // replies once (fs/fuse_ops.h).
 #include <fcntl.h>
 
@@ -96,10 +96,6 @@ void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t o
   Result<size_t> r = Fs(req)->Write(fi->fh, static_cast<uint64_t>(off), buf, size, kernel_times);
   if (!r.ok()) return ReplyStatus(req, r.status());
   fuse_reply_write(req, r.value());
-}
-
-void Flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  ReplyDone(req, Fs(req)->Flush(fi->fh));
 }
 
 void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

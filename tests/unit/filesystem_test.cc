@@ -138,7 +138,7 @@ TEST_CASE("SetAttr kKillSuidGid clears set-ID bits as Linux does, and alone comm
   CHECK(r->st.st_size == 10);
   // An empty SetAttr (chown(f, -1, -1) without a kill) still updates ctime.
   const int64_t ctime = ctime_of(t);
-  struct timespec pause = {0, 2000000};
+  struct timespec pause = {0, 10000000};  // file times tick in 4 ms steps (NowNs)
   nanosleep(&pause, nullptr);
   REQUIRE(v.fs->SetAttr(t, st, 0, v.cred).ok());
   CHECK(ctime_of(t) > ctime);
@@ -304,7 +304,23 @@ TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") 
   auto r = v.fs->SetAttr(n, st, kSetMtime, v.cred);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK(r->st.st_nlink == 0);
+  CHECK(r->st.st_mtim.tv_sec == 12345);
+  // ... and is answered without a commit: nothing can read those times.
+  CHECK(v.fs->GetAttr(n)->st.st_mtim.tv_sec != 12345);
   CHECK(v.FreeBlocks() < free0);
+  // An unlinked file that is still open keeps what it is told.
+  NodeId o = v.Put(kRootIno, "open", "data");
+  auto fh = v.fs->OpenFile(o, O_RDONLY);
+  REQUIRE(fh.ok());
+  REQUIRE(v.fs->Unlink(kRootIno, "open").ok());
+  REQUIRE(v.fs->SetAttr(o, st, kSetMtime, v.cred).ok());
+  CHECK(v.fs->GetAttr(o)->st.st_mtim.tv_sec == 12345);
+  // Only times are answered that way: a mode change is kept.
+  st.st_mode = 0600;
+  REQUIRE(v.fs->SetAttr(n, st, kSetMode, v.cred).ok());
+  CHECK((v.fs->GetAttr(n)->st.st_mode & 07777) == 0600);
+  REQUIRE(v.fs->Release(*fh).ok());
+  v.fs->Forget(o, 1);
   v.fs->Forget(n, 1);
   CHECK(v.FreeBlocks() == free0);
   CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));

@@ -91,6 +91,30 @@ TEST_CASE("snapshot names are validated and unique") {
   CHECK(list[0].name == "a");  // oldest first
 }
 
+TEST_CASE("mkdir/rmdir in .snapshots ask the kernel to invalidate nothing; psmctl's create and delete do") {
+  // The kernel holds .snapshots' lock during its own mkdir/rmdir: an
+  // invalidation of that directory would wait for the reply (and forever if
+  // the daemon is killed meanwhile).
+  CoreVolume v;
+  std::vector<std::string> notices;
+  v.fs->SetInvalidators(
+      [&](NodeId parent, std::string_view name) {
+        notices.push_back("entry " + std::to_string(parent) + " " + std::string(name));
+      },
+      [&](NodeId node) { notices.push_back("inode " + std::to_string(node)); });
+  REQUIRE(v.fs->MkDir(kSnapDirNode, "k", 0755, v.cred).ok());
+  REQUIRE(v.fs->RmDir(kSnapDirNode, "k", v.cred).ok());
+  CHECK(notices.empty());
+  REQUIRE(v.fs->CreateSnapshot("c").ok());
+  const std::string entry = "entry " + std::to_string(kSnapDirNode) + " c";
+  const std::string inode = "inode " + std::to_string(kSnapDirNode);
+  CHECK(notices == std::vector<std::string>{entry, inode});
+  notices.clear();
+  REQUIRE(v.fs->DeleteSnapshot("c").ok());
+  CHECK(notices == std::vector<std::string>{entry, inode});
+  v.fs->SetInvalidators([](NodeId, std::string_view) {}, [](NodeId) {});
+}
+
 TEST_CASE("deleting snapshots reclaims exactly what only they held") {
   CoreVolume v(128ull << 20);
   uint64_t free0 = v.FreeBlocks();
