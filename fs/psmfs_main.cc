@@ -49,6 +49,7 @@
 
 #include "fs/filesystem.h"
 #include "fs/fuse_adapter.h"
+#include "fs/guard.h"
 #include "fs/fuse_ops.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
 #include "fs/log.h"
 #include "fs/mount_args.h"
@@ -154,6 +155,7 @@ struct CmdLine {
   bool default_permissions = true;
   bool user_fsname = false;
   bool user_subtype = false;
+  bool guard = true;  // start psm-guard (fs/guard.h); -o noguard
   unsigned max_threads = 10;
   unsigned max_idle_threads = 10;
   MountOptions mount;
@@ -198,6 +200,9 @@ void PrintHelp() {
       "                         collecting them in the kernel page cache\n"
       "  acl|noacl              POSIX ACLs (system.posix_acl_*), enforced by the\n"
       "                         kernel; need default_permissions (default: acl)\n"
+      "  noguard                start no psm-guard process (it aborts the FUSE\n"
+      "                         connection if the daemon is killed and cannot\n"
+      "                         finish dying, so the mount never hangs)\n"
       "  nokillpriv_v2          let the kernel clear set-ID bits and file\n"
       "                         capabilities itself (slower writes; default:\n"
       "                         psmfs clears them, FUSE_HANDLE_KILLPRIV_V2)\n"
@@ -350,6 +355,8 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
     }
   } else if (key == "no_writeback_cache" && !has_val) {
     cl->adapter.writeback_cache = false;
+  } else if (key == "noguard" && !has_val) {
+    cl->guard = false;
   } else if (key == "nokillpriv_v2" && !has_val) {
     cl->adapter.killpriv_v2 = false;
   } else if (key == "noacl" && !has_val) {
@@ -680,6 +687,12 @@ int Serve(const CmdLine& cl, StartupReport report) {
   }
 #endif
   RaiseReadahead(cl);
+  if (cl.guard) {
+    // A killed daemon must never leave a mount that hangs (fs/guard.h).
+    std::optional<std::string> dev = MountDevice(cl.mountpoint);
+    Status g = dev ? StartGuard(getpid(), cl.mountpoint, *dev) : Status::NotFound("mount device");
+    if (!g.ok()) Log(LOG_WARNING, "psmfs: no guard for %s: %s", cl.mountpoint.c_str(), g.ToString().c_str());
+  }
   if (!cl.mount.read_only) scheduler.Start();
   Log(LOG_INFO, "psmfs: %s mounted at %s", cl.volume.c_str(), cl.mountpoint.c_str());
   report.Ready();
@@ -776,6 +789,7 @@ int Daemonize(const CmdLine& cl) {
 
 int main(int argc, char** argv) {
   using namespace psm;
+  if (argc > 0 && std::string_view(argv[0]) == kGuardName) return GuardMain(argc, argv);
   // Started as /sbin/mount.fuse.psmfs by mount(8): translate its convention.
   std::vector<std::string> helper_argv;
   std::vector<char*> helper_ptrs;
