@@ -81,7 +81,8 @@ std::string FileCapability() {
 }
 
 // Set-ID bits and file capabilities when a file changes, as Linux clears
-// them: write, pwrite, ftruncate, truncate, open(O_TRUNC) and fallocate by
+// them: write, append, O_DIRECT write, ftruncate, truncate, open(O_TRUNC)
+// and fallocate by
 // a user without CAP_FSETID, the same by root, chown and chown(f, -1, -1).
 // Runs on the default mount (FUSE_HANDLE_KILLPRIV_V2: psmfs clears the
 // bits the requests ask it to), without the writeback cache (every write is
@@ -118,6 +119,16 @@ void KillPriv(Trace& t) {
          int fd = SYSFD(c, open(c.P(f), O_WRONLY | O_APPEND));
          SYS(c, write(fd, "tail", 4));
          SYS(c, close(fd));
+       }},
+      {"odirect",
+       [](Trace& c, const std::string& f) {
+         void* block = nullptr;
+         if (posix_memalign(&block, 4096, 4096) != 0) return;
+         memset(block, 'd', 4096);
+         int fd = SYSFD(c, open(c.P(f), O_WRONLY | O_DIRECT));
+         SYS(c, pwrite(fd, block, 4096, 0));
+         SYS(c, close(fd));
+         free(block);
        }},
       {"ftruncate",
        [](Trace& c, const std::string& f) {
