@@ -64,6 +64,13 @@ void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
   if (to_set & FUSE_SET_ATTR_ATIME_NOW) bits |= kSetAtime | kSetAtimeNow;
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) bits |= kSetMtime | kSetMtimeNow;
   if (to_set & FUSE_SET_ATTR_CTIME) bits |= kSetCtime;
+  // An empty SETATTR (chown(f, -1, -1) without the writeback cache) still
+  // changes ctime. Said explicitly: with a kill bit alone, SetAttr would
+  // change nothing when there is nothing to clear.
+  if (bits == 0) {
+    clock_gettime(CLOCK_REALTIME_COARSE, &in.st_ctim);
+    bits = kSetCtime;
+  }
   bits |= KillPrivBits(req, ino);  // set-ID bits, when the kernel leaves them to psmfs
   Result<AttrOut> r = Fs(req)->SetAttr(ino, in, bits, Creds(req));
   if (!r.ok()) return ReplyStatus(req, r.status());

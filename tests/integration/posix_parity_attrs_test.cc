@@ -183,8 +183,16 @@ void KillPriv(Trace& t) {
                                static_cast<gid_t>(-1)}};
   for (const ChownCase& c : chowns) {
     make(t, c.name, c.mode, 0);
+    struct stat before {}, after {};
+    SYS(t, lstat(t.P(c.name), &before));
+    struct timespec pause = {0, 20 * 1000 * 1000};  // file times tick in 4 ms steps
+    nanosleep(&pause, nullptr);
     SYS(t, chown(t.P(c.name), c.uid, c.gid));
     t.Stat(c.name);
+    SYS(t, lstat(t.P(c.name), &after));
+    t.Check(std::string(c.name) + " ctime changed",
+            after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+                after.st_ctim.tv_nsec != before.st_ctim.tv_nsec);
   }
   SYS(t, mkdir(t.P("chown.dir"), 0755));
   SYS(t, chmod(t.P("chown.dir"), 06755));
