@@ -86,16 +86,15 @@ void FileSystem::Impl::NoteXattrName(Txn* txn, std::string_view name) {
 Result<std::string> FileSystem::GetXattr(NodeId node, std::string_view name) {
   Impl* m = impl_.get();
   if (name.size() > 255) return Status::Range();
-  // The kernel asks for security.capability before every write to a file
-  // (to drop file capabilities on write). On a volume where none was ever
-  // set the answer needs no lookup.
-  if (name == kCapabilityXattr && !m->capabilities.load(std::memory_order_relaxed)) {
-    PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
-    (void)v;
-    return Status::NoAttr();
-  }
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   if (v.snapdir) return Status::NoAttr();
+  // The kernel asks for security.capability before writing to a file (to
+  // drop file capabilities): at a new file's first write, or before every
+  // write without FUSE_HANDLE_KILLPRIV_V2. On a volume where none was ever
+  // set the answer needs no lookup.
+  if (name == kCapabilityXattr && !m->capabilities.load(std::memory_order_relaxed)) {
+    return Status::NoAttr();
+  }
   std::string value;
   Status s = GetAt(m->store.get(), Cf::kXattrs, XattrPrefix(v.ino, name), v.epoch, &value);
   if (s.Is(Code::kNotFound)) return Status::NoAttr();

@@ -139,19 +139,9 @@ class FuseAdapter {
   // session loop. Without it the mount works as before, without that flag.
   Status AttachIo(fuse_session* se);
   // True once the kernel accepted FUSE_HANDLE_KILLPRIV_V2: the handlers
-  // must then clear set-ID bits where the requests ask (RawRequest).
+  // must then clear set-ID bits where the requests ask
+  // (fuse_ops::KillPrivBits, fs/fuse_ops.h).
   bool killpriv_v2() const { return killpriv_v2_.load(std::memory_order_acquire); }
-  // What the request the calling worker thread is serving carried beyond
-  // what libfuse hands the handler (valid inside a handler, after AttachIo).
-  struct RawRequest {
-    uint32_t opcode = 0;
-    // WRITE: FUSE_WRITE_KILL_SUIDGID; SETATTR: FATTR_KILL_SUIDGID, or a
-    // SETATTR of nothing but ctime (chown(f, -1, -1)); OPEN:
-    // FUSE_OPEN_KILL_SUIDGID. The kernel sets them when the caller lacks
-    // CAP_FSETID (and, for SETATTR, on every chown of a non-directory).
-    bool kill_suidgid = false;
-  };
-  static RawRequest CurrentRequest();
   // fs/fuse_wire.cc only.
   void NoteKernelInit(uint64_t unique, uint32_t kernel_flags);
   bool IsInitReply(uint64_t unique) const;

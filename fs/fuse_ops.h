@@ -75,7 +75,7 @@ inline void ReplyEntry(fuse_req_t req, const Result<EntryOut>& r) {
 
 // ---- fs/fuse_wire.cc ----
 // FUSE_HANDLE_KILLPRIV_V2 made clearing set-ID bits psmfs's job. When the
-// request being served asks for it (FuseAdapter::RawRequest), returns the
+// request being served asks for it (fs/fuse_wire.cc notes that), returns the
 // SetAttr bits that clear what Linux would: kKillSuidGid, plus kKillSgid
 // when the caller is neither root nor in the file's group. Otherwise 0.
 uint32_t KillPrivBits(fuse_req_t req, fuse_ino_t ino);

@@ -24,7 +24,7 @@ int CoreOpenFlags(fuse_req_t req, int flags) {
 }
 
 // FUSE_HANDLE_KILLPRIV_V2 made clearing set-ID bits psmfs's job: when the
-// request asks (FuseAdapter::RawRequest), clear them before serving it.
+// request asks (KillPrivBits), clear them before serving it.
 Status KillSuidGidIfAsked(fuse_req_t req, fuse_ino_t ino) {
   const uint32_t bits = KillPrivBits(req, ino);
   if (bits == 0) return Status::Ok();

@@ -7,7 +7,7 @@
 //     wants it (libfuse 3.14 does not know the flag and never sets it);
 //   - WRITE's FUSE_WRITE_KILL_SUIDGID, SETATTR's FATTR_KILL_SUIDGID and
 //     OPEN's FUSE_OPEN_KILL_SUIDGID are noted for the request being read,
-//     in a thread-local the handler reads back (FuseAdapter::CurrentRequest).
+//     in a thread-local the handler reads back (fuse_ops::KillPrivBits).
 //     libfuse serves a request on the thread that read it (fuse_do_work:
 //     receive, then process), and SPLICE_READ is off, so every request comes
 //     through Read() on the thread that serves it.
@@ -75,7 +75,12 @@ constexpr uint32_t kFattrKillSuidgid = 1u << 11;
 constexpr uint32_t kOpenKillSuidgid = 1u << 0;
 }  // namespace wire
 
-thread_local FuseAdapter::RawRequest t_request;
+// The request this worker thread is serving asks the server to clear set-ID
+// bits: WRITE's FUSE_WRITE_KILL_SUIDGID, SETATTR's FATTR_KILL_SUIDGID or a
+// SETATTR of nothing but ctime (chown(f, -1, -1)), OPEN's
+// FUSE_OPEN_KILL_SUIDGID. The kernel sets them when the caller lacks
+// CAP_FSETID (and, for SETATTR, on every chown of a non-directory).
+thread_local bool t_kill_suidgid = false;
 
 template <typename T>
 const T* Body(const void* buf, size_t n) {
@@ -85,15 +90,14 @@ const T* Body(const void* buf, size_t n) {
 
 ssize_t Read(int fd, void* buf, size_t len, void* userdata) {
   ssize_t n = read(fd, buf, len);
-  t_request = {};
+  t_kill_suidgid = false;
   if (n < static_cast<ssize_t>(sizeof(wire::InHeader))) return n;
   const auto* h = static_cast<const wire::InHeader*>(buf);
   const size_t size = static_cast<size_t>(n);
-  t_request.opcode = h->opcode;
   switch (h->opcode) {
     case wire::kOpWrite:
       if (const auto* w = Body<wire::WriteIn>(buf, size)) {
-        t_request.kill_suidgid = (w->write_flags & wire::kWriteKillSuidgid) != 0;
+        t_kill_suidgid = (w->write_flags & wire::kWriteKillSuidgid) != 0;
       }
       break;
     case wire::kOpSetattr:
@@ -101,14 +105,14 @@ ssize_t Read(int fd, void* buf, size_t len, void* userdata) {
         // A SETATTR that sets nothing but ctime is chown(f, -1, -1), which
         // clears set-ID bits like any chown; the kernel marks only chowns
         // that change an id.
-        t_request.kill_suidgid =
+        t_kill_suidgid =
             (s->valid & wire::kFattrKillSuidgid) != 0 ||
             (s->valid & ~(wire::kFattrCtime | wire::kFattrFh | wire::kFattrLockOwner)) == 0;
       }
       break;
     case wire::kOpOpen:
       if (const auto* o = Body<wire::OpenIn>(buf, size)) {
-        t_request.kill_suidgid = (o->open_flags & wire::kOpenKillSuidgid) != 0;
+        t_kill_suidgid = (o->open_flags & wire::kOpenKillSuidgid) != 0;
       }
       break;
     case wire::kOpInit:
@@ -152,12 +156,10 @@ bool CallerInGroup(fuse_req_t req, gid_t gid) {
 
 }  // namespace
 
-FuseAdapter::RawRequest FuseAdapter::CurrentRequest() { return t_request; }
-
 namespace fuse_ops {
 
 uint32_t KillPrivBits(fuse_req_t req, fuse_ino_t ino) {
-  if (!Adapter(req)->killpriv_v2() || !t_request.kill_suidgid) return 0;
+  if (!Adapter(req)->killpriv_v2() || !t_kill_suidgid) return 0;
   uint32_t bits = kKillSuidGid;
   if (fuse_req_ctx(req)->uid != 0) {
     // Not root: the kernel marks every write it sends straight through, so
@@ -188,8 +190,8 @@ void FuseAdapter::NoteKernelInit(uint64_t unique, uint32_t kernel_flags) {
 }
 
 bool FuseAdapter::IsInitReply(uint64_t unique) const {
-  return unique == init_unique_.load(std::memory_order_relaxed) &&
-         !init_replied_.load(std::memory_order_relaxed);
+  return !init_replied_.load(std::memory_order_relaxed) &&
+         unique == init_unique_.load(std::memory_order_relaxed);
 }
 
 bool FuseAdapter::TakeKillprivV2() {

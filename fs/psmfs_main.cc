@@ -583,12 +583,10 @@ class StartupReport {
 
 // Raises the kernel readahead of the new mount to what INIT asked for. The
 // kernel caps INIT's max_readahead at the bdi's read_ahead_kb (128 KiB by
-// default); the device number comes from mountinfo, so nothing here sends a
-// request to the not yet served mount. Best effort (needs root).
-void RaiseReadahead(const CmdLine& cl) {
-  std::optional<std::string> dev = MountDevice(cl.mountpoint);
-  if (!dev) return;
-  const std::string path = "/sys/class/bdi/" + *dev + "/read_ahead_kb";
+// default). `dev` ("MAJOR:MINOR") comes from mountinfo, so nothing here
+// sends a request to the not yet served mount. Best effort (needs root).
+void RaiseReadahead(const CmdLine& cl, const std::string& dev) {
+  const std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
   std::ofstream out(path);
   if (out) out << (cl.adapter.max_readahead_bytes / 1024) << "\n";
   if (!out) Log(LOG_DEBUG, "psmfs: could not set %s", path.c_str());
@@ -686,12 +684,15 @@ int Serve(const CmdLine& cl, StartupReport report) {
     return kExitFailure;
   }
 #endif
-  RaiseReadahead(cl);
+  // The mount's device number (from mountinfo: no request to the mount).
+  const std::optional<std::string> dev = MountDevice(cl.mountpoint);
+  if (dev) RaiseReadahead(cl, *dev);
   if (cl.guard) {
     // A killed daemon must never leave a mount that hangs (fs/guard.h).
-    std::optional<std::string> dev = MountDevice(cl.mountpoint);
     Status g = dev ? StartGuard(getpid(), cl.mountpoint, *dev) : Status::NotFound("mount device");
-    if (!g.ok()) Log(LOG_WARNING, "psmfs: no guard for %s: %s", cl.mountpoint.c_str(), g.ToString().c_str());
+    if (!g.ok()) {
+      Log(LOG_WARNING, "psmfs: no guard for %s: %s", cl.mountpoint.c_str(), g.ToString().c_str());
+    }
   }
   if (!cl.mount.read_only) scheduler.Start();
   Log(LOG_INFO, "psmfs: %s mounted at %s", cl.volume.c_str(), cl.mountpoint.c_str());

@@ -68,6 +68,12 @@ std::string Snapshots(const MountedVolume& mv) {
 
 std::string TmpFile(const MountedVolume& mv, const std::string& name) { return mv.dir + "/" + name; }
 
+// Runs a shell command line with a pseudo-terminal as its terminal
+// (script(1)); the output is what that terminal showed.
+ProgramResult OnPty(const std::string& cmd, int timeout_s) {
+  return RunProgram({"script", "-qec", cmd, "/dev/null"}, timeout_s);
+}
+
 }  // namespace
 
 TEST_CASE("send/receive through mounts: full and incremental, every snapshot equal, restore") {
@@ -146,12 +152,11 @@ TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   REQUIRE(Sh(Psmctl() + " send -q " + Q(a->mnt) + " s2 --from s1 > " + Q(inc)).ok());
 
   // Terminals are refused (script(1) gives the command a pseudo-terminal).
-  ProgramResult r = RunProgram(
-      {"script", "-qec", BinDir() + "/psmctl send " + a->mnt + " s1", "/dev/null"}, 60);
+  ProgramResult r = OnPty(BinDir() + "/psmctl send " + a->mnt + " s1", 60);
   CHECK(r.exit_code == 2);
   CHECK_MESSAGE(r.output.find("refusing to write a stream to a terminal") != std::string::npos,
                 r.output);
-  r = RunProgram({"script", "-qec", BinDir() + "/psmctl receive " + b->mnt, "/dev/null"}, 60);
+  r = OnPty(BinDir() + "/psmctl receive " + b->mnt, 60);
   CHECK(r.exit_code == 2);
   CHECK_MESSAGE(r.output.find("refusing to read a stream from a terminal") != std::string::npos,
                 r.output);
@@ -221,18 +226,14 @@ TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   // On a terminal's standard error: a progress line with bytes, the total
   // (100% at the end) and a rate; the stream itself goes to the file.
   const std::string tty_stream = TmpFile(*a, "tty.stream");
-  r = RunProgram({"script", "-qec", BinDir() + "/psmctl send " + a->mnt + " s1 > " + tty_stream,
-                  "/dev/null"},
-                 120);
+  r = OnPty(BinDir() + "/psmctl send " + a->mnt + " s1 > " + tty_stream, 120);
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK_MESSAGE(r.output.find("sending 's1'") != std::string::npos, r.output);
   CHECK_MESSAGE(r.output.find("(100%)") != std::string::npos, r.output);
   CHECK_MESSAGE(r.output.find("/s") != std::string::npos, r.output);
   CHECK(psm::testutil::ReadFile(tty_stream) == psm::testutil::ReadFile(full));
   auto c = MountedVolume::Create("256M");
-  r = RunProgram({"script", "-qec", BinDir() + "/psmctl receive " + c->mnt + " < " + tty_stream,
-                  "/dev/null"},
-                 120);
+  r = OnPty(BinDir() + "/psmctl receive " + c->mnt + " < " + tty_stream, 120);
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK_MESSAGE(r.output.find("receiving") != std::string::npos, r.output);
   CHECK_MESSAGE(r.output.find("(100%)") != std::string::npos, r.output);

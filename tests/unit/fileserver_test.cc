@@ -130,12 +130,18 @@ TEST_CASE("the scheduler takes one snapshot per slot, prunes by policy, survives
   CHECK(v.Fsck() == 0);
 }
 
-TEST_CASE("prune: dry run changes nothing; held snapshots are reported busy and kept") {
-  CoreVolume v;
+// Retention of "auto-" snapshots by count only.
+static SchedulePolicy KeepLast(uint32_t n) {
   SchedulePolicy p;
   p.prefix = "auto-";
-  p.keep_last = 2;
+  p.keep_last = n;
   p.keep_hourly = p.keep_daily = p.keep_weekly = p.keep_monthly = 0;
+  return p;
+}
+
+TEST_CASE("prune: dry run changes nothing; held snapshots are reported busy and kept") {
+  CoreVolume v;
+  SchedulePolicy p = KeepLast(2);
   const int64_t t0 = 1714521600;
   for (int i = 0; i < 6; ++i) REQUIRE(v.fs->CreateSnapshot(ScheduledName("auto-", t0 + i * 60)).ok());
   REQUIRE(v.fs->CreateSnapshot("@GMT-2024.05.01-00.00.00").ok());  // other prefix: not ours
@@ -155,10 +161,7 @@ TEST_CASE("prune: dry run changes nothing; held snapshots are reported busy and 
 
 TEST_CASE("prune never deletes a snapshot being sent: busy, kept, pruned at the next run") {
   CoreVolume v;
-  SchedulePolicy p;
-  p.prefix = "auto-";
-  p.keep_last = 1;
-  p.keep_hourly = p.keep_daily = p.keep_weekly = p.keep_monthly = 0;
+  SchedulePolicy p = KeepLast(1);
   const int64_t t0 = 1714521600;
   for (int i = 0; i < 3; ++i) REQUIRE(v.fs->CreateSnapshot(ScheduledName("auto-", t0 + i * 60)).ok());
   const std::string oldest = ScheduledName("auto-", t0);
