@@ -160,29 +160,61 @@ struct Listing {
   std::map<std::string, Dentry> ents;
 };
 
-// The entries of directory `dir` at epoch e (one pass over its versions).
-Status ListDirAt(Impl* m, InodeId dir, Epoch e, Listing* out) {
-  const std::string prefix = DentryDirPrefix(dir);
-  auto it = m->store->NewIterator(Cf::kDentries);
+// Calls fn(name, value) for every name under `prefix` in `cf` that is
+// present at epoch e, in one pass over the versions. `name_of` takes a key
+// to its name part.
+template <typename NameOf, typename Fn>
+Status ForEachNameAt(Impl* m, Cf cf, const std::string& prefix, Epoch e, NameOf name_of, Fn fn) {
+  auto it = m->store->NewIterator(cf);
   std::string last;
   bool have_last = false;
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
     if (k.substr(0, prefix.size()) != prefix) break;
     if (KeyEpoch(k) > e) continue;
-    InodeId parent;
-    std::string_view name;
-    ParseDentryKey(k, &parent, &name);
+    std::string_view name = name_of(k);
     if (have_last && name == last) continue;  // an older version of a name already decided
     last.assign(name);
     have_last = true;
     std::string_view v(it->value().data(), it->value().size());
     if (v.empty() || v[0] != kTagValue) continue;  // tombstone: absent at e
-    Dentry d;
-    PSM_RETURN_IF_ERROR(DecodeDentry(v.substr(1), &d));
-    out->ents.emplace(std::string(name), d);
+    PSM_RETURN_IF_ERROR(fn(name, v.substr(1)));
   }
   return Status::FromRocks(it->status());
+}
+
+// The entries of directory `dir` at epoch e.
+Status ListDirAt(Impl* m, InodeId dir, Epoch e, Listing* out) {
+  return ForEachNameAt(
+      m, Cf::kDentries, DentryDirPrefix(dir), e,
+      [](std::string_view k) {
+        InodeId parent;
+        std::string_view name;
+        ParseDentryKey(k, &parent, &name);
+        return name;
+      },
+      [&](std::string_view name, std::string_view v) {
+        Dentry d;
+        PSM_RETURN_IF_ERROR(DecodeDentry(v, &d));
+        out->ents.emplace(std::string(name), d);
+        return Status::Ok();
+      });
+}
+
+// The extended attributes of `ino` at epoch e, name -> value.
+Status XattrsAt(Impl* m, InodeId ino, Epoch e, std::map<std::string, std::string>* out) {
+  return ForEachNameAt(
+      m, Cf::kXattrs, XattrFilePrefix(ino), e,
+      [](std::string_view k) {
+        InodeId owner;
+        std::string_view name;
+        ParseXattrKey(k, &owner, &name);
+        return name;
+      },
+      [&](std::string_view name, std::string_view v) {
+        out->emplace(std::string(name), std::string(v));
+        return Status::Ok();
+      });
 }
 
 class PathFinder {
@@ -321,7 +353,11 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
   r.to = b.name;
 
   // 1. The dead index, deaths in (a, b].
+  // Timestamps alone cannot tell a change: two changes in one clock tick
+  // leave mtime and ctime as they were. So a replaced chunk or xattr record,
+  // or a directory whose entries differ, counts as a modification by itself.
   std::set<InodeId> changed;  // inodes with a record replaced in between
+  std::set<InodeId> content;  // ... of which a chunk or an xattr record
   std::set<InodeId> dirs;     // directories whose entries changed
   {
     auto it = m->store->NewIterator(Cf::kDead);
@@ -345,11 +381,13 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
         uint64_t idx;
         ParseChunkKey(vk, &ino, &idx);
         changed.insert(ino);
+        content.insert(ino);
       } else if (dk.cf == Cf::kXattrs) {
         InodeId ino;
         std::string_view name;
         ParseXattrKey(vk, &ino, &name);
         changed.insert(ino);
+        content.insert(ino);
       }
     }
     PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
@@ -358,15 +396,26 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
   // 2. Classify each changed inode; directories get their entries compared.
   PathFinder pa(m, a.epoch), pb(m, b.epoch);
   std::map<std::string, DiffEntry> entries;  // by path
-  std::vector<InodeId> modified;
+  std::set<InodeId> modified;
   for (InodeId ino : changed) {
     InodeAttr xa, xb;
-    Status sa = GetAttrAt(m, ino, a.epoch, &xa, nullptr);
-    Status sb = GetAttrAt(m, ino, b.epoch, &xb, nullptr);
+    Epoch va = 0, vb = 0;
+    Status sa = GetAttrAt(m, ino, a.epoch, &xa, &va);
+    Status sb = GetAttrAt(m, ino, b.epoch, &xb, &vb);
     if (!sa.ok() && !sa.Is(Code::kNotFound)) return sa;
     if (!sb.ok() && !sb.Is(Code::kNotFound)) return sb;
     if ((sa.ok() && S_ISDIR(xa.mode)) || (sb.ok() && S_ISDIR(xb.mode))) dirs.insert(ino);
-    if (sa.ok() && sb.ok() && !SameButAtime(xa, xb)) modified.push_back(ino);
+    if (!sa.ok() || !sb.ok()) continue;
+    if (!SameButAtime(xa, xb) || content.count(ino)) {
+      modified.insert(ino);
+    } else if (va != vb) {
+      // The attributes were rewritten to equal values (a change within one
+      // tick, or an atime-only update): an xattr added meanwhile still counts.
+      std::map<std::string, std::string> ea, eb;
+      PSM_RETURN_IF_ERROR(XattrsAt(m, ino, a.epoch, &ea));
+      PSM_RETURN_IF_ERROR(XattrsAt(m, ino, b.epoch, &eb));
+      if (ea != eb) modified.insert(ino);
+    }
   }
   // Entries that appeared / disappeared, matched by inode into renames.
   std::map<InodeId, std::pair<std::string, uint32_t>> gone, came;
@@ -374,6 +423,11 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
     ++r.dirs_compared;
     const Listing* la = pa.List(dir);
     const Listing* lb = pb.List(dir);
+    InodeAttr da, db;
+    if (la->ents != lb->ents && GetAttrAt(m, dir, a.epoch, &da, nullptr).ok() &&
+        GetAttrAt(m, dir, b.epoch, &db, nullptr).ok()) {
+      modified.insert(dir);  // entries came or went, whatever its times say
+    }
     for (const auto& [name, d] : la->ents) {
       auto o = lb->ents.find(name);
       if (o != lb->ents.end() && o->second.ino == d.ino) continue;

@@ -2,6 +2,7 @@
 // properties, the scheduler with an injected clock, prune, per-file history
 // and snapshot diff.
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "fs/scheduler.h"
@@ -217,6 +218,45 @@ TEST_CASE("history lists each distinct version once, with the snapshots that see
   auto nock = v.fs->History("docs/a.txt", false);
   REQUIRE(nock.ok());
   CHECK((*nock)[0].sha256.empty());
+}
+
+TEST_CASE("diff reports changes that left every timestamp as it was") {
+  // Two changes in one tick of the clock leave mtime and ctime unchanged;
+  // here the times are put back by hand so that the case is certain.
+  CoreVolume v;
+  NodeId d = v.Mkdir(kRootIno, "d");
+  NodeId f = v.Put(d, "f", "abcd");
+  NodeId g = v.Put(d, "g", "x");
+  NodeId h = v.Put(d, "h", "y");
+  v.Put(d, "old", "o");
+  REQUIRE(v.fs->CreateSnapshot("a").ok());
+  std::map<NodeId, struct stat> before;
+  for (NodeId n : {d, f, g, h}) {
+    auto st = v.fs->GetAttr(n);
+    REQUIRE(st.ok());
+    before[n] = st->st;
+  }
+  REQUIRE(v.WriteAt(f, 0, "ABCD").ok());               // same size, new bytes
+  REQUIRE(v.fs->SetXattr(g, "user.k", "v", 0).ok());  // a new xattr only
+  REQUIRE(v.fs->Unlink(d, "old").ok());               // d keeps its entry count
+  v.Put(d, "new", "n");
+  struct stat at = before[h];
+  at.st_atim.tv_sec += 100;
+  REQUIRE(v.fs->SetAttr(h, at, kSetAtime, v.cred).ok());  // atime alone is no change
+  for (NodeId n : {d, f, g, h}) {
+    REQUIRE(v.fs->SetAttr(n, before[n], kSetMtime | kSetCtime, v.cred).ok());
+    auto st = v.fs->GetAttr(n);
+    REQUIRE(st.ok());
+    REQUIRE(st->st.st_mtim.tv_nsec == before[n].st_mtim.tv_nsec);
+    REQUIRE(st->st.st_ctim.tv_nsec == before[n].st_ctim.tv_nsec);
+    REQUIRE(st->st.st_size == before[n].st_size);
+  }
+  REQUIRE(v.fs->CreateSnapshot("b").ok());
+  auto r = v.fs->Diff("a", "b");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  std::set<std::string> got;
+  for (const auto& e : r->entries) got.insert(std::string(1, e.change) + " " + e.path);
+  CHECK(got == std::set<std::string>{"M /d", "M /d/f", "M /d/g", "- /d/old", "+ /d/new"});
 }
 
 TEST_CASE("diff reports created, removed, modified and renamed paths from the dead index") {
