@@ -77,8 +77,8 @@ LockSet::~LockSet() {
   if (!exclusive_) fs_->read_gate.unlock_shared();
 }
 
-Committer::Committer(TrackedDevice* dev, Store* store, Allocator* alloc)
-    : dev_(dev), store_(store), alloc_(alloc) {}
+Committer::Committer(TrackedDevice* dev, Store* store, Allocator* alloc, LiveCache* cache)
+    : dev_(dev), store_(store), alloc_(alloc), cache_(cache) {}
 
 Committer::~Committer() { Stop(); }
 
@@ -131,6 +131,9 @@ Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
       files_.fetch_add(static_cast<uint64_t>(files), std::memory_order_relaxed);
     }
   }
+  // Even a failed write may have reached the memtable; dropping cached
+  // records is always safe.
+  if (cache_) cache_->Invalidate(txn->TouchedInodes());
   for (const Range& r : allocs) {
     if (st.ok()) {
       alloc_->Committed(r);

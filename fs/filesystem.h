@@ -229,6 +229,10 @@ struct VolumeStats {
   std::string restoring;       // name of the snapshot being restored
   uint64_t restore_done = 0;   // inodes compared so far
   uint64_t restore_total = 0;  // inodes known to need comparing so far
+  // The live cache of open files (fs/live_cache.h); core only, not sent by
+  // the control protocol.
+  uint64_t cached_chunk_maps = 0;
+  uint64_t cache_hits = 0;
 };
 
 // What a restore changed (or, for a dry run, would change).

@@ -27,14 +27,25 @@ struct Slot {
 Status LoadMap(FileSystem::Impl* m, Txn* txn, InodeId ino, uint64_t idx, Epoch e,
                std::vector<Slot>* map) {
   map->assign(m->chunk_blocks, Slot{});
-  std::string payload;
-  std::string prefix = ChunkPrefix(ino, idx);
-  Status s = txn ? txn->GetAt(Cf::kChunks, prefix, e, &payload)
-                 : GetAt(m->store.get(), Cf::kChunks, prefix, e, &payload);
-  if (s.Is(Code::kNotFound)) return Status::Ok();
-  PSM_RETURN_IF_ERROR(s);
+  // An open live file's newest chunk maps may be cached; as in LoadAttr the
+  // generation is taken before the epoch check and the store read.
   std::vector<Extent> ext;
-  PSM_RETURN_IF_ERROR(DecodeExtents(payload, &ext));
+  bool present = false;
+  uint64_t gen = 0;
+  LiveCache::Hit h = !txn && e == m->live() ? m->cache.GetChunk(ino, idx, &present, &ext, &gen)
+                                            : LiveCache::Hit::kOff;
+  if (h == LiveCache::Hit::kMiss && e != m->live()) h = LiveCache::Hit::kOff;
+  if (h != LiveCache::Hit::kHit) {
+    std::string payload;
+    std::string prefix = ChunkPrefix(ino, idx);
+    Status s = txn ? txn->GetAt(Cf::kChunks, prefix, e, &payload)
+                   : GetAt(m->store.get(), Cf::kChunks, prefix, e, &payload);
+    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+    present = s.ok();
+    if (present) PSM_RETURN_IF_ERROR(DecodeExtents(payload, &ext));
+    if (h == LiveCache::Hit::kMiss) m->cache.PutChunk(ino, idx, gen, present, ext);
+  }
+  if (!present) return Status::Ok();
   for (const Extent& x : ext) {
     if (static_cast<uint64_t>(x.off) + x.len > m->chunk_blocks) {
       return Status::Corruption("extent beyond chunk in inode " + std::to_string(ino));
@@ -459,8 +470,8 @@ Result<uint64_t> FileSystem::OpenFile(NodeId node, int flags) {
       return Status::Stale("snapshot was deleted");
     }
     it->second.open_handles++;
-  } else {
-    m->live_open[v.ino]++;
+  } else if (m->live_open[v.ino]++ == 0) {
+    m->cache.Enable(v.ino);
   }
   uint64_t fh = m->next_fh++;
   m->files[fh] = FileHandle{node, v.snap, v.ino, v.epoch, flags};
@@ -611,6 +622,7 @@ Status FileSystem::Release(uint64_t fh) {
       auto o = m->live_open.find(h.ino);
       if (o != m->live_open.end() && --o->second == 0) {
         m->live_open.erase(o);
+        m->cache.Disable(h.ino);
         last = !m->lookups.count(h.ino);
       }
     }

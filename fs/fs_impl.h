@@ -37,6 +37,7 @@
 #include "fs/allocator.h"
 #include "fs/block_device.h"
 #include "fs/filesystem.h"
+#include "fs/live_cache.h"
 #include "fs/scanner.h"
 #include "fs/superblock.h"
 #include "meta/store.h"
@@ -83,7 +84,9 @@ class FairSharedMutex {
 // frees. Concurrent SyncUpTo callers share one cycle.
 class Committer {
  public:
-  Committer(TrackedDevice* dev, Store* store, Allocator* alloc);
+  // `cache` (may be null) is told of every inode a commit changed, once
+  // the commit is visible and before Apply returns.
+  Committer(TrackedDevice* dev, Store* store, Allocator* alloc, LiveCache* cache = nullptr);
   ~Committer();
   void Start(uint32_t interval_ms);
   void Stop();
@@ -113,6 +116,7 @@ class Committer {
   TrackedDevice* dev_;
   Store* store_;
   Allocator* alloc_;
+  LiveCache* cache_;
   std::shared_mutex gate_;
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> used_blocks_{0};
@@ -187,6 +191,10 @@ struct FileSystem::Impl : public EpochSet {
   std::unique_ptr<Allocator> alloc;
   std::unique_ptr<Scanner> scanner;
   std::unique_ptr<Committer> committer;
+  // Newest attributes and chunk maps of open live files (live_cache.h);
+  // declared before nothing that uses it outlives it: the committer holds a
+  // pointer and is reset first in Close().
+  LiveCache cache;
 
   FairSharedMutex volume_mu;
   std::mutex rename_mu;

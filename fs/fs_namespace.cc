@@ -760,6 +760,8 @@ VolumeStats FileSystem::Stats() {
   const AllocatorStats as = m->alloc->Stats();
   s.free_ranges = as.free_ranges;
   s.free_index_bytes = as.index_bytes;
+  s.cached_chunk_maps = m->cache.chunks_cached();
+  s.cache_hits = m->cache.hits();
   std::lock_guard<std::mutex> l(m->snaps_mu);
   for (const auto& [id, e] : m->snaps) {
     if (e.rec.state == SnapState::kActive) {

@@ -339,7 +339,8 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   }
 
   impl->alloc = std::make_unique<Allocator>(1, impl->sb.block_count);
-  impl->committer = std::make_unique<Committer>(impl->dev.get(), store, impl->alloc.get());
+  impl->committer = std::make_unique<Committer>(impl->dev.get(), store, impl->alloc.get(),
+                                                 &impl->cache);
   {
     uint64_t used = 0, files = 0;
     s = LoadVolumeCounters(store, &used, &files);
@@ -488,10 +489,20 @@ Result<View> FileSystem::Impl::Resolve(NodeId node) {
 
 Status FileSystem::Impl::LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a) {
   std::string payload;
-  Status s = txn ? txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload)
-                 : GetAt(store.get(), Cf::kInodes, InodePrefix(ino), e, &payload);
-  if (!s.ok()) return s;
-  return DecodeInode(payload, a);
+  if (txn) {
+    PSM_RETURN_IF_ERROR(txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload));
+    return DecodeInode(payload, a);
+  }
+  // An open live file: its newest record may be cached. The generation is
+  // taken before the epoch is checked and the store read (live_cache.h).
+  uint64_t gen = 0;
+  LiveCache::Hit h = e == live() ? cache.GetAttr(ino, a, &gen) : LiveCache::Hit::kOff;
+  if (h == LiveCache::Hit::kHit) return Status::Ok();
+  if (h == LiveCache::Hit::kMiss && e != live()) h = LiveCache::Hit::kOff;
+  PSM_RETURN_IF_ERROR(GetAt(store.get(), Cf::kInodes, InodePrefix(ino), e, &payload));
+  PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
+  if (h == LiveCache::Hit::kMiss) cache.PutAttr(ino, gen, *a);
+  return Status::Ok();
 }
 
 Status FileSystem::Impl::LoadAttrAt(InodeId ino, Epoch e, InodeAttr* a) {

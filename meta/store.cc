@@ -224,12 +224,20 @@ Status Txn::Get(Cf cf, std::string_view key, std::string* value) {
                                                     rocksdb::Slice(key.data(), key.size()), value));
 }
 
+void Txn::NoteTouched(Cf cf, std::string_view key) {
+  if ((cf != Cf::kInodes && cf != Cf::kChunks) || key.size() < 8) return;
+  const InodeId ino = InodeFromKey(key);
+  if (touched_.empty() || touched_.back() != ino) touched_.push_back(ino);
+}
+
 void Txn::Put(Cf cf, std::string_view key, std::string_view value) {
+  NoteTouched(cf, key);
   (void)batch_.Put(store_->handle(cf), rocksdb::Slice(key.data(), key.size()),
                    rocksdb::Slice(value.data(), value.size()));
 }
 
 void Txn::Delete(Cf cf, std::string_view key) {
+  NoteTouched(cf, key);
   (void)batch_.Delete(store_->handle(cf), rocksdb::Slice(key.data(), key.size()));
 }
 

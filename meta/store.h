@@ -138,10 +138,17 @@ class Txn {
   bool empty() const;
   Status Commit();
 
+  // The inodes whose attribute (kInodes) or chunk (kChunks) records this
+  // Txn puts or deletes, in the order written (a run of one inode kept once). The live
+  // cache drops them once the Txn is committed (fs/live_cache.h).
+  const std::vector<uint64_t>& TouchedInodes() const { return touched_; }
+
  private:
+  void NoteTouched(Cf cf, std::string_view key);
   Store* store_;
   rocksdb::WriteBatchWithIndex batch_;
   std::vector<std::pair<std::string, int64_t>> counters_;
+  std::vector<uint64_t> touched_;
 };
 
 // Reads a counter of the `volume` column family (keys.h). kNotFound when the

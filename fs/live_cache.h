@@ -1,0 +1,97 @@
+// LiveCache: the live attributes and chunk maps of open files, in memory.
+//
+// A live READ or WRITE needs the file's attributes and the chunk map of the
+// range; each is a versioned RocksDB lookup (an iterator: Seek, check the
+// epoch, decode). For a file that is open, this cache keeps the newest
+// version of both, so a 4 KiB read in place costs a hash lookup instead.
+//
+// Coherence does not depend on the inode locks. Every Txn notes the inodes
+// whose attribute or chunk records it writes or deletes (Txn::TouchedInodes);
+// Committer::Apply calls Invalidate() for them after the write became
+// visible and before it returns. A reader that misses takes the entry's
+// generation *before* it reads the store and inserts only if the generation
+// is unchanged, so a value read before a commit can never be inserted after
+// that commit's invalidation. Restore, receive and reclaim commit through
+// Apply like everything else, so they need nothing of their own.
+//
+// Only the newest version is cached, so only reads at the live epoch use
+// it; the caller checks that the epoch it read at is still the live one
+// after taking the generation (see FileSystem::Impl::LoadAttr).
+//
+// Entries exist only for inodes with an open live handle (Enable at the
+// first open, Disable at the last release), and the number of cached chunk
+// maps is capped, so memory is bounded by what is open and by kMaxChunks.
+//
+// Locking: one mutex per shard, a leaf (docs/locking.md): nothing is taken
+// under it and it may be taken under anything.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "meta/keys.h"
+
+namespace psm {
+
+class LiveCache {
+ public:
+  // The most chunk maps cached over all files (each one is a few extents).
+  static constexpr uint64_t kMaxChunks = 1u << 18;
+
+  enum class Hit { kOff, kMiss, kHit };
+
+  // The first live handle of `ino` opened / the last one closed.
+  void Enable(InodeId ino);
+  void Disable(InodeId ino);
+
+  // kHit: *a is the newest attribute record. kMiss: *gen is the ticket for
+  // PutAttr. kOff: the inode is not cached.
+  Hit GetAttr(InodeId ino, InodeAttr* a, uint64_t* gen);
+  void PutAttr(InodeId ino, uint64_t gen, const InodeAttr& a);
+  // The same for chunk `idx`; on a hit *present says whether the chunk
+  // has a record (false: a hole) and *ext holds its extents.
+  Hit GetChunk(InodeId ino, uint64_t idx, bool* present, std::vector<Extent>* ext, uint64_t* gen);
+  void PutChunk(InodeId ino, uint64_t idx, uint64_t gen, bool present,
+                const std::vector<Extent>& ext);
+
+  // The records of `ino` changed (called after the commit is visible).
+  void Invalidate(InodeId ino);
+  void Invalidate(const std::vector<uint64_t>& inos);
+
+  // For tests and status: cache entries and hits so far.
+  uint64_t chunks_cached() const { return chunks_.load(std::memory_order_relaxed); }
+  uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Chunk {
+    bool present = false;
+    std::vector<Extent> ext;
+  };
+  struct Entry {
+    uint64_t gen = 0;
+    int opens = 0;
+    bool has_attr = false;
+    InodeAttr attr;
+    std::unordered_map<uint64_t, Chunk> chunks;
+  };
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<InodeId, Entry> map;
+  };
+  static constexpr size_t kShards = 64;
+  Shard& ShardOf(InodeId ino) { return shards_[(ino * 0x9E3779B97F4A7C15ull) >> 58]; }
+  // REQUIRES the shard's mutex: drops what `e` caches and gives it a new
+  // generation.
+  void ResetLocked(Entry* e);
+
+  std::array<Shard, kShards> shards_;
+  std::atomic<uint64_t> next_gen_{1};
+  std::atomic<uint64_t> chunks_{0};
+  std::atomic<uint64_t> hits_{0};
+};
+
+}  // namespace psm
