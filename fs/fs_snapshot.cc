@@ -301,7 +301,7 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
         if (AnyIn(dv.birth, dk.death)) continue;  // still visible to a snapshot
         ++n;
         if (dk.kind == DeadKind::kVersion) {
-          PSM_RETURN_IF_ERROR(DropVersion(&txn, dk.cf, dk.versioned_key));
+          PSM_RETURN_IF_ERROR(DropVersion(&txn, dk.cf, dk.versioned_key, live()));
         } else {
           std::string ak = AllocKey(dk.start);
           std::string av;

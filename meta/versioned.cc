@@ -83,7 +83,7 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
   return Status::Ok();
 }
 
-Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key) {
+Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, Epoch live) {
   txn->Delete(cf, versioned_key);
   std::string_view prefix = KeyPrefix(versioned_key);
   // If what remains is a lone tombstone, it hides nothing: remove it too.
@@ -92,6 +92,7 @@ Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key) {
   if (!it->Valid() || !HasPrefixExact(it->key(), prefix)) return Status::FromRocks(it->status());
   if (!(it->value().empty() || it->value()[0] == kTagTombstone)) return Status::Ok();
   std::string tomb_key = it->key().ToString();
+  if (KeyEpoch(tomb_key) >= live) return Status::Ok();  // a writer may be rewriting it
   it->Next();
   if (it->Valid() && HasPrefixExact(it->key(), prefix)) return Status::Ok();
   PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));

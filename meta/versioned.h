@@ -40,7 +40,12 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
                   const std::optional<std::string_view>& payload, const EpochSet& snaps);
 
 // Removes version key `versioned_key` (found unreachable by snapshot GC), and
-// a tombstone left with nothing older under it.
-Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key);
+// a tombstone left with nothing older under it if that tombstone is older
+// than `live`, the live epoch. A tombstone born at the live epoch may be
+// overwritten in place by a writer at any moment (PutVersion), and this
+// Txn commits without the writer's locks: deleting it could delete the
+// writer's new record instead. Offline callers pass kNoWriters.
+constexpr Epoch kNoWriters = ~Epoch{0};
+Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, Epoch live);
 
 }  // namespace psm

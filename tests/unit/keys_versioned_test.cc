@@ -176,12 +176,26 @@ TEST_CASE("DropVersion removes a lone tombstone left behind") {
     REQUIRE(t.Commit().ok());
   }
   CHECK(ts.CountPrefix(Cf::kXattrs, p) == 2);  // version + tombstone
-  {
+  SUBCASE("older than the live epoch: removed") {
     Txn t(ts.store.get());
-    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1)).ok());
+    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), 3).ok());
     REQUIRE(t.Commit().ok());
+    CHECK(ts.CountPrefix(Cf::kXattrs, p) == 0);
   }
-  CHECK(ts.CountPrefix(Cf::kXattrs, p) == 0);
+  SUBCASE("born at the live epoch: kept, a writer may overwrite it in place meanwhile") {
+    Txn t(ts.store.get());
+    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), 2).ok());
+    // The writer's overwrite commits first; the drop must not take it away.
+    {
+      Txn w(ts.store.get());
+      REQUIRE(PutVersion(&w, Cf::kXattrs, p, 2, std::string_view("new"), snaps).ok());
+      REQUIRE(w.Commit().ok());
+    }
+    REQUIRE(t.Commit().ok());
+    std::string v;
+    REQUIRE(GetAt(ts.store.get(), Cf::kXattrs, p, 2, &v).ok());
+    CHECK(v == "new");
+  }
 }
 
 TEST_CASE("Txn reads its own writes, versioned and plain") {
