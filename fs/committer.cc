@@ -47,10 +47,9 @@ void FairSharedMutex::unlock_shared() {
   if (--readers_ == 0) cv_.notify_all();
 }
 
-LockSet::LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive)
-    : fs_(fs), exclusive_(exclusive) {
-  for (InodeId i : inos) {
-    if (i != 0) stripes_.push_back(FileSystem::Impl::Stripe(i));
+void LockSet::Lock(const InodeId* begin, const InodeId* end) {
+  for (const InodeId* i = begin; i != end; ++i) {
+    if (*i != 0) stripes_.push_back(FileSystem::Impl::Stripe(*i));
   }
   std::sort(stripes_.begin(), stripes_.end());
   stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());

@@ -27,14 +27,14 @@ struct Slot {
 Status LoadMap(FileSystem::Impl* m, Txn* txn, InodeId ino, uint64_t idx, Epoch e,
                std::vector<Slot>* map) {
   map->assign(m->chunk_blocks, Slot{});
-  // An open live file's newest chunk maps may be cached; as in LoadAttr the
-  // generation is taken before the epoch check and the store read.
+  // An open live file's newest chunk maps may be cached (not a writer's:
+  // it must see its own Txn).
   std::vector<Extent> ext;
   bool present = false;
   uint64_t gen = 0;
-  LiveCache::Hit h = !txn && e == m->live() ? m->cache.GetChunk(ino, idx, &present, &ext, &gen)
-                                            : LiveCache::Hit::kOff;
-  if (h == LiveCache::Hit::kMiss && e != m->live()) h = LiveCache::Hit::kOff;
+  const LiveCache::Hit h =
+      txn ? LiveCache::Hit::kOff
+          : m->AskCache(e, [&] { return m->cache.GetChunk(ino, idx, &present, &ext, &gen); });
   if (h != LiveCache::Hit::kHit) {
     std::string payload;
     std::string prefix = ChunkPrefix(ino, idx);

@@ -190,11 +190,10 @@ struct FileSystem::Impl : public EpochSet {
   std::unique_ptr<Store> store;
   std::unique_ptr<Allocator> alloc;
   std::unique_ptr<Scanner> scanner;
-  std::unique_ptr<Committer> committer;
-  // Newest attributes and chunk maps of open live files (live_cache.h);
-  // declared before nothing that uses it outlives it: the committer holds a
-  // pointer and is reset first in Close().
+  // Newest attributes and chunk maps of open live files (live_cache.h).
+  // Declared before the committer, which holds a pointer to it.
   LiveCache cache;
+  std::unique_ptr<Committer> committer;
 
   FairSharedMutex volume_mu;
   std::mutex rename_mu;
@@ -270,6 +269,16 @@ struct FileSystem::Impl : public EpochSet {
   Result<InodeId> AllocIno();
   Status CheckWritable(const View& v);
   Epoch live() const { return epoch.load(std::memory_order_acquire); }
+  // Asks the live cache (`ask`: one LiveCache Get call) for a read at epoch
+  // e. kOff unless e is the live epoch both before the ask and after it: a
+  // miss's ticket must be taken before the epoch check that precedes the
+  // store read (live_cache.h).
+  template <typename Ask>
+  LiveCache::Hit AskCache(Epoch e, Ask ask) {
+    if (e != live()) return LiveCache::Hit::kOff;
+    const LiveCache::Hit h = ask();
+    return h == LiveCache::Hit::kMiss && e != live() ? LiveCache::Hit::kOff : h;
+  }
   double Timeout(const View& v) const {
     return v.live() ? opts.live_timeout : opts.snapshot_timeout;
   }
@@ -318,6 +327,8 @@ struct FileSystem::Impl : public EpochSet {
   // ---- snapshots (fs_snapshot.cc) ----
   void ReclaimLoop();
   Status ReclaimOne(SnapshotId id);
+  // Removes the tombstones reclaim found hiding nothing, if they still are.
+  Status DropLoneTombstones(const std::vector<std::pair<Cf, std::string>>& lone);
   bool SnapshotUsable(SnapshotId id, Epoch* e);
   void InvalidateEntry(NodeId parent, std::string_view name);
   // Commits `txn` (with the allocator bookkeeping) together with a new
@@ -358,12 +369,20 @@ struct FileSystem::Impl : public EpochSet {
 // Locks a set of inode stripes in ascending order (shared or exclusive).
 class LockSet {
  public:
-  LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive = true);
+  LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive = true)
+      : fs_(fs), exclusive_(exclusive) {
+    Lock(inos.begin(), inos.end());
+  }
+  LockSet(FileSystem::Impl* fs, const std::vector<InodeId>& inos, bool exclusive = true)
+      : fs_(fs), exclusive_(exclusive) {
+    Lock(inos.data(), inos.data() + inos.size());
+  }
   ~LockSet();
   LockSet(const LockSet&) = delete;
   LockSet& operator=(const LockSet&) = delete;
 
  private:
+  void Lock(const InodeId* begin, const InodeId* end);
   FileSystem::Impl* fs_;
   std::vector<size_t> stripes_;
   bool exclusive_;

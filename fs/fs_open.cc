@@ -493,12 +493,10 @@ Status FileSystem::Impl::LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a) 
     PSM_RETURN_IF_ERROR(txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload));
     return DecodeInode(payload, a);
   }
-  // An open live file: its newest record may be cached. The generation is
-  // taken before the epoch is checked and the store read (live_cache.h).
+  // An open live file: its newest record may be cached.
   uint64_t gen = 0;
-  LiveCache::Hit h = e == live() ? cache.GetAttr(ino, a, &gen) : LiveCache::Hit::kOff;
+  const LiveCache::Hit h = AskCache(e, [&] { return cache.GetAttr(ino, a, &gen); });
   if (h == LiveCache::Hit::kHit) return Status::Ok();
-  if (h == LiveCache::Hit::kMiss && e != live()) h = LiveCache::Hit::kOff;
   PSM_RETURN_IF_ERROR(GetAt(store.get(), Cf::kInodes, InodePrefix(ino), e, &payload));
   PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
   if (h == LiveCache::Hit::kMiss) cache.PutAttr(ino, gen, *a);

@@ -243,6 +243,26 @@ void FileSystem::Impl::ReclaimLoop() {
   }
 }
 
+// A lone tombstone is its record's live version: a writer may be rewriting
+// it in place, so it is checked again and removed under the inode locks a
+// writer of that record holds (the record's owner: the file, or the
+// directory of an entry), a few inodes per commit.
+Status FileSystem::Impl::DropLoneTombstones(const std::vector<std::pair<Cf, std::string>>& lone) {
+  constexpr size_t kPerCommit = 32;  // stripes held at once
+  for (size_t i = 0; i < lone.size(); i += kPerCommit) {
+    const size_t end = std::min(lone.size(), i + kPerCommit);
+    std::vector<InodeId> owners;
+    for (size_t j = i; j < end; ++j) owners.push_back(InodeFromKey(lone[j].second));
+    LockSet ls(this, owners);
+    Txn txn(store.get());
+    for (size_t j = i; j < end; ++j) {
+      PSM_RETURN_IF_ERROR(DropLoneTombstone(&txn, lone[j].first, lone[j].second));
+    }
+    if (!txn.empty()) PSM_RETURN_IF_ERROR(committer->Apply(&txn, {}, {}));
+  }
+  return Status::Ok();
+}
+
 Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
   // One reclaim at a time (the reclaim thread and ReclaimNow()): two walks
   // of the same dead entries would free their ranges twice.
@@ -280,6 +300,7 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
   for (bool more = true; more;) {
     Txn txn(store.get());
     std::vector<Range> frees;
+    std::vector<std::pair<Cf, std::string>> lone;  // tombstones left hiding nothing
     size_t n = 0;
     more = false;
     std::string next_from;
@@ -301,7 +322,9 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
         if (AnyIn(dv.birth, dk.death)) continue;  // still visible to a snapshot
         ++n;
         if (dk.kind == DeadKind::kVersion) {
-          PSM_RETURN_IF_ERROR(DropVersion(&txn, dk.cf, dk.versioned_key, live()));
+          std::string tomb;
+          PSM_RETURN_IF_ERROR(DropVersion(&txn, dk.cf, dk.versioned_key, &tomb));
+          if (!tomb.empty()) lone.emplace_back(dk.cf, std::move(tomb));
         } else {
           std::string ak = AllocKey(dk.start);
           std::string av;
@@ -319,6 +342,7 @@ Status FileSystem::Impl::ReclaimOne(SnapshotId id) {
     }
     PSM_SYNC_POINT("Reclaim:BeforeBatchCommit");
     PSM_RETURN_IF_ERROR(committer->Apply(&txn, frees, {}));
+    PSM_RETURN_IF_ERROR(DropLoneTombstones(lone));
     uint64_t freed = 0;
     for (const Range& r : frees) freed += r.len;
     reclaim_entries_done.fetch_add(n);

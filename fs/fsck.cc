@@ -266,7 +266,7 @@ class Checker {
                 ", no snapshot can see it)" + (repair ? " [repaired]" : ""));
         if (repair) {
           if (dk.kind == DeadKind::kVersion) {
-            (void)DropVersion(txn, dk.cf, dk.versioned_key, kNoWriters);
+            (void)DropVersion(txn, dk.cf, dk.versioned_key, nullptr);
           } else {
             std::string av;
             AllocRec ar;
@@ -341,7 +341,7 @@ class Checker {
                   " is seen by nothing and has no dead-index entry (leaked)" +
                   (repair ? " [repaired]" : ""));
           if (repair) {
-            (void)DropVersion(txn, cf, k, kNoWriters);
+            (void)DropVersion(txn, cf, k, nullptr);
             ++repaired_;
           }
         }

@@ -61,8 +61,9 @@ fuse_lowlevel_ops MakeOps() {
   // kernel writes dirty pages back before it would send FLUSH, and their
   // WRITE errors reach close(2) anyway; libfuse answers ENOSYS once and the
   // kernel stops sending FLUSH, one round trip less per close), access
-  // (default_permissions: the kernel checks), getlk/setlk/flock (the kernel keeps locks locally), ioctl, poll,
-  // bmap, copy_file_range, write_buf (no splice; see docs/fuse-adapter.md).
+  // (default_permissions: the kernel checks), getlk/setlk/flock (the kernel
+  // keeps locks locally), ioctl, poll, bmap, copy_file_range, write_buf (no
+  // splice; see docs/fuse-adapter.md).
   return ops;
 }
 

@@ -16,7 +16,7 @@
 //
 // Only the newest version is cached, so only reads at the live epoch use
 // it; the caller checks that the epoch it read at is still the live one
-// after taking the generation (see FileSystem::Impl::LoadAttr).
+// after taking the generation (FileSystem::Impl::AskCache).
 //
 // Entries exist only for inodes with an open live handle (Enable at the
 // first open, Disable at the last release), and the number of cached chunk

@@ -83,20 +83,36 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
   return Status::Ok();
 }
 
-Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, Epoch live) {
-  txn->Delete(cf, versioned_key);
-  std::string_view prefix = KeyPrefix(versioned_key);
-  // If what remains is a lone tombstone, it hides nothing: remove it too.
+Result<std::string> LoneTombstone(Txn* txn, Cf cf, std::string_view prefix) {
   auto it = txn->NewIterator(cf);
   it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
-  if (!it->Valid() || !HasPrefixExact(it->key(), prefix)) return Status::FromRocks(it->status());
-  if (!(it->value().empty() || it->value()[0] == kTagTombstone)) return Status::Ok();
+  if (!it->Valid() || !HasPrefixExact(it->key(), prefix)) {
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    return std::string();
+  }
+  if (!(it->value().empty() || it->value()[0] == kTagTombstone)) return std::string();
   std::string tomb_key = it->key().ToString();
-  if (KeyEpoch(tomb_key) >= live) return Status::Ok();  // a writer may be rewriting it
   it->Next();
-  if (it->Valid() && HasPrefixExact(it->key(), prefix)) return Status::Ok();
+  if (it->Valid() && HasPrefixExact(it->key(), prefix)) return std::string();
   PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
-  txn->Delete(cf, tomb_key);
+  return tomb_key;
+}
+
+Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, std::string* lone) {
+  txn->Delete(cf, versioned_key);
+  // If what remains is a lone tombstone, it hides nothing.
+  PSM_ASSIGN_OR_RETURN(std::string tomb_key, LoneTombstone(txn, cf, KeyPrefix(versioned_key)));
+  if (lone) {
+    *lone = std::move(tomb_key);
+  } else if (!tomb_key.empty()) {
+    txn->Delete(cf, tomb_key);
+  }
+  return Status::Ok();
+}
+
+Status DropLoneTombstone(Txn* txn, Cf cf, std::string_view tomb_key) {
+  PSM_ASSIGN_OR_RETURN(std::string now, LoneTombstone(txn, cf, KeyPrefix(tomb_key)));
+  if (now == tomb_key) txn->Delete(cf, tomb_key);
   return Status::Ok();
 }
 

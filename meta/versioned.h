@@ -39,13 +39,20 @@ class EpochSet {
 Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
                   const std::optional<std::string_view>& payload, const EpochSet& snaps);
 
-// Removes version key `versioned_key` (found unreachable by snapshot GC), and
-// a tombstone left with nothing older under it if that tombstone is older
-// than `live`, the live epoch. A tombstone born at the live epoch may be
-// overwritten in place by a writer at any moment (PutVersion), and this
-// Txn commits without the writer's locks: deleting it could delete the
-// writer's new record instead. Offline callers pass kNoWriters.
-constexpr Epoch kNoWriters = ~Epoch{0};
-Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, Epoch live);
+// The key of record `prefix`'s lone tombstone: its newest version when that
+// is a tombstone with nothing older under it, which hides nothing. "" when
+// there is none. Reads through `txn`.
+Result<std::string> LoneTombstone(Txn* txn, Cf cf, std::string_view prefix);
+
+// Removes version key `versioned_key` (found unreachable by snapshot GC).
+// A lone tombstone left behind is removed too when `lone` is null (offline:
+// nobody else writes). Otherwise its key is stored in *lone ("" if none)
+// and the caller removes it with DropLoneTombstone under the record's
+// inode lock: the tombstone is the record's live version, which a writer
+// may rewrite at any moment, and deleting it on the strength of an earlier
+// read could delete the writer's new record instead.
+Status DropVersion(Txn* txn, Cf cf, std::string_view versioned_key, std::string* lone);
+// Deletes `tomb_key` if it is still its record's lone tombstone.
+Status DropLoneTombstone(Txn* txn, Cf cf, std::string_view tomb_key);
 
 }  // namespace psm

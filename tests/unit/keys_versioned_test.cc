@@ -176,25 +176,40 @@ TEST_CASE("DropVersion removes a lone tombstone left behind") {
     REQUIRE(t.Commit().ok());
   }
   CHECK(ts.CountPrefix(Cf::kXattrs, p) == 2);  // version + tombstone
-  SUBCASE("older than the live epoch: removed") {
+  SUBCASE("offline: removed with the version") {
     Txn t(ts.store.get());
-    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), 3).ok());
+    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), nullptr).ok());
     REQUIRE(t.Commit().ok());
     CHECK(ts.CountPrefix(Cf::kXattrs, p) == 0);
   }
-  SUBCASE("born at the live epoch: kept, a writer may overwrite it in place meanwhile") {
-    Txn t(ts.store.get());
-    REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), 2).ok());
-    // The writer's overwrite commits first; the drop must not take it away.
+  SUBCASE("online: reported, and removed only if still lone when removed") {
+    std::string tomb;
     {
-      Txn w(ts.store.get());
-      REQUIRE(PutVersion(&w, Cf::kXattrs, p, 2, std::string_view("new"), snaps).ok());
-      REQUIRE(w.Commit().ok());
+      Txn t(ts.store.get());
+      REQUIRE(DropVersion(&t, Cf::kXattrs, VersionKey(p, 1), &tomb).ok());
+      REQUIRE(t.Commit().ok());
     }
-    REQUIRE(t.Commit().ok());
-    std::string v;
-    REQUIRE(GetAt(ts.store.get(), Cf::kXattrs, p, 2, &v).ok());
-    CHECK(v == "new");
+    CHECK(tomb == VersionKey(p, 2));
+    CHECK(ts.CountPrefix(Cf::kXattrs, p) == 1);  // the tombstone waits
+    SUBCASE("still lone") {
+      Txn t(ts.store.get());
+      REQUIRE(DropLoneTombstone(&t, Cf::kXattrs, tomb).ok());
+      REQUIRE(t.Commit().ok());
+      CHECK(ts.CountPrefix(Cf::kXattrs, p) == 0);
+    }
+    SUBCASE("a writer rewrote it in place meanwhile: kept") {
+      {
+        Txn w(ts.store.get());
+        REQUIRE(PutVersion(&w, Cf::kXattrs, p, 2, std::string_view("new"), snaps).ok());
+        REQUIRE(w.Commit().ok());
+      }
+      Txn t(ts.store.get());
+      REQUIRE(DropLoneTombstone(&t, Cf::kXattrs, tomb).ok());
+      REQUIRE(t.Commit().ok());
+      std::string v;
+      REQUIRE(GetAt(ts.store.get(), Cf::kXattrs, p, 2, &v).ok());
+      CHECK(v == "new");
+    }
   }
 }
 
