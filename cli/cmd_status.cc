@@ -43,13 +43,20 @@ int RunStatus(const StatusArgs& a) {
   const VolumeInfo& i = r.value();
   if (a.json) {
     std::printf("%s\n", VolumeInfoJson(i).Dump(2).c_str());
-    return kExitOk;
+    return i.stats.failure.empty() ? kExitOk : kExitFailed;
   }
   const psm::VolumeStats& s = i.stats;
   const uint64_t bs = s.block_size;
   auto line = [](const char* k, const std::string& v) { std::printf("%-18s %s\n", k, v.c_str()); };
   line("Volume:", i.volume);
   line("UUID:", s.uuid);
+  if (!s.failure.empty()) {
+    line("State:", "FAILED: " + s.failure);
+    line("", "writes and fsync fail with EIO, reads work; unmount and mount the volume "
+             "again to replay it from its last durable state");
+  } else if (i.mounted) {
+    line("State:", "healthy");
+  }
   if (i.mounted) {
     line("Mounted on:", (i.mountpoint.empty() ? std::string("(no mount point)") : i.mountpoint) +
                             " (pid " + std::to_string(i.pid) + ", since " + i.since + ")");
@@ -83,7 +90,8 @@ int RunStatus(const StatusArgs& a) {
     line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +
                          " of " + std::to_string(s.restore_total) + " inodes compared so far");
   }
-  return kExitOk;
+  // A failed volume is an error to scripts and monitoring.
+  return s.failure.empty() ? kExitOk : kExitFailed;
 }
 
 void SetupStatus(CLI::App& app) {

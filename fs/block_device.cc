@@ -174,31 +174,55 @@ std::unique_ptr<BlockDevice> NewMemDevice(uint64_t size) {
 }
 
 Status TrackedDevice::Write(uint64_t off, const void* buf, size_t n) {
+  if (failed()) return Failure();
   Status s = base_->Write(off, buf, n);
-  // Counted after completion: a SyncIfDirty that read written_ before this
+  // Counted after completion: a sync that read written_ before this
   // increment did not promise to cover this write. Failed writes count too:
   // part of them may have landed.
   written_.fetch_add(1, std::memory_order_acq_rel);
   return s;
 }
 
-Status TrackedDevice::Sync() {
-  uint64_t w = written_.load(std::memory_order_acquire);
+Status TrackedDevice::SyncCovering(uint64_t* covered) {
+  if (failed()) return Failure();
+  const uint64_t w = written_.load(std::memory_order_acquire);
   Status s = base_->Sync();
-  if (s.ok()) {
-    // Monotonic: a slower concurrent sync must not move synced_ back.
-    uint64_t cur = synced_.load(std::memory_order_acquire);
-    while (cur < w && !synced_.compare_exchange_weak(cur, w, std::memory_order_acq_rel)) {
-    }
+  if (!s.ok()) {
+    Fail(s);
+    return Failure();
   }
-  return s;
+  // Monotonic: a slower concurrent sync must not move synced_ back.
+  uint64_t cur = synced_.load(std::memory_order_acquire);
+  while (cur < w && !synced_.compare_exchange_weak(cur, w, std::memory_order_acq_rel)) {
+  }
+  if (covered) *covered = w;
+  // A sync that failed meanwhile on another thread may have lost writes
+  // that this one counted (the kernel cleared their pages): not durable.
+  return failed() ? Failure() : Status::Ok();
 }
 
-Status TrackedDevice::SyncIfDirty() {
-  if (written_.load(std::memory_order_acquire) == synced_.load(std::memory_order_acquire)) {
+Status TrackedDevice::SyncIfDirty(uint64_t* covered) {
+  if (failed()) return Failure();
+  const uint64_t w = written_.load(std::memory_order_acquire);
+  if (synced_.load(std::memory_order_acquire) >= w) {
+    if (covered) *covered = w;
     return Status::Ok();
   }
-  return Sync();
+  return SyncCovering(covered);
+}
+
+void TrackedDevice::Fail(const Status& s) {
+  std::lock_guard<std::mutex> l(fail_mu_);
+  if (failed_.load(std::memory_order_relaxed)) return;
+  failure_ = s;
+  failed_.store(true, std::memory_order_release);
+}
+
+Status TrackedDevice::Failure() const {
+  std::lock_guard<std::mutex> l(fail_mu_);
+  if (!failed_.load(std::memory_order_relaxed)) return Status::Ok();
+  return Status::IOError("the image could not be synced (" + failure_.message() +
+                         "); writes are refused until the volume is mounted again");
 }
 
 }  // namespace psm

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "fs/fs_impl.h"
+#include "fs/log.h"
 #include "meta/sync_point.h"
 
 namespace psm {
@@ -99,18 +100,51 @@ void Committer::Loop(uint32_t interval_ms) {
   while (!stop_) {
     cv_.wait_for(l, std::chrono::milliseconds(interval_ms));
     if (stop_) break;
-    uint64_t target = last_seq_.load();
-    if (target > durable_) {
-      l.unlock();
-      (void)SyncUpTo(target);
-      l.lock();
-    }
+    const uint64_t seq = last_seq_.load();
+    const uint64_t writes = dev_->WritesCompleted();
+    if (seq <= durable_seq_ && writes <= durable_writes_) continue;
+    l.unlock();
+    // A failure is recorded and logged once (NoteFailure), here or by
+    // SyncTo; every later Apply/SyncAll returns it.
+    Status f = Failure();
+    if (f.ok()) f = SyncTo(seq, writes);
+    if (!f.ok()) NoteFailure(f);
+    l.lock();
+  }
+}
+
+Status Committer::Failure() const {
+  if (!failed()) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> l(fail_mu_);
+    if (!failure_.ok()) return failure_;
+  }
+  Status s = dev_->Failure();
+  if (s.ok()) s = store_->Failure();
+  return s;
+}
+
+void Committer::NoteFailure(const Status& s) {
+  std::lock_guard<std::mutex> l(fail_mu_);
+  if (!failure_.ok()) return;
+  failure_ = s.Is(Code::kNoSpace) ? s : Status::IOError(s.message());
+  failed_.store(true, std::memory_order_release);
+  if (!failure_logged_) {
+    failure_logged_ = true;
+    PSM_LOG(kLogError, "volume failed; writes and fsync now fail with EIO, reads go on: %s",
+            failure_.message().c_str());
   }
 }
 
 Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
                         const std::vector<Range>& allocs, uint64_t* seq_out) {
   Status st;
+  if (failed()) {
+    st = Failure();
+    for (const Range& r : allocs) alloc_->Abort(r);
+    if (seq_out) *seq_out = last_seq_.load();
+    return st;
+  }
   uint64_t seq;
   int64_t used = 0;
   for (const Range& r : allocs) used += static_cast<int64_t>(r.len);
@@ -144,30 +178,55 @@ Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
   return st;
 }
 
-Status Committer::SyncUpTo(uint64_t seq) {
+Status Committer::SyncAll() {
+  // Both marks are read after the caller's commits and writes returned.
+  const uint64_t seq = last_seq_.load();
+  const uint64_t writes = dev_->WritesCompleted();
+  return SyncTo(seq, writes);
+}
+
+Status Committer::SyncTo(uint64_t seq, uint64_t writes) {
   std::unique_lock<std::mutex> l(mu_);
   while (true) {
-    if (durable_ >= seq) return Status::Ok();
-    if (!syncing_) break;
-    cv_.wait(l);
+    if (durable_seq_ >= seq && durable_writes_ >= writes) return Status::Ok();
+    if (syncing_) {
+      // The running cycle may have read its marks before ours: wait for it
+      // and look again.
+      cv_.wait(l);
+      continue;
+    }
+    PSM_RETURN_IF_ERROR(Failure());
+    syncing_ = true;
+    l.unlock();
+    uint64_t target;
+    {
+      // Every commit with a sequence <= target has finished its write.
+      std::unique_lock<std::shared_mutex> g(gate_);
+      target = last_seq_.load();
+    }
+    PSM_SYNC_POINT("Committer::SyncTo:BeforeImageSync");
+    // The image first: metadata must never become durable before the data
+    // it points at (the barrier file system enforces the same for RocksDB's
+    // own writes).
+    uint64_t covered = 0;
+    Status st = dev_->SyncIfDirty(&covered);
+    PSM_SYNC_POINT("Committer::SyncTo:BeforeWalSync");
+    if (st.ok()) st = store_->SyncWal();
+    if (st.ok()) {
+      alloc_->ReleaseDurable(target);
+    } else {
+      NoteFailure(st);
+    }
+    cycles_.fetch_add(1, std::memory_order_relaxed);
+    l.lock();
+    syncing_ = false;
+    if (st.ok()) {
+      durable_seq_ = std::max(durable_seq_, target);
+      durable_writes_ = std::max(durable_writes_, covered);
+    }
+    cv_.notify_all();
+    if (!st.ok()) return Failure();
   }
-  syncing_ = true;
-  l.unlock();
-  uint64_t target;
-  {
-    // Every commit with a sequence <= target has finished its write.
-    std::unique_lock<std::shared_mutex> g(gate_);
-    target = last_seq_.load();
-  }
-  Status st = dev_->SyncIfDirty();
-  if (st.ok()) st = store_->SyncWal();
-  if (st.ok()) alloc_->ReleaseDurable(target);
-  l.lock();
-  syncing_ = false;
-  if (st.ok() && target > durable_) durable_ = target;
-  cv_.notify_all();
-  if (!st.ok()) return st;
-  return durable_ >= seq ? Status::Ok() : Status::IOError("sync did not reach target");
 }
 
 }  // namespace psm

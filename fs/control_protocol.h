@@ -393,7 +393,9 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("free_index_bytes", v.free_index_bytes)
       .Set("restoring", v.restoring)
       .Set("restore_done", v.restore_done)
-      .Set("restore_total", v.restore_total);
+      .Set("restore_total", v.restore_total)
+      .Set("failure", v.failure)
+      .Set("sync_cycles", v.sync_cycles);
   return j;
 }
 
@@ -417,6 +419,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.restoring = j.GetString("restoring");
   v.restore_done = j.GetUint("restore_done");
   v.restore_total = j.GetUint("restore_total");
+  v.failure = j.GetString("failure");
+  v.sync_cycles = j.GetUint("sync_cycles");
   return v;
 }
 

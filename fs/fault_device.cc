@@ -69,32 +69,61 @@ Status FaultDevice::Write(uint64_t off, const void* buf, size_t n) {
 
 Status FaultDevice::Sync() {
   size_t covered;
+  std::function<void()> hook;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (offline_) {
       ++c_.failed_syncs;
       return Status::FromErrno(EIO, "fault device offline: sync");
     }
-    if (fail_syncs_ > 0) {
-      --fail_syncs_;
-      ++c_.failed_syncs;
-      return Status::FromErrno(EIO, "injected sync failure");
-    }
     covered = unsynced_.size();
+    hook = sync_hook_;
+  }
+  if (hook) hook();
+  std::lock_guard<std::mutex> l(mu_);
+  if (covered > unsynced_.size()) covered = unsynced_.size();  // a DropUnsynced() in between
+  if (offline_ || fail_syncs_ > 0) {
+    if (!offline_) --fail_syncs_;
+    ++c_.failed_syncs;
+    // Linux: the writes this sync should have covered are lost, and the
+    // next sync will not report it.
+    lost_.insert(lost_.end(), std::make_move_iterator(unsynced_.begin()),
+                 std::make_move_iterator(unsynced_.begin() + static_cast<ptrdiff_t>(covered)));
+    unsynced_.erase(unsynced_.begin(), unsynced_.begin() + static_cast<ptrdiff_t>(covered));
+    c_.unsynced_writes = unsynced_.size();
+    c_.lost_writes += covered;
+    return Status::FromErrno(EIO, offline_ ? "fault device offline: sync" : "injected sync failure");
   }
   Status s = base_->Sync();
-  std::lock_guard<std::mutex> l(mu_);
   if (!s.ok()) {
     ++c_.failed_syncs;
     return s;
   }
-  // Only the writes that completed before the sync began are durable. A
-  // DropUnsynced() in between may have shrunk the log already.
-  if (covered > unsynced_.size()) covered = unsynced_.size();
+  // Only the writes that completed before the sync began are durable; the
+  // bytes they wrote are durable even where a lost write had been.
+  for (size_t k = 0; k < covered && !lost_.empty(); ++k) {
+    const uint64_t lo = unsynced_[k].off, hi = lo + unsynced_[k].bytes.size();
+    std::vector<PreImage> kept;
+    for (PreImage& p : lost_) {
+      const uint64_t plo = p.off, phi = p.off + p.bytes.size();
+      if (phi <= lo || plo >= hi) {
+        kept.push_back(std::move(p));
+        continue;
+      }
+      if (plo < lo) kept.push_back(PreImage{plo, p.bytes.substr(0, lo - plo)});
+      if (phi > hi) kept.push_back(PreImage{hi, p.bytes.substr(hi - plo)});
+    }
+    lost_ = std::move(kept);
+  }
   unsynced_.erase(unsynced_.begin(), unsynced_.begin() + static_cast<ptrdiff_t>(covered));
   c_.unsynced_writes = unsynced_.size();
   ++c_.syncs;
   return Status::Ok();
+}
+
+void FaultDevice::SetSyncHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> l(mu_);
+  sync_hook_ = std::move(hook);
 }
 
 void FaultDevice::FailNthWrite(uint64_t n, bool sticky) {
@@ -138,11 +167,16 @@ void FaultDevice::ClearFaults() {
 
 Status FaultDevice::DropUnsynced() {
   std::lock_guard<std::mutex> l(mu_);
-  // Newest first, so overlapping writes unwind to the oldest pre-image.
+  // Newest first, so overlapping writes unwind to the oldest pre-image:
+  // the unsynced writes, then the older ones a failed sync lost.
   for (auto it = unsynced_.rbegin(); it != unsynced_.rend(); ++it) {
     PSM_RETURN_IF_ERROR(base_->Write(it->off, it->bytes.data(), it->bytes.size()));
   }
+  for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) {
+    PSM_RETURN_IF_ERROR(base_->Write(it->off, it->bytes.data(), it->bytes.size()));
+  }
   unsynced_.clear();
+  lost_.clear();
   c_.unsynced_writes = 0;
   return base_->Sync();
 }

@@ -10,6 +10,13 @@
 // A Sync covers the writes that completed before it started; a write racing
 // with a Sync stays unsynced (the conservative reading).
 //
+// A failed Sync behaves as Linux's fdatasync after a writeback error: the
+// writes it should have made durable are lost for good (the kernel marked
+// their pages clean without writing them), and the next Sync reports
+// success without making them durable. They stay readable until the power
+// cut, which reverts them; only a later write over the same bytes that a
+// Sync covers makes those bytes durable again.
+//
 // Typical crash test:
 //   auto fault = std::make_unique<FaultDevice>(NewMemDevice(n));
 //   ... run, then at the chosen instant:
@@ -22,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +46,7 @@ struct FaultDeviceCounters {
   uint64_t syncs = 0;          // successful Sync() calls
   uint64_t failed_syncs = 0;
   uint64_t unsynced_writes = 0;  // writes a power cut would revert now
+  uint64_t lost_writes = 0;      // writes a failed sync lost (still reverted by a cut)
 };
 
 class FaultDevice : public BlockDevice {
@@ -57,8 +66,13 @@ class FaultDevice : public BlockDevice {
   void FailNthWrite(uint64_t n, bool sticky = false);
   // While on, every Write() fails with ENOSPC and writes nothing.
   void SetNoSpace(bool on);
-  // The next `count` Sync() calls fail with EIO (and make nothing durable).
+  // The next `count` Sync() calls fail with EIO; the writes each should
+  // have covered are lost (see above).
   void FailSync(uint64_t count = 1);
+  // Called by every Sync() after it has fixed which writes it covers and
+  // before it syncs the base (tests hold a sync there to race writes with
+  // it). Null: none.
+  void SetSyncHook(std::function<void()> hook);
   // The next Write() lands only its first `k` bytes (k < n) and fails with
   // EIO, as a write cut by a crash would.
   void TearNextWrite(size_t k);
@@ -84,6 +98,10 @@ class FaultDevice : public BlockDevice {
   mutable std::mutex mu_;
   // Writes that complete hold mu_ for the pre-image read and the write.
   std::vector<PreImage> unsynced_;
+  // Pre-images of writes a failed Sync lost, oldest first, minus the bytes
+  // a later successful Sync made durable again.
+  std::vector<PreImage> lost_;
+  std::function<void()> sync_hook_;
   uint64_t fail_write_countdown_ = 0;  // 0 = off
   bool fail_write_sticky_ = false;
   bool failing_all_writes_ = false;

@@ -233,6 +233,11 @@ struct VolumeStats {
   // the control protocol.
   uint64_t cached_chunk_maps = 0;
   uint64_t cache_hits = 0;
+  // "" while healthy; else why the volume failed (a sync of the image or of
+  // the metadata log failed): writes and fsync fail with EIO until the
+  // volume is mounted again (docs/crash-consistency.md, "Sync failures").
+  std::string failure;
+  uint64_t sync_cycles = 0;  // group-commit sync cycles since mount
 };
 
 // What a restore changed (or, for a dry run, would change).

@@ -553,6 +553,9 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
     h = it->second;
   }
   if (h.snap || m->opts.read_only) return Status::ReadOnly();
+  // A volume whose sync failed takes no more writes, not even in place
+  // (docs/crash-consistency.md, "Sync failures").
+  if (m->committer->failed()) return m->committer->Failure();
   if (size == 0) return size_t{0};
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
   if (kernel_times && !(h.flags & O_APPEND)) {
@@ -654,7 +657,15 @@ Status FileSystem::Impl::MaybeDestroy(InodeId ino) {
   return Status::Ok();
 }
 
-Status FileSystem::Fsync(uint64_t fh, bool datasync) { return impl_->committer->SyncAll(); }
+// Every commit applied and every image write completed before the call is
+// durable when this returns Ok (Committer::SyncAll); with writeback caching
+// the kernel has sent this file's dirty pages, and had them answered, before
+// it sends FSYNC. fdatasync gets the same: the WAL sync it needs for the
+// size is the one fsync pays for the times.
+Status FileSystem::Fsync(uint64_t fh, bool datasync) {
+  if (impl_->opts.read_only) return Status::Ok();
+  return impl_->committer->SyncAll();
+}
 
 Status FileSystem::SyncAll() {
   if (impl_->opts.read_only) return Status::Ok();

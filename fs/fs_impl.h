@@ -78,27 +78,55 @@ class FairSharedMutex {
   bool writer_ = false;
 };
 
-// Group commit: makes committed Txns durable. Sync cycle: read the target
-// sequence (excluding in-progress commits through the gate), sync the image,
-// flush+sync the RocksDB WAL, mark the target durable, release quarantined
-// frees. Concurrent SyncUpTo callers share one cycle.
+// Group commit: makes committed Txns and completed image writes durable.
+//
+// Durable is asked of both media at once. A caller of SyncAll() reads two
+// marks when it starts: the last commit sequence, and the image's count of
+// completed writes (TrackedDevice::WritesCompleted) -- writes in place of
+// blocks born at the live epoch commit no record, so the sequence alone
+// would let their fsync return before their bytes reach the disk. It returns
+// once one sync cycle has covered both marks. A cycle: read the target
+// sequence (excluding in-progress commits through the gate), sync the image
+// (which reports the write count it covered: the writes completed before its
+// base sync began), flush+sync the RocksDB WAL, then publish both marks as
+// durable and release quarantined frees. A cycle that began its image sync
+// before my write completed covers a smaller count, so it does not count
+// for me: I wait for, or run, the next one. Concurrent callers share cycles.
+//
+// Sync failures are fatal to the write path (docs/crash-consistency.md,
+// "Sync failures"): the first failed image sync (TrackedDevice) or WAL
+// write/sync (Store) puts the volume in a failed state. From then on
+// Apply() and SyncAll() return that failure and nothing more is made
+// durable; reads go on. The background loop logs it once; no path
+// discards it. A remount replays from the last durable state.
 class Committer {
  public:
   // `cache` (may be null) is told of every inode a commit changed, once
   // the commit is visible and before Apply returns.
   Committer(TrackedDevice* dev, Store* store, Allocator* alloc, LiveCache* cache = nullptr);
   ~Committer();
+  // The background loop: every `interval_ms`, a cycle if a commit or an
+  // image write is not yet durable.
   void Start(uint32_t interval_ms);
   void Stop();
   // Applies `txn` atomically with the given allocator bookkeeping: frees are
   // quarantined before the write and cancelled if it fails; allocations are
   // marked committed (or aborted) after it. Returns the commit sequence.
+  // Fails without writing once the volume has failed.
   Status Apply(Txn* txn, const std::vector<Range>& frees, const std::vector<Range>& allocs,
                uint64_t* seq_out = nullptr);
-  // Makes every commit with sequence <= seq durable.
-  Status SyncUpTo(uint64_t seq);
-  Status SyncAll() { return SyncUpTo(last_seq_.load()); }
+  // Makes durable every commit applied and every image write completed
+  // before the call. Returns the sticky failure once the volume has failed.
+  Status SyncAll();
   uint64_t last_seq() const { return last_seq_.load(); }
+  // Ok while healthy; else why the volume failed (sticky, see above).
+  Status Failure() const;
+  // Cheap check of the same (atomics only).
+  bool failed() const {
+    return failed_.load(std::memory_order_acquire) || dev_->failed() || store_->failed();
+  }
+  // Sync cycles run so far (each: one image sync if dirty + one WAL sync).
+  uint64_t sync_cycles() const { return cycles_.load(std::memory_order_relaxed); }
 
   // Exact volume counters (keys.h kVolUsedBlocks, kVolFiles), loaded at
   // mount and kept equal to the stored ones: Apply() adds the used-blocks
@@ -113,6 +141,10 @@ class Committer {
 
  private:
   void Loop(uint32_t interval_ms);
+  // Returns once a finished cycle covered commit `seq` and `writes` image
+  // writes, running cycles as needed.
+  Status SyncTo(uint64_t seq, uint64_t writes);
+  void NoteFailure(const Status& s);
   TrackedDevice* dev_;
   Store* store_;
   Allocator* alloc_;
@@ -123,9 +155,14 @@ class Committer {
   std::atomic<uint64_t> files_{0};
   std::mutex mu_;
   std::condition_variable cv_;
-  bool syncing_ = false;
-  uint64_t durable_ = 0;
-  Status last_error_;
+  bool syncing_ = false;            // GUARDED_BY(mu_): a cycle is running
+  uint64_t durable_seq_ = 0;        // GUARDED_BY(mu_)
+  uint64_t durable_writes_ = 0;     // GUARDED_BY(mu_)
+  std::atomic<uint64_t> cycles_{0};
+  mutable std::mutex fail_mu_;      // a leaf
+  Status failure_;                  // GUARDED_BY(fail_mu_): first failure seen
+  bool failure_logged_ = false;     // GUARDED_BY(fail_mu_)
+  std::atomic<bool> failed_{false};  // failure_ is set
   bool stop_ = false;
   std::thread thread_;
 };

@@ -762,6 +762,11 @@ VolumeStats FileSystem::Stats() {
   s.free_index_bytes = as.index_bytes;
   s.cached_chunk_maps = m->cache.chunks_cached();
   s.cache_hits = m->cache.hits();
+  if (m->committer) {
+    Status f = m->committer->Failure();
+    if (!f.ok()) s.failure = f.message();
+    s.sync_cycles = m->committer->sync_cycles();
+  }
   std::lock_guard<std::mutex> l(m->snaps_mu);
   for (const auto& [id, e] : m->snaps) {
     if (e.rec.state == SnapState::kActive) {

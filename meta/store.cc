@@ -133,6 +133,8 @@ Status Store::Failed() {
                                             : Status::IOError(std::move(m));
 }
 
+Status Store::Failure() { return failed_.load() ? Failed() : Status::Ok(); }
+
 Status Store::Write(rocksdb::WriteBatch* batch) {
   std::shared_lock<std::shared_mutex> wl(wal_mu_);
   if (failed_.load()) return Failed();

@@ -69,6 +69,10 @@ class Store {
   Status Write(rocksdb::WriteBatch* batch);
   // Make everything committed so far durable (FlushWAL(sync=true)).
   Status SyncWal();
+  // Ok while the store takes writes; after the first failed WAL write or
+  // sync, that failure (sticky, see failed_).
+  Status Failure();
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
   // Flush memtables to SST files (clean unmount) and sync.
   Status FlushAll();
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
