@@ -85,6 +85,13 @@ int RunStatus(const StatusArgs& a) {
                " dead-index entries done, " + HumanSize(s.reclaim_blocks_freed * bs) + " freed";
   }
   line("Pending reclaim:", reclaim);
+  if (i.mounted) {
+    line("Memory:", "daemon RSS " + HumanSize(s.rss_bytes) + " of a " +
+                        HumanSize(s.memory_budget_bytes) + " budget (metadata cache " +
+                        HumanSize(s.metadata_cache_used_bytes) + " of " +
+                        HumanSize(s.metadata_cache_bytes) + ", open-file cache " +
+                        HumanSize(s.live_cache_bytes) + ")");
+  }
   line("Free-space scan:", ScanLine(i.scan, bs));
   if (!s.restoring.empty()) {
     line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +

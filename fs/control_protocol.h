@@ -395,7 +395,12 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("restore_done", v.restore_done)
       .Set("restore_total", v.restore_total)
       .Set("failure", v.failure)
-      .Set("sync_cycles", v.sync_cycles);
+      .Set("sync_cycles", v.sync_cycles)
+      .Set("rss_bytes", v.rss_bytes)
+      .Set("memory_budget_bytes", v.memory_budget_bytes)
+      .Set("metadata_cache_bytes", v.metadata_cache_bytes)
+      .Set("metadata_cache_used_bytes", v.metadata_cache_used_bytes)
+      .Set("live_cache_bytes", v.live_cache_bytes);
   return j;
 }
 
@@ -421,6 +426,11 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.restore_total = j.GetUint("restore_total");
   v.failure = j.GetString("failure");
   v.sync_cycles = j.GetUint("sync_cycles");
+  v.rss_bytes = j.GetUint("rss_bytes");
+  v.memory_budget_bytes = j.GetUint("memory_budget_bytes");
+  v.metadata_cache_bytes = j.GetUint("metadata_cache_bytes");
+  v.metadata_cache_used_bytes = j.GetUint("metadata_cache_used_bytes");
+  v.live_cache_bytes = j.GetUint("live_cache_bytes");
   return v;
 }
 

@@ -107,6 +107,12 @@ struct MountOptions {
   // Show `.snapshots` in the root's listing (it is reachable by name either
   // way). Default: true (snapdir=visible).
   bool snapdir_visible = true;
+  // The daemon's memory budget (psmfs -o memory=SIZE), bytes. Half of it is
+  // RocksDB's one cache (block cache, index and filter blocks, memtables:
+  // StoreOptions::cache_bytes), an eighth the live cache's chunk maps
+  // (LiveCache::SetByteLimit); the rest is left for the process itself
+  // (heap, FUSE request buffers, thread stacks). Default: 256 MiB.
+  uint64_t memory_bytes = 256ull << 20;
 };
 
 // Options of `psmctl mkfs`.
@@ -238,6 +244,12 @@ struct VolumeStats {
   // volume is mounted again (docs/crash-consistency.md, "Sync failures").
   std::string failure;
   uint64_t sync_cycles = 0;  // group-commit sync cycles since mount
+  // Memory of the process that holds the volume (the daemon when mounted).
+  uint64_t rss_bytes = 0;            // resident set size now
+  uint64_t memory_budget_bytes = 0;  // MountOptions::memory_bytes
+  uint64_t metadata_cache_bytes = 0;       // RocksDB's budget (cache_bytes)
+  uint64_t metadata_cache_used_bytes = 0;  // what of it is used now
+  uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
 };
 
 // What a restore changed (or, for a dry run, would change).

@@ -4,6 +4,7 @@
 // touches (LockSet). Where a child's inode number is known only after reading
 // a directory entry, the entry is read, the locks taken, and the entry read
 // again; if it changed, the operation retries.
+#include <cstdio>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <unistd.h>
@@ -762,6 +763,23 @@ VolumeStats FileSystem::Stats() {
   s.free_index_bytes = as.index_bytes;
   s.cached_chunk_maps = m->cache.chunks_cached();
   s.cache_hits = m->cache.hits();
+  {
+    // Resident pages (statm's second field).
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (f) {
+      if (std::fscanf(f, "%llu %llu", &size, &resident) == 2) {
+        s.rss_bytes = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+      }
+      std::fclose(f);
+    }
+  }
+  s.memory_budget_bytes = m->opts.memory_bytes;
+  if (m->store) {
+    s.metadata_cache_bytes = m->store->cache_capacity();
+    s.metadata_cache_used_bytes = m->store->cache_usage();
+  }
+  s.live_cache_bytes = m->cache.bytes_cached();
   if (m->committer) {
     Status f = m->committer->Failure();
     if (!f.ok()) s.failure = f.message();

@@ -6,7 +6,10 @@ void LiveCache::ResetLocked(Entry* e) {
   e->gen = next_gen_.fetch_add(1, std::memory_order_relaxed);
   e->has_attr = false;
   if (!e->chunks.empty()) {
+    uint64_t cost = 0;
+    for (const auto& [idx, c] : e->chunks) cost += Cost(c);
     chunks_.fetch_sub(e->chunks.size(), std::memory_order_relaxed);
+    bytes_.fetch_sub(cost, std::memory_order_relaxed);
     e->chunks.clear();
   }
 }
@@ -70,15 +73,23 @@ LiveCache::Hit LiveCache::GetChunk(InodeId ino, uint64_t idx, bool* present,
 
 void LiveCache::PutChunk(InodeId ino, uint64_t idx, uint64_t gen, bool present,
                          const std::vector<Extent>& ext) {
-  if (chunks_.load(std::memory_order_relaxed) >= kMaxChunks) return;
+  const uint64_t add = kChunkOverhead + ext.size() * sizeof(Extent);
+  if (bytes_.load(std::memory_order_relaxed) + add > limit_.load(std::memory_order_relaxed)) {
+    return;  // full: this read goes to the store, as an uncached one does
+  }
   Shard& s = ShardOf(ino);
   std::lock_guard<std::mutex> l(s.mu);
   auto it = s.map.find(ino);
   if (it == s.map.end() || it->second.gen != gen) return;
   auto [c, fresh] = it->second.chunks.try_emplace(idx);
-  if (fresh) chunks_.fetch_add(1, std::memory_order_relaxed);
+  if (fresh) {
+    chunks_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    bytes_.fetch_sub(Cost(c->second), std::memory_order_relaxed);
+  }
   c->second.present = present;
   c->second.ext = ext;
+  bytes_.fetch_add(Cost(c->second), std::memory_order_relaxed);
 }
 
 void LiveCache::Invalidate(InodeId ino) {

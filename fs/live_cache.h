@@ -19,8 +19,9 @@
 // after taking the generation (FileSystem::Impl::AskCache).
 //
 // Entries exist only for inodes with an open live handle (Enable at the
-// first open, Disable at the last release), and the number of cached chunk
-// maps is capped, so memory is bounded by what is open and by kMaxChunks.
+// first open, Disable at the last release), and the bytes the cached chunk
+// maps take are capped (SetByteLimit, from the mount's memory budget), so
+// memory is bounded by what is open and by that limit.
 //
 // Locking: one mutex per shard, a leaf (docs/locking.md): nothing is taken
 // under it and it may be taken under anything.
@@ -39,8 +40,13 @@ namespace psm {
 
 class LiveCache {
  public:
-  // The most chunk maps cached over all files (each one is a few extents).
-  static constexpr uint64_t kMaxChunks = 1u << 18;
+  // What one cached chunk map costs beyond its extents (hash node, vector).
+  static constexpr uint64_t kChunkOverhead = 96;
+  // The most bytes the cached chunk maps may take, over all files (a chunk
+  // map costs kChunkOverhead + its extents). Default: 32 MiB.
+  void SetByteLimit(uint64_t bytes) { limit_.store(bytes, std::memory_order_relaxed); }
+  uint64_t byte_limit() const { return limit_.load(std::memory_order_relaxed); }
+  uint64_t bytes_cached() const { return bytes_.load(std::memory_order_relaxed); }
 
   enum class Hit { kOff, kMiss, kHit };
 
@@ -71,6 +77,7 @@ class LiveCache {
     bool present = false;
     std::vector<Extent> ext;
   };
+  static uint64_t Cost(const Chunk& c) { return kChunkOverhead + c.ext.size() * sizeof(Extent); }
   struct Entry {
     uint64_t gen = 0;
     int opens = 0;
@@ -91,6 +98,8 @@ class LiveCache {
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> next_gen_{1};
   std::atomic<uint64_t> chunks_{0};
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint64_t> limit_{32u << 20};
   std::atomic<uint64_t> hits_{0};
 };
 

@@ -185,6 +185,9 @@ void PrintHelp() {
       "  ro                     refuse every change (EROFS); also mounts read-only\n"
       "  commit_interval=MS     unsynced writes become durable within MS ms\n"
       "                         (default 1000)\n"
+      "  memory=SIZE            the daemon's memory budget: metadata cache,\n"
+      "                         memtables and open-file cache stay within it\n"
+      "                         (default 256M, at least 32M)\n"
       "  no_default_permissions do not let the kernel check permissions; psmfs\n"
       "                         does not check them either, so every caller may\n"
       "                         do everything (default: default_permissions on)\n"
@@ -291,6 +294,24 @@ bool ParseUnsigned(std::string_view s, unsigned long long max, unsigned long lon
   return true;
 }
 
+// "256M", "1G", "262144K", "268435456": K/M/G are powers of 1024.
+bool ParseMemorySize(std::string_view s, uint64_t* out) {
+  uint64_t mult = 1;
+  if (!s.empty()) {
+    switch (s.back()) {
+      case 'K': case 'k': mult = 1ull << 10; break;
+      case 'M': case 'm': mult = 1ull << 20; break;
+      case 'G': case 'g': mult = 1ull << 30; break;
+      default: break;
+    }
+    if (mult != 1) s.remove_suffix(1);
+  }
+  unsigned long long n = 0;
+  if (!ParseUnsigned(s, (1ull << 50) / mult, &n)) return false;
+  *out = n * mult;
+  return true;
+}
+
 bool ParseSeconds(const std::string& s, double* out) {
   if (s.empty()) return false;
   char* end = nullptr;
@@ -317,6 +338,13 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
       UsageError("commit_interval=" + val + ": expected milliseconds, 1..3600000");
     }
     cl->mount.commit_interval_ms = static_cast<uint32_t>(n);
+  } else if (key == "memory") {
+    need_val();
+    uint64_t bytes = 0;
+    if (!ParseMemorySize(val, &bytes) || bytes < (32ull << 20)) {
+      UsageError("memory=" + val + ": expected a size of at least 32M (e.g. 256M, 1G)");
+    }
+    cl->mount.memory_bytes = bytes;
   } else if (key == "no_default_permissions" && !has_val) {
     cl->default_permissions = false;
   } else if (key == "default_permissions" && !has_val) {

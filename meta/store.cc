@@ -7,6 +7,7 @@
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/write_buffer_manager.h>
 
 #include <vector>
 
@@ -51,11 +52,22 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
     s->env_ = rocksdb::NewCompositeEnv(opts.fs);
     dbo.env = s->env_.get();
   }
+  // One budget (StoreOptions::cache_bytes): data blocks, index and filter
+  // blocks and memtables all draw on one LRU cache, so RocksDB's memory does
+  // not grow with the volume (index blocks held outside the cache would:
+  // about 1% of the SST bytes). Memtables are charged to it; when they reach
+  // half of it the largest is flushed.
+  s->cache_ = rocksdb::NewLRUCache(opts.cache_bytes);
+  dbo.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(opts.cache_bytes / 2, s->cache_);
   rocksdb::BlockBasedTableOptions bbt;
-  bbt.block_cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
-  bbt.cache_index_and_filter_blocks = false;
+  bbt.block_cache = s->cache_;
+  bbt.cache_index_and_filter_blocks = true;
+  bbt.cache_index_and_filter_blocks_with_high_priority = true;
+  bbt.pin_l0_filter_and_index_blocks_in_cache = true;
   rocksdb::ColumnFamilyOptions cfo;
   cfo.write_buffer_size = opts.write_buffer_bytes;
+  cfo.max_write_buffer_number = 2;
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
   cfo.compression = rocksdb::kNoCompression;
   // Counters (Txn::AddCounter) are merge operands; fold them at write time
@@ -170,6 +182,9 @@ Status Store::FlushAll() {
 std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), handle(cf)));
 }
+
+size_t Store::cache_capacity() const { return cache_ ? cache_->GetCapacity() : 0; }
+size_t Store::cache_usage() const { return cache_ ? cache_->GetUsage() : 0; }
 
 uint64_t Store::EstimateKeys(Cf cf) {
   uint64_t n = 0;

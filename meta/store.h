@@ -30,6 +30,7 @@
 #include "meta/status.h"
 
 namespace rocksdb {
+class Cache;
 class FileSystem;
 class Env;
 }  // namespace rocksdb
@@ -43,10 +44,15 @@ struct StoreOptions {
   bool error_if_exists = false;
   // File system under RocksDB (barrier / fault injection); null = default.
   std::shared_ptr<rocksdb::FileSystem> fs;
-  // Memtable size per column family, bytes. Default: 64 MiB.
-  size_t write_buffer_bytes = 64u << 20;
-  // Block cache size, bytes. Default: 64 MiB.
-  size_t block_cache_bytes = 64u << 20;
+  // Memtable size per column family, bytes (a memtable is switched when it
+  // reaches this, or earlier when all memtables together reach half of
+  // cache_bytes). Default: 16 MiB.
+  size_t write_buffer_bytes = 16u << 20;
+  // One memory budget for RocksDB: the block cache, the index and filter
+  // blocks (cached, not held per open file) and the memtables (charged to
+  // the same cache through a WriteBufferManager) together stay within it,
+  // whatever the size of the volume. Default: 128 MiB.
+  size_t cache_bytes = 128u << 20;
   // Open read-only (fsck, offline tools that only look). Default: false.
   bool read_only = false;
 };
@@ -78,6 +84,10 @@ class Store {
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
   // Approximate number of keys in a column family.
   uint64_t EstimateKeys(Cf cf);
+  // The RocksDB memory budget (StoreOptions::cache_bytes) and what of it is
+  // in use now (block cache entries plus memtables charged to it).
+  size_t cache_capacity() const;
+  size_t cache_usage() const;
   bool read_only() const { return read_only_; }
 
  private:
@@ -86,6 +96,7 @@ class Store {
   std::array<rocksdb::ColumnFamilyHandle*, static_cast<int>(Cf::kCount)> handles_{};
   std::shared_ptr<rocksdb::FileSystem> fs_;
   std::unique_ptr<rocksdb::Env> env_;
+  std::shared_ptr<rocksdb::Cache> cache_;
   bool read_only_ = false;
   // ThreadSanitizer builds only: RocksDB's write-group leader copies other
   // writers' batches under synchronization TSan cannot see (the library is
