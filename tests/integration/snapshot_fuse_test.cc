@@ -11,8 +11,8 @@
 //   * statfs counts blocks held only by snapshots as used; `used` and
 //     `referenced` in the list; delete returns at once, a file open in a
 //     deleted snapshot keeps reading, reclaim progress shows in
-//     `psmctl status`, and the free space of an emptied volume is a fresh
-//     one's;
+//     `psmctl status` (growing figures, gone when done, the exact space
+//     freed), and the free space of an emptied volume is a fresh one's;
 //   * 1,000 snapshots: create, list, browse and delete work and cost the same.
 #include <dirent.h>
 #include <doctest/doctest.h>
@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/client.h"
 #include "fs/control_protocol.h"
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
@@ -150,7 +151,8 @@ void WaitReclaimed(const std::string& mnt) {
     if (Status(mnt).GetUint("pending_reclaim") == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  CHECK(Status(mnt).GetUint("pending_reclaim") == 0);
+  const uint64_t pending = Status(mnt).GetUint("pending_reclaim");
+  CHECK_MESSAGE(pending == 0, "reclaim did not finish within 60 s: " << pending << " pending");
   REQUIRE(Ctl({"scan", mnt, "--wait"}).ok());
   sync();
 }
@@ -417,29 +419,68 @@ TEST_CASE("snapshots through the mount: a faithful, read-only, distinct tree") {
 TEST_CASE("reclaim progress is visible in psmctl status while it runs") {
   auto mv = MountedVolume::Create("512M");
   const std::string m = mv->mnt;
-  // Many small exclusive ranges: a reclaim long enough to be seen.
+  // Many small exclusive ranges: a reclaim of many batches. 64 files of
+  // 256 blocks; after the snapshot every other block is rewritten, so the
+  // snapshot alone holds 64 * 128 old blocks.
+  constexpr uint64_t kExclusiveBlocks = 64 * 128;
   for (int i = 0; i < 64; ++i) WriteFile(m + "/f" + std::to_string(i), Pattern(1 << 20, i));
   REQUIRE(Ctl({"snapshot", "create", m, "s"}).ok());
   for (int i = 0; i < 64; ++i) {
     for (int k = 0; k < 256; k += 2) WriteFile(m + "/f" + std::to_string(i), "x", k * 4096, false);
   }
   sync();
+  REQUIRE(Ctl({"scan", m, "--wait"}).ok());
+  const uint64_t free_held = FreeBytes(m);
+  const uint64_t block_size = Status(m).Find("stats")->GetUint("block_size");
+  REQUIRE(block_size > 0);
+  // Watch through the control socket (a psmctl process per look would be
+  // too slow to see a reclaim of a few hundred milliseconds).
+  auto client = psm::Client::Connect(m);
+  REQUIRE_MESSAGE(client.ok(), client.status().ToString());
   REQUIRE(Ctl({"snapshot", "delete", m, "s"}).ok());
   bool seen_progress = false;
-  for (int i = 0; i < 2000 && !seen_progress; ++i) {
-    psm::Json s = Status(m);
-    if (s.GetUint("pending_reclaim") == 0) break;
-    const psm::Json* stats = s.Find("stats");
-    if (stats && !stats->GetString("reclaiming").empty() &&
-        stats->GetUint("reclaim_entries_done") > 0) {
+  uint64_t samples = 0, progress_samples = 0, last_entries = 0, last_freed = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    auto vs = (*client)->GetStatus();
+    REQUIRE_MESSAGE(vs.ok(), vs.status().ToString());
+    const psm::VolumeStats& st = vs->stats;
+    ++samples;
+    if (st.pending_reclaim == 0) break;
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "the reclaim of s did not finish within 60 s");
+    if (st.reclaiming.empty()) continue;  // not started yet (or between batches' figures)
+    CHECK(st.reclaiming == "s");
+    // Figures of one reclaim only grow, and never beyond what s holds.
+    CHECK(st.reclaim_entries_done >= last_entries);
+    CHECK(st.reclaim_blocks_freed >= last_freed);
+    CHECK(st.reclaim_blocks_freed <= kExclusiveBlocks);
+    last_entries = st.reclaim_entries_done;
+    last_freed = st.reclaim_blocks_freed;
+    if (st.reclaim_entries_done > 0) {
       seen_progress = true;
+      ++progress_samples;
     }
   }
-  WaitReclaimed(m);
-  // Reclaim may finish before a poll sees it; the figures must then be gone.
+  MESSAGE("reclaim of s watched in " << samples << " looks, " << progress_samples
+                                     << " with progress; last figures seen: " << last_entries
+                                     << " entries, " << last_freed << " blocks freed");
+  CHECK_MESSAGE(seen_progress, "no status in " << samples
+                                               << " looks showed the reclaim of s under way "
+                                                  "with entries done");
+  // Once it is done the figures are gone, in the JSON and in the text.
   psm::Json s = Status(m);
+  CHECK(s.GetUint("pending_reclaim") == 0);
   CHECK(s.Find("stats")->GetString("reclaiming").empty());
-  MESSAGE("reclaim progress observed while running: " << std::string(seen_progress ? "yes" : "no"));
+  CHECK(s.Find("stats")->GetUint("reclaim_entries_done") == 0);
+  auto text = Ctl({"status", m});
+  REQUIRE_MESSAGE(text.ok(), text.output);
+  CHECK_MESSAGE(text.output.find("reclaiming '") == std::string::npos, text.output);
+  CHECK_MESSAGE(text.output.find("0 snapshot(s)") != std::string::npos, text.output);
+  // And the space s alone held is free again, exactly.
+  WaitReclaimed(m);
+  CHECK(FreeBytes(m) - free_held == kExclusiveBlocks * block_size);
+  client->reset();
   CHECK(mv->Unmount());
 }
 
