@@ -3,8 +3,6 @@
 // outlive a delete, and many snapshots.
 #include <sys/xattr.h>
 
-#include <chrono>
-
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;
@@ -204,15 +202,14 @@ TEST_CASE("reclaim resumes after a remount") {
   CHECK(v.Fsck() == 0);
 }
 
-TEST_CASE("1000 snapshots: create, list, browse, delete stay cheap") {
+// Works at that number; what it costs is psmsnapbench's (make bench).
+TEST_CASE("1000 snapshots: create, list, browse, delete") {
   CoreVolume v;
   NodeId f = v.Put(kRootIno, "f", "v0");
-  auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 1000; ++i) {
     REQUIRE(v.WriteAt(f, 0, "v" + std::to_string(i % 10)).ok());
     REQUIRE(v.fs->CreateSnapshot("snap-" + std::to_string(i)).ok());
   }
-  (void)t0;
   auto list = v.fs->ListSnapshots(false);
   REQUIRE(list.size() == 1000);
   CHECK(list.front().name == "snap-0");
