@@ -450,7 +450,10 @@ TEST_CASE("reclaim progress is visible in psmctl status while it runs") {
     if (st.pending_reclaim == 0) break;
     REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
                     "the reclaim of s did not finish within 60 s");
-    if (st.reclaiming.empty()) continue;  // not started yet (or between batches' figures)
+    if (st.reclaiming.empty()) {  // not started yet
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
     CHECK(st.reclaiming == "s");
     // Figures of one reclaim only grow, and never beyond what s holds.
     CHECK(st.reclaim_entries_done >= last_entries);
@@ -462,6 +465,7 @@ TEST_CASE("reclaim progress is visible in psmctl status while it runs") {
       seen_progress = true;
       ++progress_samples;
     }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // the CPU is the reclaim's
   }
   MESSAGE("reclaim of s watched in " << samples << " looks, " << progress_samples
                                      << " with progress; last figures seen: " << last_entries
