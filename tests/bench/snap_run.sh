@@ -11,8 +11,9 @@
 # Failover: SIGKILL the psmfs owning the scan volume (many alloc ranges),
 # time a new psmfs from start to the first successful write.
 # End to end (psmfs + psmctl): `psmctl snapshot create` (syncfs + request)
-# with the many-files tree, and cold reads of one file through .snapshots
-# and live.
+# with the many-files tree, 1,000 snapshots made with mkdir and removed
+# with rmdir in .snapshots (first vs last medians: psmsnapbench snapdir),
+# and cold reads of one file through .snapshots and live.
 #
 # Environment (defaults run in a few minutes; the full sizes in ()):
 #   SNAPBENCH_FILES=10000 (100000)  SNAPBENCH_MIB=128 (1024)
@@ -58,6 +59,11 @@ create_e2e() {  # median of 11 psmctl snapshot create, ms
 }
 for i in $(seq 10); do echo x > "$MNT/small$i"; done
 printf '%-34s %14s %s\n' create_e2e_ms_10_files "$(create_e2e a)" "ms (median of 11, psmctl)" | tee -a "$RES"
+# SNAPBENCH_SNAPS snapshots with mkdir/rmdir in .snapshots: cost flat?
+"$BIN/psmsnapbench" snapdir "$MNT" | tee -a "$RES"
+for _ in $(seq 600); do  # let their reclaim finish before the next rows
+  "$BIN/psmctl" status "$MNT" --json | grep -q '"pending_reclaim": 0,' && break; sleep 0.1
+done
 mkdir "$MNT/many"
 (cd "$MNT/many" && seq "$FILES" | xargs touch)
 dd if=/dev/urandom of="$MNT/data" bs=1M count="$MIB" status=none

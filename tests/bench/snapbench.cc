@@ -5,9 +5,15 @@
 //                              first 1 MiB write, full scan, index memory
 //   psmsnapbench restore DIR   restore of RESTOREBENCH_FILES files (10000) with
 //                              1% and with 100% of them changed
+//   psmsnapbench snapdir MNT   through a mounted psmfs: SNAPBENCH_SNAPS (1000)
+//                              snapshots made with mkdir MNT/.snapshots/NAME
+//                              (a small file rewritten before each) and
+//                              removed with rmdir, oldest first; medians of
+//                              the first and last 100 of each and their
+//                              ratio (flat: about 1), readdir of .snapshots
 //
-// Both work on volumes under DIR through the filesystem core (no FUSE; the
-// end-to-end rows through psmctl and the mount are in run.sh). Sizes scale
+// The others work on volumes under DIR through the filesystem core (no
+// FUSE; the end-to-end rows through psmctl and the mount are in run.sh). Sizes scale
 // with the environment (defaults run in a few minutes on 2 cores):
 //   SNAPBENCH_FILES   files in the "many files" create case   (default 10000; full 100000)
 //   SNAPBENCH_MIB     data in that case and exclusive to the deleted
@@ -18,14 +24,18 @@
 //                     one (profiling the scan alone)
 //   SCANBENCH_COMPACT=1 fully compact `alloc` before the scan (experiment)
 // Output: one "name value unit" line per figure (run.sh tabulates them).
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -312,6 +322,67 @@ int Restore(const std::string& root) {
   return 0;
 }
 
+// Snapshots through a mount with mkdir/rmdir in .snapshots: does the cost
+// of one stay flat as they pile up? (The mounting test
+// integration_snapshot_fuse_test checks that 1,000 of them work; what they
+// cost is measured here.)
+int SnapDir(const std::string& mnt) {
+  const int n = static_cast<int>(Env("SNAPBENCH_SNAPS", 1000));
+  const int window = std::max(1, std::min(100, n / 4));
+  const std::string snapdir = mnt + "/.snapshots/";
+  const std::string counter = mnt + "/snapdir-counter";
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::vector<double> mk, rm;
+  for (int i = 0; i < n; ++i) {
+    const std::string text = "generation " + std::to_string(i);
+    int fd = open(counter.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
+        close(fd) != 0) {
+      Die("write " + counter, Status::IOError(strerror(errno)));
+    }
+    const std::string p = snapdir + "bench-" + std::to_string(i);
+    auto a = Clock::now();
+    if (mkdir(p.c_str(), 0755) != 0) Die("mkdir " + p, Status::IOError(strerror(errno)));
+    mk.push_back(Ms(a, Clock::now()));
+  }
+  auto a = Clock::now();
+  DIR* d = opendir(snapdir.c_str());
+  if (d == nullptr) Die("opendir " + snapdir, Status::IOError(strerror(errno)));
+  uint64_t entries = 0;
+  while (readdir(d) != nullptr) ++entries;
+  closedir(d);
+  const double ls = Ms(a, Clock::now());
+  for (int i = 0; i < n; ++i) {
+    const std::string p = snapdir + "bench-" + std::to_string(i);
+    auto b = Clock::now();
+    if (rmdir(p.c_str()) != 0) Die("rmdir " + p, Status::IOError(strerror(errno)));
+    rm.push_back(Ms(b, Clock::now()));
+  }
+  unlink(counter.c_str());
+  char label[64];
+  const double mk_first = median({mk.begin(), mk.begin() + window});
+  const double mk_last = median({mk.end() - window, mk.end()});
+  const double rm_first = median({rm.begin(), rm.begin() + window});
+  const double rm_last = median({rm.end() - window, rm.end()});
+  snprintf(label, sizeof label, "snapdir_mkdir_ms_first_%d", window);
+  Out(label, mk_first, "ms (median, mkdir .snapshots/NAME)");
+  snprintf(label, sizeof label, "snapdir_mkdir_ms_last_%d_of_%d", window, n);
+  Out(label, mk_last, "ms (median)");
+  Out("snapdir_mkdir_last_over_first", mk_last / mk_first, "x (flat: about 1)");
+  snprintf(label, sizeof label, "snapdir_readdir_ms_%llu_entries",
+           static_cast<unsigned long long>(entries));
+  Out(label, ls, "ms (.snapshots through the mount)");
+  snprintf(label, sizeof label, "snapdir_rmdir_ms_first_%d_of_%d", window, n);
+  Out(label, rm_first, "ms (median, rmdir .snapshots/NAME, oldest first)");
+  snprintf(label, sizeof label, "snapdir_rmdir_ms_last_%d", window);
+  Out(label, rm_last, "ms (median)");
+  Out("snapdir_rmdir_last_over_first", rm_last / rm_first, "x (flat: about 1)");
+  return 0;
+}
+
 }  // namespace
 
 // The core's cost of the data path without FUSE: random 4 KiB writes into
@@ -372,10 +443,12 @@ int Core(const std::string& root) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc == 3 ? argv[1] : "";
-  if (mode != "snap" && mode != "scan" && mode != "restore" && mode != "core") {
-    fprintf(stderr, "usage: psmsnapbench snap|scan|restore|core WORKDIR\n");
+  if (mode != "snap" && mode != "scan" && mode != "restore" && mode != "core" &&
+      mode != "snapdir") {
+    fprintf(stderr, "usage: psmsnapbench snap|scan|restore|core WORKDIR | snapdir MOUNTPOINT\n");
     return 2;
   }
+  if (mode == "snapdir") return SnapDir(argv[2]);
   std::filesystem::create_directories(argv[2]);
   if (mode == "restore") return Restore(argv[2]);
   if (mode == "core") return Core(argv[2]);

@@ -300,14 +300,36 @@ bool MountedVolume::Unmount(int timeout_s) {
   return true;
 }
 
-void MountedVolume::Kill9() {
-  if (pid > 0) {
+bool MountedVolume::Kill9() {
+  bool ok = true;
+  const bool started = pid > 0;
+  if (!Alive()) {
+    FAIL_CHECK("Kill9: the psmfs daemon was no longer running before the SIGKILL ("
+               << (!started ? std::string("no daemon had been started")
+                            : last_exit >= 0 ? "it had exited with status " + std::to_string(last_exit)
+                                             : std::string("it had been killed by a signal"))
+               << "); the crash this test meant to cause did not happen. Log:\n"
+               << Tail(LogText()));
+    ok = false;
+  } else {
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
     pid = -1;
-    last_exit = -1;
+    last_exit = ExitCodeOf(status);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+      // It ended between the check above and the signal, on its own.
+      FAIL_CHECK("Kill9: the psmfs daemon " << DescribeStatus(status)
+                                            << " on its own just before the SIGKILL. Log:\n"
+                                            << Tail(LogText()));
+      ok = false;
+    }
   }
+  DropDeadMount();
+  return ok;
+}
+
+void MountedVolume::DropDeadMount() {
   // The connection died with the daemon; the mount stays ("Transport
   // endpoint is not connected") until unmounted.
   for (int attempt = 0; attempt < 50 && IsMountPoint(mnt, ""); ++attempt) {

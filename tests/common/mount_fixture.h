@@ -12,7 +12,7 @@
 //   ...
 //   CHECK(mv->Unmount());   // fusermount3 -u; true iff the daemon exited 0
 //   CHECK(mv->Remount());   // same volume, same options, same mount point
-//   mv->Kill9();            // SIGKILL, reap, lazy-unmount the dead mount
+//   REQUIRE(mv->Kill9());   // SIGKILL a running daemon, reap, lazy-unmount
 //   CHECK(mv->Remount());   // failover: the volume must come back
 //
 // Failures are loud: Create() ends the current test case (doctest FAIL) with
@@ -86,7 +86,15 @@ struct MountedVolume {
   bool Unmount(int timeout_s = 120);
   // SIGKILL to the daemon, reap it, then lazily unmount the dead mount so
   // the mount point can be used again. The volume is left as a crash left it.
-  void Kill9();
+  // The daemon must still be running when the signal is sent: if it had
+  // already ended (or was not started), or if it turns out to have ended
+  // some other way than by this SIGKILL, that is recorded as a failed CHECK
+  // with its exit status and log, and false is returned. A crash test whose
+  // daemon died on its own would otherwise pass without testing anything.
+  bool Kill9();
+  // Lazily unmounts the mount of a daemon that is already gone (a test that
+  // killed it itself); no-op when nothing is mounted. REQUIRES: pid == -1.
+  void DropDeadMount();
   // Starts a daemon again on the same volume, mount point and options and
   // waits for the mount. REQUIRES: no daemon running.
   bool Remount();

@@ -265,14 +265,17 @@ bool PsmMount::DaemonAlive() {
   return true;
 }
 
-void PsmMount::KillDaemon() {
-  if (daemon_pid_ > 0) {
+bool PsmMount::KillDaemon() {
+  bool killed = false;
+  if (DaemonAlive()) {  // reaps (and reports) a daemon that already ended
     kill(daemon_pid_, SIGKILL);
-    int status;
+    int status = 0;
     waitpid(daemon_pid_, &status, 0);
+    killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
     daemon_pid_ = -1;
   }
   if (IsMountPoint(mnt_)) Run({"fusermount3", "-uz", mnt_}, 30);
+  return killed;
 }
 
 bool PsmMount::Fsck(std::string* out) {

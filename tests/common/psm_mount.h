@@ -54,8 +54,10 @@ class PsmMount {
   bool Mount(std::string* err);
   // fusermount3 -u, then waits for the daemon to exit with status 0.
   bool Unmount(std::string* err);
-  // SIGKILL to the daemon, reap it, fusermount3 -uz (lazy).
-  void KillDaemon();
+  // SIGKILL to the daemon, reap it, fusermount3 -uz (lazy). False when the
+  // daemon was not running any more at the signal (it had exited or died on
+  // its own, or none was started): a crash test must then fail, not pass.
+  bool KillDaemon();
   // psmctl fsck VOL; true when it exits 0. *out gets its output.
   bool Fsck(std::string* out);
   // Runs psmctl with the given arguments.

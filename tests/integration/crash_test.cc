@@ -257,7 +257,7 @@ TEST_CASE("SIGKILL of the daemon: fsynced data survives, nothing foreign appears
     }
     std::this_thread::sleep_until(deadline);
     REQUIRE(mv->Alive());  // it must not have died on its own
-    mv->Kill9();           // SIGKILL, reap, fusermount3 -uz
+    REQUIRE(mv->Kill9());  // SIGKILL, reap, fusermount3 -uz
     int status = 0;
     for (int i = 0; i < 3000 && waitpid(child, &status, WNOHANG) == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));

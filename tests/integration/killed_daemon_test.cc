@@ -92,10 +92,8 @@ int WaitChild(pid_t c, double seconds) {
 }
 
 void Scenario(const std::string& opts, bool guarded) {
-  if (geteuid() != 0) {
-    MESSAGE("needs root (pidfd_getfd of the daemon, fusectl); skipped");
-    return;
-  }
+  REQUIRE_MESSAGE(geteuid() == 0,
+                  "this test needs root (pidfd_getfd of the daemon, fusectl); run it as root");
   auto mv = MountedVolume::Create("256M", opts);
   {
     int fd = open(mv->Path("kept").c_str(), O_CREAT | O_WRONLY, 0644);
@@ -108,10 +106,16 @@ void Scenario(const std::string& opts, bool guarded) {
   REQUIRE_FALSE(abort_file.empty());
   const int held = DupFuseFd(mv->pid);
   REQUIRE_MESSAGE(held >= 0, "pidfd_getfd: " << strerror(errno));
+  // The daemon must still be running, or the kill below tests nothing.
+  REQUIRE_MESSAGE(mv->Alive(), "psmfs died before the SIGKILL (exit " << mv->last_exit
+                                                                      << "). Log:\n"
+                                                                      << mv->LogText());
   REQUIRE(kill(mv->pid, SIGKILL) == 0);
   int status = 0;
   REQUIRE(waitpid(mv->pid, &status, 0) == mv->pid);
   mv->pid = -1;
+  REQUIRE_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL),
+                  "psmfs ended on its own (status " << status << ") before the SIGKILL");
 
   const pid_t c = MkdirInChild(mv->Path("after-kill"));
   REQUIRE(c > 0);
@@ -129,7 +133,7 @@ void Scenario(const std::string& opts, bool guarded) {
     CHECK(WaitChild(c, 10) == 10);
   }
   close(held);
-  mv->Kill9();  // lazy unmount of the dead mount
+  mv->DropDeadMount();  // lazy unmount of the dead mount
   REQUIRE(mv->Remount());
   {
     std::ifstream kept(mv->Path("kept"));

@@ -401,6 +401,8 @@ TEST_CASE("mount smoke: syncfs after a file was written and deleted") {
 TEST_CASE("mount smoke: SIGTERM unmounts cleanly") {
   auto mv = MountedVolume::Create("256M");
   REQUIRE(WriteFile(mv->Path("t"), "term"));
+  // Still running, or the clean exit checked below would be someone else's.
+  REQUIRE_MESSAGE(mv->Alive(), "psmfs died before the SIGTERM (exit " << mv->last_exit << ")");
   REQUIRE(kill(mv->pid, SIGTERM) == 0);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (mv->Alive() && std::chrono::steady_clock::now() < deadline) {

@@ -9,11 +9,13 @@
 //   * permissions inside a snapshot are enforced as recorded;
 //   * the kernel's view of .snapshots follows create and delete at once;
 //   * statfs counts blocks held only by snapshots as used; `used` and
-//     `referenced` in the list; delete returns at once, a file open in a
-//     deleted snapshot keeps reading, reclaim progress shows in
-//     `psmctl status`, and the free space of an emptied volume is a fresh
-//     one's;
-//   * 1,000 snapshots: create, list, browse and delete work and cost the same.
+//     `referenced` in the list; delete returns while a file open in the
+//     deleted snapshot holds its reclaim back and keeps reading; reclaim
+//     progress shows in `psmctl status` (growing figures, gone when done,
+//     the exact space freed), and the free space of an emptied volume is a
+//     fresh one's;
+//   * 1,000 snapshots: create, list, browse and delete work (what they cost
+//     is a benchmark: psmsnapbench snapdir in `make bench`).
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -31,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/client.h"
 #include "fs/control_protocol.h"
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
@@ -150,7 +153,8 @@ void WaitReclaimed(const std::string& mnt) {
     if (Status(mnt).GetUint("pending_reclaim") == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  CHECK(Status(mnt).GetUint("pending_reclaim") == 0);
+  const uint64_t pending = Status(mnt).GetUint("pending_reclaim");
+  CHECK_MESSAGE(pending == 0, "reclaim did not finish within 60 s: " << pending << " pending");
   REQUIRE(Ctl({"scan", mnt, "--wait"}).ok());
   sync();
 }
@@ -377,10 +381,9 @@ TEST_CASE("snapshots through the mount: a faithful, read-only, distinct tree") {
     // A file open in s1 keeps reading after s1 is deleted.
     int fd = open((s1 + "/d/big").c_str(), O_RDONLY);
     REQUIRE(fd >= 0);
-    auto t0 = std::chrono::steady_clock::now();
+    // The delete returns although the reclaim cannot run yet.
     auto dr = Ctl({"snapshot", "delete", m, "s1"});
     REQUIRE_MESSAGE(dr.ok(), dr.output);
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
     CHECK_ERRNO(stat(s1.c_str(), &st), ENOENT);
     CHECK(List(m + "/.snapshots") == std::vector<std::string>({"s2"}));
     CHECK(Status(m).GetUint("pending_reclaim") == 1);  // held by the open file
@@ -417,86 +420,110 @@ TEST_CASE("snapshots through the mount: a faithful, read-only, distinct tree") {
 TEST_CASE("reclaim progress is visible in psmctl status while it runs") {
   auto mv = MountedVolume::Create("512M");
   const std::string m = mv->mnt;
-  // Many small exclusive ranges: a reclaim long enough to be seen.
+  // Many small exclusive ranges: a reclaim of many batches. 64 files of
+  // 256 blocks; after the snapshot every other block is rewritten, so the
+  // snapshot alone holds 64 * 128 old blocks.
+  constexpr uint64_t kExclusiveBlocks = 64 * 128;
   for (int i = 0; i < 64; ++i) WriteFile(m + "/f" + std::to_string(i), Pattern(1 << 20, i));
   REQUIRE(Ctl({"snapshot", "create", m, "s"}).ok());
   for (int i = 0; i < 64; ++i) {
     for (int k = 0; k < 256; k += 2) WriteFile(m + "/f" + std::to_string(i), "x", k * 4096, false);
   }
   sync();
+  REQUIRE(Ctl({"scan", m, "--wait"}).ok());
+  const uint64_t free_held = FreeBytes(m);
+  const uint64_t block_size = Status(m).Find("stats")->GetUint("block_size");
+  REQUIRE(block_size > 0);
+  // Watch through the control socket (a psmctl process per look would be
+  // too slow to see a reclaim of a few hundred milliseconds).
+  auto client = psm::Client::Connect(m);
+  REQUIRE_MESSAGE(client.ok(), client.status().ToString());
   REQUIRE(Ctl({"snapshot", "delete", m, "s"}).ok());
   bool seen_progress = false;
-  for (int i = 0; i < 2000 && !seen_progress; ++i) {
-    psm::Json s = Status(m);
-    if (s.GetUint("pending_reclaim") == 0) break;
-    const psm::Json* stats = s.Find("stats");
-    if (stats && !stats->GetString("reclaiming").empty() &&
-        stats->GetUint("reclaim_entries_done") > 0) {
-      seen_progress = true;
+  uint64_t samples = 0, progress_samples = 0, last_entries = 0, last_freed = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    auto vs = (*client)->GetStatus();
+    REQUIRE_MESSAGE(vs.ok(), vs.status().ToString());
+    const psm::VolumeStats& st = vs->stats;
+    ++samples;
+    if (st.pending_reclaim == 0) break;
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "the reclaim of s did not finish within 60 s");
+    if (st.reclaiming.empty()) {  // not started yet
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
     }
+    CHECK(st.reclaiming == "s");
+    // Figures of one reclaim only grow, and never beyond what s holds.
+    CHECK(st.reclaim_entries_done >= last_entries);
+    CHECK(st.reclaim_blocks_freed >= last_freed);
+    CHECK(st.reclaim_blocks_freed <= kExclusiveBlocks);
+    last_entries = st.reclaim_entries_done;
+    last_freed = st.reclaim_blocks_freed;
+    if (st.reclaim_entries_done > 0) {
+      seen_progress = true;
+      ++progress_samples;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // the CPU is the reclaim's
   }
-  WaitReclaimed(m);
-  // Reclaim may finish before a poll sees it; the figures must then be gone.
+  MESSAGE("reclaim of s watched in " << samples << " looks, " << progress_samples
+                                     << " with progress; last figures seen: " << last_entries
+                                     << " entries, " << last_freed << " blocks freed");
+  CHECK_MESSAGE(seen_progress, "no status in " << samples
+                                               << " looks showed the reclaim of s under way "
+                                                  "with entries done");
+  // Once it is done the figures are gone, in the JSON and in the text.
   psm::Json s = Status(m);
+  CHECK(s.GetUint("pending_reclaim") == 0);
   CHECK(s.Find("stats")->GetString("reclaiming").empty());
-  MESSAGE("reclaim progress observed while running: " << std::string(seen_progress ? "yes" : "no"));
+  CHECK(s.Find("stats")->GetUint("reclaim_entries_done") == 0);
+  auto text = Ctl({"status", m});
+  REQUIRE_MESSAGE(text.ok(), text.output);
+  CHECK_MESSAGE(text.output.find("reclaiming '") == std::string::npos, text.output);
+  CHECK_MESSAGE(text.output.find("0 snapshot(s)") != std::string::npos, text.output);
+  // And the space s alone held is free again, exactly.
+  WaitReclaimed(m);
+  CHECK(FreeBytes(m) - free_held == kExclusiveBlocks * block_size);
+  client->reset();
   CHECK(mv->Unmount());
 }
 
-TEST_CASE("1,000 snapshots: create, list, browse, delete, at the same cost") {
+// What it costs to have 1,000 snapshots is measured by `make bench`
+// (psmsnapbench snapdir: mkdir/rmdir medians, first vs last); here only
+// that everything works at that number.
+TEST_CASE("1,000 snapshots: create, list, browse, delete") {
   auto mv = MountedVolume::Create("256M");
   const std::string m = mv->mnt;
   const int n = 1000;
-  std::vector<double> create_ms;
   for (int i = 0; i < n; ++i) {
     WriteFile(m + "/counter", "generation " + std::to_string(i));
-    auto t0 = std::chrono::steady_clock::now();
     REQUIRE(mkdir((m + "/.snapshots/s" + std::to_string(i)).c_str(), 0755) == 0);
-    create_ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double first = median({create_ms.begin(), create_ms.begin() + 100});
-  const double last = median({create_ms.end() - 100, create_ms.end()});
-  MESSAGE("mkdir .snapshots/NAME median: first 100 " << first << " ms, last 100 " << last << " ms");
-  CHECK(last <= 3 * first + 5);
   // Listing: .snapshots oldest first and the psmctl list.
-  auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> names = List(m + "/.snapshots");
-  const double ls_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE(names.size() == static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) CHECK(names[i] == "s" + std::to_string(i));
   auto lj = Ctl({"snapshot", "list", m, "--json"});
   REQUIRE(lj.ok());
   CHECK(ParseJson(lj.output).items().size() == static_cast<size_t>(n));
-  MESSAGE("readdir of .snapshots with 1000 entries: " << ls_ms << " ms");
   // Browse: the oldest, a middle and the newest see their own generation.
   for (int i : {0, 1, 537, 998, 999}) {
     CHECK(ReadFile(m + "/.snapshots/s" + std::to_string(i) + "/counter") ==
           "generation " + std::to_string(i));
   }
-  // Delete: half in one psmctl call, the rest with rmdir; timing stays flat.
+  // Delete: half in one psmctl call, the rest with rmdir.
   std::vector<std::string> args = {"snapshot", "delete", m};
   for (int i = 0; i < n; i += 2) args.push_back("s" + std::to_string(i));
   auto dr = Ctl(args);
   REQUIRE_MESSAGE(dr.ok(), dr.output);
-  CHECK(List(m + "/.snapshots").size() == static_cast<size_t>(n / 2));
+  names = List(m + "/.snapshots");
+  REQUIRE(names.size() == static_cast<size_t>(n / 2));
+  for (int i = 1; i < n; i += 2) CHECK(names[i / 2] == "s" + std::to_string(i));
   CHECK(ReadFile(m + "/.snapshots/s537/counter") == "generation 537");
-  std::vector<double> delete_ms;
   for (int i = 1; i < n; i += 2) {
-    auto d0 = std::chrono::steady_clock::now();
     REQUIRE(rmdir((m + "/.snapshots/s" + std::to_string(i)).c_str()) == 0);
-    delete_ms.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - d0).count());
   }
-  const double dfirst = median({delete_ms.begin(), delete_ms.begin() + 50});
-  const double dlast = median({delete_ms.end() - 50, delete_ms.end()});
-  MESSAGE("rmdir .snapshots/NAME median: first 50 " << dfirst << " ms, last 50 " << dlast << " ms");
-  CHECK(dlast <= 3 * dfirst + 5);
   CHECK(List(m + "/.snapshots").empty());
   WaitReclaimed(m);
   CHECK(mv->Unmount());

@@ -387,7 +387,12 @@ TEST_CASE("two volumes in one process: distinct names, no waiting on each other"
   });
   psm::SyncPoint::Enable();
   auto blocked = std::async(std::launch::async, [&] { return ca->CreateSnapshot("a-snap"); });
-  while (held.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto held_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (held.load() == 0) {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < held_by,
+                    "A's request never reached the server's handler (60 s)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 
   // Volume B answers everything, from several threads, while A is held.
   std::vector<std::future<bool>> bs;
@@ -489,10 +494,14 @@ TEST_CASE("server: connection limit, and Stop with clients connected") {
   CHECK(busy.message().find("too many") != std::string::npos);
   ::close(extra);
 
-  // Stop returns although 32 connections are open and idle.
-  auto t0 = std::chrono::steady_clock::now();
-  server.Stop();
-  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  // Stop returns although 32 connections are open and idle (a liveness
+  // check: 60 s is a deadline, not a measure; past it the clients hang up
+  // so that a stuck Stop cannot hang the test too).
+  auto stopped = std::async(std::launch::async, [&] { server.Stop(); });
+  if (stopped.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    for (int fd : fds) ::shutdown(fd, SHUT_RDWR);
+    FAIL("ControlServer::Stop did not return within 60 s with idle clients connected");
+  }
   for (int fd : fds) {
     CHECK(ctl::ReadFrame(fd, &reply, &eof).ok());
     CHECK(eof);

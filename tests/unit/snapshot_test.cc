@@ -198,21 +198,26 @@ TEST_CASE("reclaim resumes after a remount") {
   REQUIRE(fh.ok());
   REQUIRE(v.fs->DeleteSnapshot("s").ok());
   v.Remount();
-  for (int i = 0; i < 2000 && v.fs->Stats().pending_reclaim; ++i) usleep(1000);
-  CHECK(v.fs->Stats().pending_reclaim == 0);
+  // The reclaim thread resumes it on its own; 60 s is a deadline, not a
+  // measure.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (v.fs->Stats().pending_reclaim && std::chrono::steady_clock::now() < deadline) {
+    usleep(1000);
+  }
+  CHECK_MESSAGE(v.fs->Stats().pending_reclaim == 0,
+                "the reclaim of s did not resume after the remount (60 s)");
   CHECK(v.FreeBlocks() == free0);
   CHECK(v.Fsck() == 0);
 }
 
-TEST_CASE("1000 snapshots: create, list, browse, delete stay cheap") {
+// Works at that number; what it costs is psmsnapbench's (make bench).
+TEST_CASE("1000 snapshots: create, list, browse, delete") {
   CoreVolume v;
   NodeId f = v.Put(kRootIno, "f", "v0");
-  auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 1000; ++i) {
     REQUIRE(v.WriteAt(f, 0, "v" + std::to_string(i % 10)).ok());
     REQUIRE(v.fs->CreateSnapshot("snap-" + std::to_string(i)).ok());
   }
-  (void)t0;
   auto list = v.fs->ListSnapshots(false);
   REQUIRE(list.size() == 1000);
   CHECK(list.front().name == "snap-0");
