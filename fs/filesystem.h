@@ -349,7 +349,12 @@ class FileSystem {
   Status Release(uint64_t fh);
   Status Fsync(uint64_t fh, bool datasync);
   // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
-  // FALLOC_FL_ZERO_RANGE[|KEEP_SIZE].
+  // FALLOC_FL_ZERO_RANGE[|KEEP_SIZE], FALLOC_FL_COLLAPSE_RANGE,
+  // FALLOC_FL_INSERT_RANGE. The last two follow ext4: alone (else EINVAL),
+  // offset and length multiples of the block size (EINVAL), a collapse
+  // must end before EOF and an insert start before it (EINVAL), an insert
+  // may not grow the file past the largest size (EFBIG). They move extents
+  // in the chunk records and never read or write file data; one commit.
   Status Fallocate(uint64_t fh, int mode, uint64_t off, uint64_t len);
   // SEEK_DATA / SEEK_HOLE.
   Result<uint64_t> Lseek(uint64_t fh, uint64_t off, int whence);

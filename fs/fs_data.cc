@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "fs/fs_impl.h"
 #include "meta/sync_point.h"
@@ -122,6 +123,27 @@ Status KillRuns(FileSystem::Impl* m, Txn* txn, std::vector<std::pair<BlockNo, Ep
     i = j;
   }
   return Status::Ok();
+}
+
+// Sorts extents by offset and merges neighbours that continue each other
+// (logically and physically, same birth and flags), as StoreMap writes them.
+void NormalizeExtents(std::vector<Extent>* ext) {
+  std::sort(ext->begin(), ext->end(),
+            [](const Extent& x, const Extent& y) { return x.off < y.off; });
+  size_t w = 0;
+  for (size_t r = 0; r < ext->size(); ++r) {
+    const Extent& x = (*ext)[r];
+    if (w > 0) {
+      Extent& l = (*ext)[w - 1];
+      if (l.off + l.len == x.off && l.pblock + l.len == x.pblock && l.birth == x.birth &&
+          l.flags == x.flags) {
+        l.len += x.len;
+        continue;
+      }
+    }
+    (*ext)[w++] = x;
+  }
+  ext->resize(w);
 }
 
 }  // namespace
@@ -394,6 +416,93 @@ Status FileSystem::Impl::Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t 
   // Drop every block past the new end (including fallocated ones).
   PSM_RETURN_IF_ERROR(UnmapBlocks(txn, ino, a, (size + bs - 1) / bs, kInoMask, frees));
   a->size = size;
+  return Status::Ok();
+}
+
+Status FileSystem::Impl::ShiftBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t o,
+                                     uint64_t n, bool collapse, std::vector<Range>* frees) {
+  const Epoch e = live();
+  const uint64_t cb = chunk_blocks;
+  const uint64_t max_blocks = (uint64_t{1} << 52) / bs;
+  // Every chunk from o's on whose record exists: chunks below it keep
+  // theirs, and (sparse files) absent chunks cost nothing.
+  std::vector<uint64_t> idxs;
+  PSM_RETURN_IF_ERROR(ChunkIndices(this, txn, ino, e, o / cb, UINT64_MAX, &idxs));
+  // Blocks below o stay; collapse: [o, o+n) dies; blocks from `from` on move
+  // by n. A piece lands in the chunk of its new place, so a shift by a
+  // non-multiple of the chunk splits an extent over two new chunk records.
+  const uint64_t from = collapse ? o + n : o;
+  std::map<uint64_t, std::vector<Extent>> old_ext, new_ext;
+  struct Killed {
+    BlockNo p;
+    uint64_t len;
+    Epoch birth;
+  };
+  std::vector<Killed> killed;
+  std::string payload;
+  for (const uint64_t idx : idxs) {
+    Status s = txn->GetAt(Cf::kChunks, ChunkPrefix(ino, idx), e, &payload);
+    if (s.Is(Code::kNotFound)) continue;
+    PSM_RETURN_IF_ERROR(s);
+    std::vector<Extent>& ext = old_ext[idx];
+    PSM_RETURN_IF_ERROR(DecodeExtents(payload, &ext));
+    new_ext[idx];  // written back even if nothing stays in it (a tombstone)
+    const uint64_t first = idx * cb;
+    for (const Extent& x : ext) {
+      if (uint64_t{x.off} + x.len > cb) {
+        return Status::Corruption("extent beyond chunk in inode " + std::to_string(ino));
+      }
+      const uint64_t l0 = first + x.off, l1 = l0 + x.len;
+      auto piece = [&](uint64_t lo, uint64_t hi, uint64_t at) {
+        new_ext[at / cb].push_back(Extent{static_cast<uint32_t>(at % cb),
+                                          static_cast<uint32_t>(hi - lo), x.pblock + (lo - l0),
+                                          x.birth, x.flags});
+      };
+      if (l0 < o) piece(l0, std::min(l1, o), l0);
+      if (collapse) {
+        const uint64_t lo = std::max(l0, o), hi = std::min(l1, o + n);
+        if (lo < hi) {
+          killed.push_back(Killed{x.pblock + (lo - l0), hi - lo, x.birth});
+          a->blocks -= std::min<uint64_t>(a->blocks, hi - lo);
+        }
+      }
+      for (uint64_t lo = std::max(l0, from); lo < l1;) {
+        const uint64_t at = collapse ? lo - n : lo + n;
+        if (at + (l1 - lo) > max_blocks) {
+          return Status::TooBig("insert range would move blocks past the largest file size");
+        }
+        const uint64_t hi = std::min(l1, lo + (cb - at % cb));
+        piece(lo, hi, at);
+        lo = hi;
+      }
+    }
+  }
+  for (auto& [idx, ext] : new_ext) {
+    NormalizeExtents(&ext);
+    auto old = old_ext.find(idx);
+    if (old != old_ext.end()) {
+      NormalizeExtents(&old->second);
+      if (old->second == ext) continue;  // this chunk did not change
+    }
+    const std::string prefix = ChunkPrefix(ino, idx);
+    if (ext.empty()) {
+      PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kChunks, prefix, e, std::nullopt, *this));
+    } else {
+      const std::string enc = EncodeExtents(ext);
+      PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kChunks, prefix, e, std::string_view(enc), *this));
+    }
+  }
+  // The collapsed blocks die as a punched hole's do: kept for the snapshots
+  // that see them, else freed.
+  std::sort(killed.begin(), killed.end(),
+            [](const Killed& x, const Killed& y) { return x.p < y.p; });
+  for (size_t i = 0; i < killed.size();) {
+    Killed k = killed[i++];
+    while (i < killed.size() && killed[i].p == k.p + k.len && killed[i].birth == k.birth) {
+      k.len += killed[i++].len;
+    }
+    PSM_RETURN_IF_ERROR(KillRange(txn, k.p, k.len, k.birth, frees));
+  }
   return Status::Ok();
 }
 
@@ -683,10 +792,27 @@ Status FileSystem::Fallocate(uint64_t fh, int mode, uint64_t off, uint64_t len) 
   }
   if (h.snap || m->opts.read_only) return Status::ReadOnly();
   if (len == 0) return Status::Invalid();
-  if (off + len < off || off + len > (uint64_t{1} << 52)) return Status::TooBig();
-  const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  // The mode rules and their order are Linux's (vfs_fallocate, then ext4's
+  // collapse/insert checks).
+  constexpr int kShift = FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE;
+  const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE | kShift;
   if (mode & ~known) return Status::NotSupported();
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE)) {
+    return Status::NotSupported();
+  }
   if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) return Status::NotSupported();
+  if ((mode & FALLOC_FL_COLLAPSE_RANGE) && (mode & ~FALLOC_FL_COLLAPSE_RANGE)) {
+    return Status::Invalid("collapse range takes no other flag");
+  }
+  if ((mode & FALLOC_FL_INSERT_RANGE) && (mode & ~FALLOC_FL_INSERT_RANGE)) {
+    return Status::Invalid("insert range takes no other flag");
+  }
+  constexpr uint64_t kMaxSize = uint64_t{1} << 52;
+  if (off + len < off || off + len > kMaxSize) return Status::TooBig();
+  const uint64_t bs = m->bs;
+  if ((mode & kShift) && ((off | len) % bs) != 0) {
+    return Status::Invalid("collapse/insert range: offset and length must be block multiples");
+  }
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
   LockSet ls(m, {h.ino});
   Txn txn(m->store.get());
@@ -694,9 +820,22 @@ Status FileSystem::Fallocate(uint64_t fh, int mode, uint64_t off, uint64_t len) 
   PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, h.ino, m->live(), &a));
   if (!S_ISREG(a.mode)) return Status::NotSupported();
   std::vector<Range> frees, allocs;
-  const uint64_t bs = m->bs;
   const uint64_t end = off + len;
   Status s;
+  if (mode & kShift) {
+    const bool collapse = mode & FALLOC_FL_COLLAPSE_RANGE;
+    // ext4: a collapse reaching EOF would be a truncate; an insert must
+    // start inside the file.
+    if (collapse && end >= a.size) return Status::Invalid("collapse range reaches EOF");
+    if (!collapse && len > kMaxSize - a.size) return Status::TooBig();
+    if (!collapse && off >= a.size) return Status::Invalid("insert range starts at or past EOF");
+    PSM_RETURN_IF_ERROR(m->ShiftBlocks(&txn, h.ino, &a, off / bs, len / bs, collapse, &frees));
+    a.size = collapse ? a.size - len : a.size + len;
+    a.mtime_ns = a.ctime_ns = NowNs();
+    PSM_RETURN_IF_ERROR(m->PutAttr(&txn, h.ino, a));
+    PSM_SYNC_POINT("FileSystem::Fallocate:ShiftBeforeCommit");
+    return m->committer->Apply(&txn, frees, allocs);
+  }
   if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
     // Zero the partial edge blocks (only where data exists), unmap the rest.
     uint64_t data_end = std::min<uint64_t>(end, a.size);

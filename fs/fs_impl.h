@@ -341,6 +341,18 @@ struct FileSystem::Impl : public EpochSet {
                    std::vector<Range>* frees);
   Status Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size, std::vector<Range>* frees,
                   std::vector<Range>* allocs);
+  // FALLOC_FL_COLLAPSE_RANGE (collapse) / FALLOC_FL_INSERT_RANGE of file
+  // blocks [o, o+n): collapse kills them (KillRange) and moves every mapped
+  // block at or above o+n down by n; insert moves every mapped block at or
+  // above o up by n, leaving a hole. Only chunk records change (the blocks
+  // keep their physical place and birth epoch, so a moved block born before
+  // the live epoch is still redirected on its next write): every present
+  // chunk record from o's chunk on is read once and the ones whose extents
+  // change get a new version at the live epoch (PutVersion: snapshots keep
+  // theirs). No file data is read or written. Sizes are the caller's.
+  // TooBig when an insert would move a mapped block past the largest file.
+  Status ShiftBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t o, uint64_t n, bool collapse,
+                     std::vector<Range>* frees);
   // Allocates 1..want blocks near `hint` and records them in `alloc` (born
   // at the live epoch); the range joins `allocs` (committed or aborted by
   // the caller's Committer::Apply).

@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <optional>
 #include <unordered_set>
 
@@ -421,28 +422,40 @@ struct RestoreRun {
     std::map<std::string, VerPair> chunks;
     PSM_RETURN_IF_ERROR(ListVersions(&txn, Cf::kChunks, ChunkFilePrefix(ino), es, &chunks));
     std::vector<Slot> smap, lmap;
+    // Blocks the live tree has and S has not die; blocks S has and the
+    // live tree has not come back. Decided for the whole file, not per
+    // chunk: a collapse or insert range (ShiftBlocks) moves a block to
+    // another place, even another chunk, and such a block is in both sets
+    // (it stays live where S has it).
+    std::vector<BlockNo> kill, revive;
     for (auto& [prefix, vp] : chunks) {
       if (vp.snap.SameAs(vp.live)) continue;
       ++*changed;
       PSM_RETURN_IF_ERROR(DecodeSlots(vp.snap, m->chunk_blocks, ino, &smap));
       PSM_RETURN_IF_ERROR(DecodeSlots(vp.live, m->chunk_blocks, ino, &lmap));
-      std::vector<BlockNo> kill, revive;
       for (uint32_t b = 0; b < m->chunk_blocks; ++b) {
         if (smap[b].p == lmap[b].p) continue;
         if (lmap[b].p) kill.push_back(lmap[b].p);
         if (smap[b].p) revive.push_back(smap[b].p);
       }
-      for (const Range& r : Runs(std::move(kill))) {
-        PSM_RETURN_IF_ERROR(m->KillRange(&txn, r.start, r.len, 0, &frees));
-        out->bytes_discarded += r.len * m->bs;
-      }
-      for (const Range& r : Runs(std::move(revive))) {
-        PSM_RETURN_IF_ERROR(Resurrect(&txn, r.start, r.len));
-        out->bytes_restored += r.len * m->bs;
-      }
       std::optional<std::string_view> val;
       if (vp.snap.has) val = vp.snap.payload;
       PSM_RETURN_IF_ERROR(PutVersion(&txn, Cf::kChunks, prefix, el, val, *m));
+    }
+    std::sort(kill.begin(), kill.end());
+    std::sort(revive.begin(), revive.end());
+    std::vector<BlockNo> kill_only, revive_only;
+    std::set_difference(kill.begin(), kill.end(), revive.begin(), revive.end(),
+                        std::back_inserter(kill_only));
+    std::set_difference(revive.begin(), revive.end(), kill.begin(), kill.end(),
+                        std::back_inserter(revive_only));
+    for (const Range& r : Runs(std::move(kill_only))) {
+      PSM_RETURN_IF_ERROR(m->KillRange(&txn, r.start, r.len, 0, &frees));
+      out->bytes_discarded += r.len * m->bs;
+    }
+    for (const Range& r : Runs(std::move(revive_only))) {
+      PSM_RETURN_IF_ERROR(Resurrect(&txn, r.start, r.len));
+      out->bytes_restored += r.len * m->bs;
     }
     return Status::Ok();
   }

@@ -31,11 +31,22 @@ struct Ref {
   uint64_t idx;
   uint32_t off;
   Epoch birth;
-  bool operator<(const Ref& o) const {
-    return std::tie(p, len, ino, idx, off, birth) < std::tie(o.p, o.len, o.ino, o.idx, o.off, o.birth);
+  // The trees that read the chunk version holding it: read epochs (the
+  // live one and the active snapshots', sorted) number r0 .. r1-1.
+  uint32_t r0;
+  uint32_t r1;
+  bool SameExtent(const Ref& o) const {
+    return p == o.p && len == o.len && ino == o.ino && idx == o.idx && off == o.off &&
+           birth == o.birth;
   }
-  bool operator==(const Ref& o) const {
-    return p == o.p && len == o.len && ino == o.ino && idx == o.idx && off == o.off && birth == o.birth;
+  // The same logical blocks of one file (file block - physical block);
+  // cb: blocks per chunk.
+  bool SamePlace(const Ref& o, uint64_t cb) const {
+    return ino == o.ino && idx * cb + off - p == o.idx * cb + o.off - o.p;
+  }
+  bool operator<(const Ref& o) const {
+    return std::tie(p, len, ino, idx, off, birth, r0, r1) <
+           std::tie(o.p, o.len, o.ino, o.idx, o.off, o.birth, o.r0, o.r1);
   }
 };
 
@@ -76,7 +87,17 @@ class Checker {
   }
 
   Status CheckExtents() {
+    // Epochs trees are read at: a version from epoch `from` until the next
+    // newer one is read by those in [from, until).
+    std::vector<Epoch> reads(present_.begin(), present_.end());
+    reads.push_back(live_);
+    std::sort(reads.begin(), reads.end());
+    auto read_index = [&](Epoch e) {
+      return static_cast<uint32_t>(std::lower_bound(reads.begin(), reads.end(), e) - reads.begin());
+    };
     auto it = st_->NewIterator(Cf::kChunks);
+    std::string prev_prefix;
+    Epoch newer = UINT64_MAX;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string_view k(it->key().data(), it->key().size());
       if (k.size() != 24) {
@@ -86,6 +107,15 @@ class Checker {
       InodeId ino;
       uint64_t idx;
       ParseChunkKey(k, &ino, &idx);
+      // Versions sort newest first: this one is read until the one before.
+      const Epoch from = KeyEpoch(k);
+      Epoch until = UINT64_MAX;
+      if (KeyPrefix(k) == prev_prefix) {
+        until = newer;
+      } else {
+        prev_prefix.assign(KeyPrefix(k));
+      }
+      newer = from;
       rocksdb::Slice v = it->value();
       if (v.empty() || v[0] == kTagTombstone) continue;
       std::vector<Extent> ext;
@@ -102,28 +132,41 @@ class Checker {
         if (x.off + x.len > sb_.chunk_blocks) {
           Problem("inode " + std::to_string(ino) + ": extent beyond its chunk");
         }
-        refs_.push_back(Ref{x.pblock, x.len, ino, idx, x.off, x.birth});
+        refs_.push_back(Ref{x.pblock, x.len, ino, idx, x.off, x.birth, read_index(from),
+                            until == UINT64_MAX ? static_cast<uint32_t>(reads.size())
+                                                : read_index(until)});
       }
     }
     PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    // One extent in consecutive versions of its chunk: one reference read
+    // by the union of their trees (the ranges are adjacent).
     std::sort(refs_.begin(), refs_.end());
-    refs_.erase(std::unique(refs_.begin(), refs_.end()), refs_.end());
-    // Overlapping references must be the same logical blocks of one file.
-    BlockNo reach = 0;
-    const Ref* holder = nullptr;
+    size_t w = 0;
+    for (size_t i = 0; i < refs_.size(); ++i) {
+      if (w > 0 && refs_[w - 1].SameExtent(refs_[i]) && refs_[i].r0 <= refs_[w - 1].r1) {
+        refs_[w - 1].r1 = std::max(refs_[w - 1].r1, refs_[i].r1);
+        continue;
+      }
+      refs_[w++] = refs_[i];
+    }
+    refs_.resize(w);
+    // References to one physical block must be of one file. In one file
+    // they are the same logical block, or, when a collapse/insert range
+    // moved the block, read by no common tree: no tree maps a block twice.
+    std::vector<const Ref*> active;  // references reaching past the current block
     for (const Ref& r : refs_) {
-      if (holder && r.p < reach) {
-        bool same = holder->ino == r.ino && holder->idx == r.idx &&
-                    static_cast<int64_t>(r.p - holder->p) == static_cast<int64_t>(r.off) - holder->off;
-        if (!same) {
+      std::erase_if(active, [&](const Ref* a) { return a->p + a->len <= r.p; });
+      for (const Ref* a : active) {
+        bool ok = a->ino == r.ino &&
+                  (a->SamePlace(r, sb_.chunk_blocks) || std::max(a->r0, r.r0) >= std::min(a->r1, r.r1));
+        if (!ok) {
           Problem("block " + std::to_string(r.p) + " is claimed twice (inode " +
-                  std::to_string(holder->ino) + " and inode " + std::to_string(r.ino) + ")");
+                  std::to_string(a->ino) + " chunk " + std::to_string(a->idx) + " and inode " +
+                  std::to_string(r.ino) + " chunk " + std::to_string(r.idx) + ")");
+          break;
         }
       }
-      if (!holder || r.p + r.len > reach) {
-        reach = r.p + r.len;
-        holder = &r;
-      }
+      active.push_back(&r);
     }
     return Status::Ok();
   }

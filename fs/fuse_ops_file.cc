@@ -108,6 +108,12 @@ void Fsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi)
   ReplyDone(req, Fs(req)->Fsync(fi->fh, datasync != 0));
 }
 
+// Every mode goes to the core unchanged; it decides (EOPNOTSUPP, EINVAL...)
+// as Linux does. FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE are
+// served by the core, but Linux's FUSE module (fuse_file_fallocate, up to
+// at least 6.18) answers EOPNOTSUPP for them itself and never sends them:
+// through a mount they reach this handler only on a kernel that forwards
+// them (docs/fuse-adapter.md).
 void Fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
                fuse_file_info* fi) {
   if (offset < 0 || length <= 0) return ReplyStatus(req, Status::Invalid("fallocate range"));

@@ -173,6 +173,68 @@ void Fallocate(Trace& t) {
   SYS(t, close(fd));
 }
 
+// FALLOC_FL_COLLAPSE_RANGE / FALLOC_FL_INSERT_RANGE. `filtered`: the calls
+// that pass Linux's VFS checks (vfs_fallocate: offset >= 0, length > 0,
+// the flag alone, a writable descriptor) are not made and are recorded as
+// EOPNOTSUPP, changing nothing: what a kernel whose FUSE module refuses
+// the two modes itself (fuse_file_fallocate, up to at least 6.18) shows.
+void ShiftRange(Trace& t, bool filtered) {
+  auto shift = [&](int fd, bool writable, int mode, off_t off, off_t len) {
+    const std::string label = std::string("fallocate(fd, ") +
+                              ((mode & FALLOC_FL_COLLAPSE_RANGE) ? "COLLAPSE" : "INSERT") +
+                              ((mode & FALLOC_FL_KEEP_SIZE) ? "|KEEP_SIZE" : "") + ", " +
+                              std::to_string(off) + ", " + std::to_string(len) + ")";
+    const int shift_mode = mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE);
+    const bool vfs_ok = off >= 0 && len > 0 && (mode & ~shift_mode) == 0 && writable;
+    if (filtered && vfs_ok) return t.Rec(label, -1, EOPNOTSUPP);
+    errno = 0;
+    long r = fallocate(fd, mode, off, len);
+    return t.Rec(label, r, errno);
+  };
+  constexpr int C = FALLOC_FL_COLLAPSE_RANGE, I = FALLOC_FL_INSERT_RANGE;
+  int fd = SYSFD(t, open(t.P("s"), O_CREAT | O_RDWR, 0644));
+  std::string d = Pattern(64 * kKiB + 1000, 5);  // 16 blocks and a partial one
+  SYS(t, pwrite(fd, d.data(), d.size(), 0));
+  t.Content("s");
+  shift(fd, true, C, 4096, 8192);
+  t.Content("s");
+  shift(fd, true, I, 0, 4096);
+  t.Content("s");
+  shift(fd, true, I, 8192, 12288);
+  t.Content("s");
+  shift(fd, true, C, 0, 4096);
+  t.Content("s");
+  t.Stat("s");
+  shift(fd, true, C, 100, 4096);            // EINVAL: offset not a block multiple
+  shift(fd, true, I, 0, 1000);              // EINVAL: length not a block multiple
+  shift(fd, true, C, 17 * 4096, 4096);      // EINVAL: reaches EOF
+  shift(fd, true, C, 8192, 64 * kKiB);      // EINVAL: past EOF
+  shift(fd, true, I, 18 * 4096, 4096);      // EINVAL: at or past EOF
+  shift(fd, true, C | FALLOC_FL_KEEP_SIZE, 0, 4096);  // EINVAL: not alone
+  shift(fd, true, I | FALLOC_FL_KEEP_SIZE, 0, 4096);  // EINVAL: not alone
+  shift(fd, true, C | I, 0, 4096);                    // EINVAL
+  shift(fd, true, C, 0, 0);                           // EINVAL: length 0
+  t.Content("s");
+  // Across psmfs's 1 MiB chunks: by a chunk multiple and by other counts.
+  std::string big = Pattern(3 * kMiB + 333, 6);
+  SYS(t, pwrite(fd, big.data(), big.size(), 0));
+  shift(fd, true, C, 512 * kKiB, kMiB + 4096);
+  t.Content("s");
+  shift(fd, true, I, 100 * 4096, 2 * kMiB - 8192);
+  t.Content("s");
+  shift(fd, true, I, kMiB, kMiB);
+  t.Content("s");
+  shift(fd, true, C, 4096, 3 * kMiB);
+  t.Content("s");
+  t.Stat("s");
+  t.Pread("s", fd, 0, 4 * kMiB);
+  SYS(t, close(fd));
+  fd = SYSFD(t, open(t.P("s"), O_RDONLY));
+  shift(fd, false, C, 0, 4096);  // EBADF
+  SYS(t, close(fd));
+  t.Content("s");
+}
+
 void Directories(Trace& t) {
   SYS(t, mkdir(t.P("d"), 0755));
   SYS(t, mkdir(t.P("d"), 0755));
@@ -462,6 +524,41 @@ TEST_CASE("parity: sparse files, SEEK_DATA/SEEK_HOLE, > 4 GiB") {
   RunParity({"sparse", Sparse, false});
 }
 TEST_CASE("parity: fallocate and punch hole") { RunParity({"fallocate", Fallocate, false}); }
+// Collapse/insert range: the mount's log must equal either ext4's (a kernel
+// that forwards the modes to psmfs) or ext4's with the modes refused as
+// Linux's FUSE module refuses them (this kernel, 6.18); either way every
+// other call, and every errno the VFS gives, must match. Which one it is
+// is printed. The core's own behaviour is tested without the kernel in
+// tests/unit/fallocate_shift_test.cc.
+TEST_CASE("parity: collapse and insert range") {
+  const std::string mnt = ParityMountDir();
+  const std::string scratch = MakeScratchDir("parity-shift");
+  const std::string ndir = scratch + "/native", fdir = scratch + "/filtered", pdir = mnt + "/shift";
+  for (const std::string& d : {ndir, fdir, pdir}) REQUIRE(mkdir(d.c_str(), 0755) == 0);
+  Trace native(ndir, false), filtered(fdir, false), mounted(pdir, true);
+  ShiftRange(native, false);
+  ShiftRange(filtered, true);
+  ShiftRange(mounted, false);
+  // The reference must really do them (ext4 and XFS do), or nothing is
+  // compared.
+  REQUIRE_MESSAGE(native.lines() != filtered.lines(),
+                  "the native directory " << ndir
+                                          << " does not support collapse/insert range: "
+                                             "put PSMFS_TEST_TMP on ext4 or XFS");
+  const std::string fwd = DiffLogs(native.lines(), mounted.lines());
+  const std::string filt = DiffLogs(filtered.lines(), mounted.lines());
+  INFO("against ext4:\n" << fwd << "\nagainst ext4 with the modes refused by the kernel:\n"
+                           << filt);
+  CHECK((fwd.empty() || filt.empty()));
+  if (fwd.empty()) {
+    MESSAGE("collapse/insert range: the kernel forwards them; psmfs matches ext4");
+  } else if (filt.empty()) {
+    MESSAGE("collapse/insert range: this kernel's FUSE module answers EOPNOTSUPP for them "
+            "before psmfs sees them; every other result matches ext4");
+  }
+  if (!KeepTmp()) RemoveTree(scratch);
+}
+
 TEST_CASE("parity: mkdir, rmdir, name lengths") { RunParity({"dirs", Directories, true}); }
 TEST_CASE("parity: symlinks") { RunParity({"symlinks", Symlinks, true}); }
 TEST_CASE("parity: hard links") { RunParity({"hardlinks", HardLinks, false}); }

@@ -83,6 +83,8 @@ class Mirror {
       Sync();
     } else if (pick < 83) {
       CopyRange();
+    } else if (pick < 85) {
+      ShiftRange();
     } else {
       Reopen();
     }
@@ -264,6 +266,41 @@ class Mirror {
              " mode " + std::to_string(mode),
          [&](int s) { return fallocate(h->fd[s], mode, off, len); });
     CheckHandle(*h, "after zero range");
+  }
+  // Collapse or insert range, block-aligned (sometimes not, or at EOF).
+  // Linux's FUSE module answers EOPNOTSUPP for both before psmfs sees them
+  // (docs/fuse-adapter.md): when psmfs's side says so for a call the VFS
+  // lets through, the reference is left alone and the file must be as it
+  // was; on a kernel that forwards them the results must match.
+  void ShiftRange() {
+    Handle* h = RandHandle();
+    if (h == nullptr) return;
+    const off_t size = Size(0, h->fd[0]);
+    const int mode = Rand(2) ? FALLOC_FL_COLLAPSE_RANGE : FALLOC_FL_INSERT_RANGE;
+    off_t off = 4096 * static_cast<off_t>(Rand(static_cast<uint32_t>(size / 4096 + 2)));
+    off_t len = 4096 * static_cast<off_t>(1 + Rand(Rand(2) ? 16 : 512));
+    if (Rand(8) == 0) off += 1 + Rand(4095);
+    const std::string what = std::string(mode == FALLOC_FL_COLLAPSE_RANGE ? "collapse " : "insert ") +
+                             h->path + " @" + std::to_string(off) + " +" + std::to_string(len);
+    errno = 0;
+    const long r1 = fallocate(h->fd[1], mode, off, len);
+    const int e1 = errno;
+    if (r1 < 0 && e1 == EOPNOTSUPP) {
+      history_.push_back("#" + std::to_string(step_) + " " + what + ": EOPNOTSUPP on psmfs");
+      static bool said = false;
+      if (!said) MESSAGE("collapse/insert range: EOPNOTSUPP from the kernel's FUSE module");
+      said = true;
+      CheckHandle(*h, "after a refused " + what);
+      return;
+    }
+    errno = 0;
+    const long r0 = fallocate(h->fd[0], mode, off, len);
+    const int e0 = errno;
+    Both(what, [&](int s) {
+      errno = s == 0 ? e0 : e1;
+      return s == 0 ? r0 : r1;
+    });
+    CheckHandle(*h, "after " + what);
   }
   void CopyRange() {
     Handle* a = RandHandle();
