@@ -27,7 +27,8 @@
 //   * the reclaim interrupted by the kill resumes and finishes;
 //   * after a clean unmount, psmctl fsck is clean.
 // What the kill left undecided (leftover files, in-flight snapshots) is
-// settled and journaled before the next iteration. At the end every
+// settled and journaled before the next iteration, and all but the newest
+// 12 snapshots are deleted (the volume must not fill up). At the end every
 // snapshot and file is deleted: the free space equals a freshly formatted
 // volume's (no leaked block once reclaim finished).
 //
@@ -412,15 +413,29 @@ TEST_CASE("SIGKILL during snapshot create, delete and reclaim under heavy writes
                          << m.files.size() << " fsynced files checked");
     // Settle what the kill left undecided: the snapshots in flight (journal
     // what happened) and the files outside the model (remove them; the
-    // clean unmount below makes that durable).
+    // clean unmount below makes that durable). Snapshots of earlier
+    // iterations beyond the newest kKeep are deleted (journaled), so that
+    // the volume does not fill up at higher PSMFS_STRESS.
+    constexpr size_t kKeep = 12;
     {
       int fd = open(journal.c_str(), O_WRONLY | O_APPEND);
       REQUIRE(fd >= 0);
+      auto journal_line = [&](const std::string& l) {
+        CHECK(write(fd, (l + "\n").data(), l.size() + 1) == static_cast<ssize_t>(l.size() + 1));
+      };
       for (const auto& [name, state] : m.snap_state) {
         if (state == "deleting" || state == "creating") {
-          std::string l = std::string(listed.count(name) ? "created " : "deleted ") + name + "\n";
-          CHECK(write(fd, l.data(), l.size()) == static_cast<ssize_t>(l.size()));
+          journal_line(std::string(listed.count(name) ? "created " : "deleted ") + name);
         }
+      }
+      std::map<int, std::string> by_age;  // k -> name of every present snapshot
+      for (const std::string& name : listed) by_age[std::stoi(name.substr(1))] = name;
+      while (by_age.size() > kKeep) {
+        const std::string name = by_age.begin()->second;
+        by_age.erase(by_age.begin());
+        journal_line("deleting " + name);
+        CHECK_MESSAGE(rmdir(mv->Path(".snapshots/" + name).c_str()) == 0, name);
+        journal_line("deleted " + name);
       }
       close(fd);
     }
