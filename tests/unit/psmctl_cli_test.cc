@@ -112,10 +112,11 @@ struct Scratch {
   }
 };
 
+// A missing psmctl is a failed prerequisite, never a skip.
 bool HavePsmctl() {
-  if (::access(PsmctlPath().c_str(), X_OK) == 0) return true;
-  MESSAGE("psmctl not built at " << PsmctlPath() << "; skipping");
-  return false;
+  REQUIRE_MESSAGE(::access(PsmctlPath().c_str(), X_OK) == 0,
+                  "psmctl is not built at " << PsmctlPath() << " (build the psmctl target)");
+  return true;
 }
 
 }  // namespace
