@@ -17,11 +17,10 @@ Result<VolumeMetrics> Client::GetMetrics(bool snapshot_space) {
   Result<Json> reply = Call(std::move(req), true);
   if (!reply.ok()) {
     if (reply.status().Is(Code::kNotSupported)) {
-      return Status::NotSupported("the daemon serving " + entry_.volume + " (pid " +
-                                  std::to_string(entry_.pid) +
-                                  ") does not serve metrics: it is older than this psmctl (" +
-                                  reply.status().message() + "); mount the volume again with " +
-                                  "the new psmfs");
+      return Status::NotSupported(
+          "the daemon serving " + entry_.volume + " (pid " + std::to_string(entry_.pid) +
+          ") does not serve metrics: it is older than this psmctl (" + reply.status().message() +
+          "); mount the volume again with the new psmfs");
     }
     return reply.status();
   }
@@ -209,8 +208,7 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
 
   // The free-space scan.
   gauge("psmfs_scan_running", "1 while a free-space scan runs.", m.scan.running ? "1" : "0");
-  gauge("psmfs_scan_progress_ratio",
-        "Progress of the running (or last) free-space scan, 0 to 1.",
+  gauge("psmfs_scan_progress_ratio", "Progress of the running (or last) free-space scan, 0 to 1.",
         Number(m.scan.percent / 100.0));
   counter("psmfs_scans_completed_total", "Free-space scans completed since the mount.",
           m.scan.scans_completed);

@@ -90,8 +90,7 @@ void SetupMetrics(CLI::App& app) {
       "Print a mounted volume's figures in the Prometheus text format (node_exporter's textfile "
       "collector): space, files, snapshots, scan, reclaim, restore, sync failures, FUSE request "
       "counts and latencies, daemon memory. Any user may ask. See psmctl-metrics(8).");
-  cmd->add_option("MOUNTPOINT", a->target,
-                  "Mount point (or volume directory) of a mounted volume.")
+  cmd->add_option("MOUNTPOINT", a->target, "Mount point (or volume directory) of a mounted volume.")
       ->type_name("");
   cmd->add_flag("--all", a->all,
                 "Every volume mounted on this host that you can see. A daemon that does not "

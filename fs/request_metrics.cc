@@ -4,38 +4,70 @@ namespace psm {
 
 std::string_view RequestOpName(RequestOp op) {
   switch (op) {
-    case RequestOp::kLookup: return "lookup";
-    case RequestOp::kForget: return "forget";
-    case RequestOp::kBatchForget: return "batch_forget";
-    case RequestOp::kGetattr: return "getattr";
-    case RequestOp::kSetattr: return "setattr";
-    case RequestOp::kReadlink: return "readlink";
-    case RequestOp::kMknod: return "mknod";
-    case RequestOp::kMkdir: return "mkdir";
-    case RequestOp::kSymlink: return "symlink";
-    case RequestOp::kLink: return "link";
-    case RequestOp::kUnlink: return "unlink";
-    case RequestOp::kRmdir: return "rmdir";
-    case RequestOp::kRename: return "rename";
-    case RequestOp::kStatfs: return "statfs";
-    case RequestOp::kOpen: return "open";
-    case RequestOp::kCreate: return "create";
-    case RequestOp::kRead: return "read";
-    case RequestOp::kWrite: return "write";
-    case RequestOp::kRelease: return "release";
-    case RequestOp::kFsync: return "fsync";
-    case RequestOp::kFallocate: return "fallocate";
-    case RequestOp::kLseek: return "lseek";
-    case RequestOp::kOpendir: return "opendir";
-    case RequestOp::kReaddir: return "readdir";
-    case RequestOp::kReaddirplus: return "readdirplus";
-    case RequestOp::kReleasedir: return "releasedir";
-    case RequestOp::kFsyncdir: return "fsyncdir";
-    case RequestOp::kSetxattr: return "setxattr";
-    case RequestOp::kGetxattr: return "getxattr";
-    case RequestOp::kListxattr: return "listxattr";
-    case RequestOp::kRemovexattr: return "removexattr";
-    case RequestOp::kCount: break;
+    case RequestOp::kLookup:
+      return "lookup";
+    case RequestOp::kForget:
+      return "forget";
+    case RequestOp::kBatchForget:
+      return "batch_forget";
+    case RequestOp::kGetattr:
+      return "getattr";
+    case RequestOp::kSetattr:
+      return "setattr";
+    case RequestOp::kReadlink:
+      return "readlink";
+    case RequestOp::kMknod:
+      return "mknod";
+    case RequestOp::kMkdir:
+      return "mkdir";
+    case RequestOp::kSymlink:
+      return "symlink";
+    case RequestOp::kLink:
+      return "link";
+    case RequestOp::kUnlink:
+      return "unlink";
+    case RequestOp::kRmdir:
+      return "rmdir";
+    case RequestOp::kRename:
+      return "rename";
+    case RequestOp::kStatfs:
+      return "statfs";
+    case RequestOp::kOpen:
+      return "open";
+    case RequestOp::kCreate:
+      return "create";
+    case RequestOp::kRead:
+      return "read";
+    case RequestOp::kWrite:
+      return "write";
+    case RequestOp::kRelease:
+      return "release";
+    case RequestOp::kFsync:
+      return "fsync";
+    case RequestOp::kFallocate:
+      return "fallocate";
+    case RequestOp::kLseek:
+      return "lseek";
+    case RequestOp::kOpendir:
+      return "opendir";
+    case RequestOp::kReaddir:
+      return "readdir";
+    case RequestOp::kReaddirplus:
+      return "readdirplus";
+    case RequestOp::kReleasedir:
+      return "releasedir";
+    case RequestOp::kFsyncdir:
+      return "fsyncdir";
+    case RequestOp::kSetxattr:
+      return "setxattr";
+    case RequestOp::kGetxattr:
+      return "getxattr";
+    case RequestOp::kListxattr:
+      return "listxattr";
+    case RequestOp::kRemovexattr:
+      return "removexattr";
+    case RequestOp::kCount:
+      break;
   }
   return "unknown";
 }

@@ -77,8 +77,8 @@ std::string_view RequestOpName(RequestOp op);
 // bucket (+Inf) takes everything slower. A request of exactly a bound's
 // duration falls in that bound's bucket (Prometheus "le").
 inline constexpr std::array<uint64_t, 18> kRequestLatencyBoundsNs = {
-    10'000,      25'000,      50'000,      100'000,       250'000,      500'000,
-    1'000'000,   2'500'000,   5'000'000,   10'000'000,    25'000'000,   50'000'000,
+    10'000,      25'000,      50'000,      100'000,       250'000,       500'000,
+    1'000'000,   2'500'000,   5'000'000,   10'000'000,    25'000'000,    50'000'000,
     100'000'000, 250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000, 10'000'000'000};
 
 // What Snapshot() returns, and what the control protocol carries (plain

@@ -192,7 +192,8 @@ inline std::string Parse(const std::string& text, Exposition* out) {
           if (!helped.insert(name).second) return fail("second HELP");
           if (arg.empty()) return fail("empty HELP");
           for (size_t i = 0; i < arg.size(); ++i) {
-            if (arg[i] == '\\' && (i + 1 == arg.size() || (arg[i + 1] != '\\' && arg[i + 1] != 'n'))) {
+            if (arg[i] == '\\' &&
+                (i + 1 == arg.size() || (arg[i + 1] != '\\' && arg[i + 1] != 'n'))) {
               return fail("bad escape in HELP");
             }
             if (arg[i] == '\\') ++i;

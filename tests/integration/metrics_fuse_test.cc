@@ -140,8 +140,8 @@ TEST_CASE("psmctl metrics: request counters follow the system calls made on the 
     REQUIRE(::statvfs(mnt.c_str(), &sv) == 0);
   }
   for (int i = 0; i < kXattrs; ++i) {
-    REQUIRE(::setxattr(mv->Path("f0").c_str(), ("user.k" + std::to_string(i)).c_str(), "v", 1,
-                       0) == 0);
+    REQUIRE(::setxattr(mv->Path("f0").c_str(), ("user.k" + std::to_string(i)).c_str(), "v", 1, 0) ==
+            0);
   }
   for (int i = 0; i < kRenames; ++i) {
     REQUIRE(::rename(mv->Path("f" + std::to_string(i)).c_str(),
@@ -281,10 +281,10 @@ TEST_CASE("psmctl metrics --all: every mounted volume, each with its own labels"
   char host[256] = {};
   REQUIRE(::gethostname(host, sizeof(host) - 1) == 0);
   const std::string ghost_entry = rt.dir + "/" + ghost + ".mount";
-  psm::testutil::WriteFile(ghost_entry, "uuid=" + ghost + "\nvolume=/srv/ghost\nmountpoint=/mnt/ghost\n" +
-                                            "pid=" + std::to_string(::getpid()) + "\nsocket=" +
-                                            rt.dir + "/" + ghost + ".ctl.sock\nhost=" + host +
-                                            "\nsince=2024-01-01T00:00:00Z\nprotocol=1\n");
+  psm::testutil::WriteFile(
+      ghost_entry, "uuid=" + ghost + "\nvolume=/srv/ghost\nmountpoint=/mnt/ghost\n" +
+                       "pid=" + std::to_string(::getpid()) + "\nsocket=" + rt.dir + "/" + ghost +
+                       ".ctl.sock\nhost=" + host + "\nsince=2024-01-01T00:00:00Z\nprotocol=1\n");
   {
     Split s = CtlSplit({"metrics", "--all"});
     CHECK(s.exit_code == 0);

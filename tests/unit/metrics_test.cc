@@ -48,10 +48,9 @@ using psm::promtest::Exposition;
 namespace {
 
 // The latency bucket bounds as docs/monitoring.md states them, in seconds.
-const std::vector<double> kDocumentedBounds = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
-                                               0.0005,  0.001,    0.0025,  0.005,  0.01,
-                                               0.025,   0.05,     0.1,     0.25,   0.5,
-                                               1,       2.5,      10};
+const std::vector<double> kDocumentedBounds = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                               0.001,   0.0025,   0.005,   0.01,   0.025,   0.05,
+                                               0.1,     0.25,     0.5,     1,      2.5,     10};
 
 std::string MakeTempDir(const char* tag) {
   std::string t = std::string("/tmp/psm-") + tag + "-XXXXXX";
@@ -98,7 +97,7 @@ TEST_CASE("metrics: the strict parser refuses what the format forbids") {
   Exposition e;
   const std::string ok = "# HELP a_total x\n# TYPE a_total counter\na_total{l=\"v\"} 1\n";
   CHECK(psm::promtest::Parse(ok, &e).empty());
-  CHECK_FALSE(psm::promtest::Parse("a_total 1\n", &e).empty());  // no TYPE
+  CHECK_FALSE(psm::promtest::Parse("a_total 1\n", &e).empty());              // no TYPE
   CHECK_FALSE(psm::promtest::Parse(ok + "a_total{l=\"w\"} 1", &e).empty());  // no final \n
   CHECK_FALSE(psm::promtest::Parse(ok + ok.substr(ok.find("a_total{")), &e).empty());  // dup
   CHECK_FALSE(psm::promtest::Parse("# HELP 1a x\n# TYPE 1a gauge\n1a 1\n", &e).empty());
@@ -186,8 +185,8 @@ TEST_CASE("metrics: request counts and latency buckets are what was recorded") {
   m.requests = figs.value();
   const std::string text = psm::RenderPrometheus({{m.uuid, "/mnt/x", m}});
   Exposition e = MustParse(text);
-  const std::map<std::string, std::string> w = {{"volume", m.uuid}, {"mountpoint", "/mnt/x"},
-                                                {"op", "write"}};
+  const std::map<std::string, std::string> w = {
+      {"volume", m.uuid}, {"mountpoint", "/mnt/x"}, {"op", "write"}};
   CHECK(e.Value("psmfs_requests_total", w) == n_writes);
   CHECK(e.Value("psmfs_requests_total", {{"op", "read"}}) == 3);
   CHECK(e.Value("psmfs_requests_total", {{"op", "mkdir"}}) == 0);  // counted, never served
@@ -208,10 +207,9 @@ TEST_CASE("metrics: request counts and latency buckets are what was recorded") {
     INFO("le=" << kDocumentedBounds[i]);
     CHECK(got == want_cumulative[i]);
   }
-  CHECK(e.Find("psmfs_request_duration_seconds_bucket", w).size() ==
-        kDocumentedBounds.size() + 1);
-  CHECK(e.Value("psmfs_request_duration_seconds_bucket",
-                {{"op", "write"}, {"le", "+Inf"}}) == n_writes);
+  CHECK(e.Find("psmfs_request_duration_seconds_bucket", w).size() == kDocumentedBounds.size() + 1);
+  CHECK(e.Value("psmfs_request_duration_seconds_bucket", {{"op", "write"}, {"le", "+Inf"}}) ==
+        n_writes);
   // Operations never served have a zero counter but no histogram series.
   CHECK(e.Find("psmfs_request_duration_seconds_count", {{"op", "mkdir"}}).empty());
 }
@@ -291,8 +289,7 @@ TEST_CASE("metrics: a daemon's figures follow what was done to its volume") {
   CHECK(snaps.Value("psmfs_snapshot_referenced_bytes", {{"snapshot", "alone"}}) == kM);
   CHECK(snaps.Value("psmfs_snapshot_used_bytes", {{"snapshot", "alone"}}) == kM - (1u << 20));
   CHECK(snaps.Value("psmfs_snapshot_used_bytes", {{"snapshot", "monday"}}) == 0);
-  CHECK(snaps.Value("psmfs_snapshot_created_timestamp_seconds", {{"snapshot", "monday"}}) >
-        1.5e9);
+  CHECK(snaps.Value("psmfs_snapshot_created_timestamp_seconds", {{"snapshot", "monday"}}) > 1.5e9);
   // The raw text carries the escapes.
   const std::string raw = Scrape(client.get());
   CHECK(raw.find("snapshot=\"say \\\"hi\\\" \\\\ and\\nbye\"") != std::string::npos);
