@@ -1,7 +1,9 @@
 # psmfs — the Makefile only wraps CMake/CTest. Targets:
-#   make run     install what is missing, build, create var/vol if absent, mount it at var/mnt
+#   make run     install what is missing, build psmfs and psmctl only (not the tests),
+#                create var/vol if absent, mount it at var/mnt
 #   make stop    unmount var/mnt
-#   make test    install what is missing, build (normal, ASan+UBSan, TSan), run every suite
+#   make test    install what is missing, build everything with the tests (normal,
+#                ASan+UBSan, TSan), run every suite
 #   make bench   benchmarks against a native directory and passthrough_ll
 #   make build   just build (build/)
 # Environment: PSMFS_STRESS=N scales stress/soak runs (default 1).
@@ -32,7 +34,12 @@ build-tsan: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSM_SANITIZE=thread >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
 
-run: build
+# What `make run` runs and nothing more: psmfs (also the psm-guard it starts,
+# the same binary, and the mount.fuse.psmfs helper, a link to it made by
+# `make install`) and psmctl. The tests are built by `make build`/`make test`.
+run: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target psmfs psmctl
 	@./scripts/run.sh "$(BUILD)/bin" "$(VOL)" "$(MNT)" "$(SIZE)"
 
 stop:

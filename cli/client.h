@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,28 @@ struct VolumeStatus {
   std::string since;
 };
 
+// What `metrics` returns (Client::GetMetrics; docs/monitoring.md): the
+// figures `psmctl metrics` prints.
+struct VolumeMetrics {
+  std::string uuid;
+  std::string volume;      // real path of the volume directory
+  std::string mountpoint;  // "" when served without FUSE
+  int64_t pid = 0;
+  std::string since;     // RFC 3339: when the daemon started serving
+  int64_t since_ns = 0;  // the same in nanoseconds since the epoch
+  VolumeStats stats;
+  ScanStatus scan;
+  // Every snapshot, oldest first, those being deleted included (`deleting`);
+  // used/referenced only when `snapshot_space`.
+  std::vector<SnapshotInfo> snapshots;
+  bool snapshot_space = false;
+  std::optional<uint64_t> rss_bytes;  // the daemon's resident memory
+  StoreMemoryStats store_memory;      // RocksDB's
+  uint64_t live_cache_chunk_maps = 0;
+  // Absent when the daemon serves no FUSE mount (nothing counts requests).
+  std::optional<RequestFigures> requests;
+};
+
 struct ClientOptions {
   // Idle connections kept for reuse. Default: 4.
   size_t max_idle = 4;
@@ -86,6 +109,10 @@ class Client {
   bool may_modify() const { return may_modify_; }
 
   Result<VolumeStatus> GetStatus();
+  // Figures for monitoring. `snapshot_space` = false skips the per-snapshot
+  // used/referenced bytes (a pass over the volume's alloc records).
+  // kNotSupported from a daemon older than "metrics".
+  Result<VolumeMetrics> GetMetrics(bool snapshot_space = true);
   Result<SnapshotInfo> CreateSnapshot(const std::string& name);
   // All or nothing as far as names go: if one name does not exist (or is
   // given twice) nothing is deleted. Returns the names deleted.

@@ -43,6 +43,7 @@
 
 #include "fs/control_json.h"
 #include "fs/filesystem.h"
+#include "fs/request_metrics.h"
 #include "fs/scanner.h"
 #include "meta/status.h"
 
@@ -69,6 +70,8 @@ inline constexpr std::string_view kOpScanStart = "scan.start";
 inline constexpr std::string_view kOpScanStatus = "scan.status";
 inline constexpr std::string_view kOpSync = "sync";
 inline constexpr std::string_view kOpRestore = "restore";
+// Figures for monitoring (psmctl metrics, docs/monitoring.md); open to all.
+inline constexpr std::string_view kOpMetrics = "metrics";
 // Streams (docs/control-protocol.md, "Streams"): after the request the
 // connection carries the stream as binary frames, ended by an empty frame,
 // then one final reply; the connection is closed afterwards.
@@ -558,6 +561,75 @@ inline ScanStatus ScanFromJson(const Json& j) {
   s.last_duration_sec = j.GetDouble("last_duration_sec");
   s.last_error = j.GetString("last_error");
   return s;
+}
+
+inline Json ToJson(const RequestFigures& f) {
+  Json bounds = Json::Array();
+  for (uint64_t b : f.bounds_ns) bounds.Push(b);
+  Json ops = Json::Array();
+  for (const RequestOpFigures& o : f.ops) {
+    Json buckets = Json::Array();
+    for (uint64_t n : o.buckets) buckets.Push(n);
+    Json j = Json::Object();
+    j.Set("op", o.op).Set("count", o.count).Set("sum_ns", o.sum_ns).Set("buckets", std::move(buckets));
+    ops.Push(std::move(j));
+  }
+  Json j = Json::Object();
+  j.Set("bounds_ns", std::move(bounds)).Set("ops", std::move(ops));
+  return j;
+}
+
+// Checks the shape (one bucket more than bounds, per operation); kInvalid
+// otherwise: a histogram rendered from a malformed reply would lie.
+inline Result<RequestFigures> RequestsFromJson(const Json& j) {
+  RequestFigures f;
+  const Json* bounds = j.Find("bounds_ns");
+  const Json* ops = j.Find("ops");
+  if (bounds == nullptr || !bounds->is_array() || ops == nullptr || !ops->is_array()) {
+    return Status::Invalid("metrics reply: requests lack bounds_ns or ops");
+  }
+  for (const Json& b : bounds->items()) f.bounds_ns.push_back(b.AsUint());
+  for (size_t i = 1; i < f.bounds_ns.size(); ++i) {
+    if (f.bounds_ns[i] <= f.bounds_ns[i - 1]) {
+      return Status::Invalid("metrics reply: latency bounds not ascending");
+    }
+  }
+  for (const Json& o : ops->items()) {
+    RequestOpFigures r;
+    r.op = o.GetString("op");
+    r.count = o.GetUint("count");
+    r.sum_ns = o.GetUint("sum_ns");
+    const Json* buckets = o.Find("buckets");
+    if (r.op.empty() || buckets == nullptr || !buckets->is_array() ||
+        buckets->items().size() != f.bounds_ns.size() + 1) {
+      return Status::Invalid("metrics reply: malformed figures of request '" + r.op + "'");
+    }
+    for (const Json& n : buckets->items()) r.buckets.push_back(n.AsUint());
+    f.ops.push_back(std::move(r));
+  }
+  return f;
+}
+
+// Figures RocksDB did not report are left out (absent, not zero).
+inline Json ToJson(const StoreMemoryStats& m) {
+  Json j = Json::Object();
+  if (m.memtable_bytes) j.Set("memtable_bytes", *m.memtable_bytes);
+  if (m.block_cache_bytes) j.Set("block_cache_bytes", *m.block_cache_bytes);
+  if (m.block_cache_capacity_bytes) j.Set("block_cache_capacity_bytes", *m.block_cache_capacity_bytes);
+  if (m.table_readers_bytes) j.Set("table_readers_bytes", *m.table_readers_bytes);
+  return j;
+}
+
+inline StoreMemoryStats StoreMemoryFromJson(const Json& j) {
+  StoreMemoryStats m;
+  auto get = [&](const char* key, std::optional<uint64_t>* out) {
+    if (const Json* v = j.Find(key); v != nullptr && v->is_number()) *out = v->AsUint();
+  };
+  get("memtable_bytes", &m.memtable_bytes);
+  get("block_cache_bytes", &m.block_cache_bytes);
+  get("block_cache_capacity_bytes", &m.block_cache_capacity_bytes);
+  get("table_readers_bytes", &m.table_readers_bytes);
+  return m;
 }
 
 // ---------------------------------------------------------------- names

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -21,6 +22,7 @@
 #include "fs/control_fileserver.h"
 #include "fs/control_protocol.h"
 #include "fs/filesystem.h"
+#include "fs/request_metrics.h"
 #include "fs/scanner.h"
 #include "meta/sync_point.h"
 
@@ -116,6 +118,22 @@ std::string HostName() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
   return buf;
+}
+
+// Resident set size of this process (/proc/self/statm, second field, in
+// pages); 0 when it cannot be read.
+uint64_t ResidentBytes() {
+  std::string statm = ReadSmallFile("/proc/self/statm");
+  unsigned long long size = 0, resident = 0;
+  if (std::sscanf(statm.c_str(), "%llu %llu", &size, &resident) != 2) return 0;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
+}
+
+int64_t RealtimeNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 void SetTimeout(int fd, int opt, int sec) {
@@ -228,6 +246,7 @@ Status ControlServer::Start() {
 
   // 3. The registry entry, once the socket accepts connections.
   since_ = NowRfc3339();
+  since_ns_ = RealtimeNs();
   if (Status st = WriteRegistry(); !st.ok()) {
     ::unlink(socket_path_.c_str());
     return fail(st);
@@ -517,6 +536,7 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
         .Set("since", since_);
     return reply;
   }
+  if (op == ctl::kOpMetrics) return Metrics(req);
   if (op == ctl::kOpSnapshotCreate) {
     const Json* name = req.Find("name");
     if (name == nullptr || !name->is_string()) {
@@ -602,6 +622,32 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
   // Holds, schedule, prune, history, diff (fs/control_fileserver.cc).
   if (HandleFileServerOp(fs_, scheduler_, op, req, &reply)) return reply;
   return ctl::ErrorReply(Status::NotSupported("unknown request '" + std::string(op) + "'"));
+}
+
+Json ControlServer::Metrics(const Json& req) {
+  Json reply = ctl::OkReply();
+  const VolumeStats stats = fs_->Stats();
+  reply.Set("uuid", uuid_)
+      .Set("volume", volume_dir_)
+      .Set("mountpoint", mountpoint_)
+      .Set("pid", static_cast<int64_t>(::getpid()))
+      .Set("since", since_)
+      .Set("since_ns", since_ns_)
+      .Set("stats", ctl::ToJson(stats))
+      .Set("scan", ctl::ToJson(fs_->GetScanStatus()));
+  // Per-snapshot space costs one pass over the alloc records; "space":
+  // false skips it (the snapshots then come without used/referenced).
+  const bool space = req.GetBool("space", true);
+  Json list = Json::Array();
+  for (const SnapshotInfo& s : fs_->ListSnapshots(space)) list.Push(ctl::ToJson(s));
+  reply.Set("space", space).Set("snapshots", std::move(list));
+  Json memory = Json::Object();
+  if (const uint64_t rss = ResidentBytes(); rss != 0) memory.Set("rss_bytes", rss);
+  memory.Set("store", ctl::ToJson(fs_->StoreMemory()))
+      .Set("live_cache_chunk_maps", stats.cached_chunk_maps);
+  reply.Set("memory", std::move(memory));
+  if (request_metrics_ != nullptr) reply.Set("requests", ctl::ToJson(request_metrics_->Snapshot()));
+  return reply;
 }
 
 }  // namespace psm

@@ -47,6 +47,7 @@
 namespace psm {
 
 class FileSystem;
+class RequestMetrics;
 class Scheduler;
 
 // Who is on the other end of a control connection.
@@ -80,6 +81,10 @@ class ControlServer {
   // The daemon's snapshot scheduler, kicked when the policy changes
   // (schedule.set). Optional; set before Start().
   void SetScheduler(Scheduler* scheduler) { scheduler_ = scheduler; }
+  // The FUSE adapter's request counts and latencies, served by "metrics".
+  // Optional (without it the reply has no "requests"); set before Start().
+  // Must outlive Stop().
+  void SetRequestMetrics(const RequestMetrics* metrics) { request_metrics_ = metrics; }
 
   const std::string& socket_path() const { return socket_path_; }
   const std::string& registry_path() const { return registry_path_; }
@@ -107,10 +112,12 @@ class ControlServer {
   // send / receive: the stream goes over the connection (then closed).
   void ServeStream(int fd, const Json& request, const PeerCred& peer);
   Json Dispatch(std::string_view op, const Json& req);
+  Json Metrics(const Json& req);
   Status WriteRegistry();
 
   FileSystem* fs_;
   Scheduler* scheduler_ = nullptr;
+  const RequestMetrics* request_metrics_ = nullptr;
   std::string volume_dir_;
   std::string mountpoint_;
   std::string uuid_;
@@ -120,6 +127,7 @@ class ControlServer {
   std::string lock_path_;
   std::string registry_path_;
   std::string since_;       // RFC 3339 time of Start()
+  int64_t since_ns_ = 0;    // the same, nanoseconds since the epoch
   std::string sync_point_;  // "ControlServer::Handle:<uuid>"
   int lock_fd_ = -1;
   int listen_fd_ = -1;

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -252,6 +253,16 @@ struct VolumeStats {
   uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
 };
 
+// Memory the volume's metadata store (RocksDB) holds, for monitoring
+// (FileSystem::StoreMemory, `psmctl metrics`). A figure RocksDB does not
+// report is absent, never a made-up zero.
+struct StoreMemoryStats {
+  std::optional<uint64_t> memtable_bytes;              // memtables of every column family
+  std::optional<uint64_t> block_cache_bytes;           // block cache in use (one cache, shared)
+  std::optional<uint64_t> block_cache_capacity_bytes;  // its configured size
+  std::optional<uint64_t> table_readers_bytes;         // index and filter blocks outside the cache
+};
+
 // What a restore changed (or, for a dry run, would change).
 struct RestoreResult {
   std::string snapshot;
@@ -380,6 +391,8 @@ class FileSystem {
   // Makes everything written so far durable (syncfs / sync).
   Status SyncAll();
   VolumeStats Stats();
+  // RocksDB's memory figures (fs_metrics.cc). Cheap: a few property reads.
+  StoreMemoryStats StoreMemory();
   ScanStatus GetScanStatus();
   void StartScan(const std::string& reason);
   // Waits until no free-space scan is running (or timeout_sec passed, or the

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <fcntl.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,41 +23,65 @@ void InitOp(void* userdata, fuse_conn_info* conn) {
   static_cast<FuseAdapter*>(userdata)->OnInit(conn);
 }
 
+// Every request handler runs inside Counted: the time from the handler's
+// start to its return (it has sent its one reply by then: decoding, the
+// core's work and the reply's write to /dev/fuse) goes to the adapter's
+// RequestMetrics (fs/request_metrics.h) under `kOp`. The metrics pointer is
+// read before the handler runs: the reply frees `req`.
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+template <RequestOp kOp, auto kHandler>
+struct Counted;
+template <RequestOp kOp, typename... Args, void (*kHandler)(fuse_req_t, Args...)>
+struct Counted<kOp, kHandler> {
+  static void Fn(fuse_req_t req, Args... args) {
+    RequestMetrics* m = static_cast<FuseAdapter*>(fuse_req_userdata(req))->request_metrics();
+    const uint64_t t0 = MonotonicNs();
+    kHandler(req, args...);
+    m->Record(kOp, MonotonicNs() - t0);
+  }
+};
+
 fuse_lowlevel_ops MakeOps() {
   namespace f = fuse_ops;
+  using Op = RequestOp;
   fuse_lowlevel_ops ops{};
   ops.init = InitOp;
-  ops.lookup = f::Lookup;
-  ops.forget = f::Forget;
-  ops.forget_multi = f::ForgetMulti;
-  ops.getattr = f::GetAttr;
-  ops.setattr = f::SetAttr;
-  ops.readlink = f::ReadLink;
-  ops.mknod = f::MkNod;
-  ops.mkdir = f::MkDir;
-  ops.symlink = f::Symlink;
-  ops.link = f::Link;
-  ops.unlink = f::Unlink;
-  ops.rmdir = f::RmDir;
-  ops.rename = f::Rename;
-  ops.statfs = f::StatFs;
-  ops.open = f::Open;
-  ops.create = f::Create;
-  ops.read = f::Read;
-  ops.write = f::Write;
-  ops.release = f::Release;
-  ops.fsync = f::Fsync;
-  ops.fallocate = f::Fallocate;
-  ops.lseek = f::Lseek;
-  ops.opendir = f::OpenDir;
-  ops.readdir = f::ReadDir;
-  ops.readdirplus = f::ReadDirPlus;
-  ops.releasedir = f::ReleaseDir;
-  ops.fsyncdir = f::FsyncDir;
-  ops.setxattr = f::SetXattr;
-  ops.getxattr = f::GetXattr;
-  ops.listxattr = f::ListXattr;
-  ops.removexattr = f::RemoveXattr;
+  ops.lookup = Counted<Op::kLookup, f::Lookup>::Fn;
+  ops.forget = Counted<Op::kForget, f::Forget>::Fn;
+  ops.forget_multi = Counted<Op::kBatchForget, f::ForgetMulti>::Fn;
+  ops.getattr = Counted<Op::kGetattr, f::GetAttr>::Fn;
+  ops.setattr = Counted<Op::kSetattr, f::SetAttr>::Fn;
+  ops.readlink = Counted<Op::kReadlink, f::ReadLink>::Fn;
+  ops.mknod = Counted<Op::kMknod, f::MkNod>::Fn;
+  ops.mkdir = Counted<Op::kMkdir, f::MkDir>::Fn;
+  ops.symlink = Counted<Op::kSymlink, f::Symlink>::Fn;
+  ops.link = Counted<Op::kLink, f::Link>::Fn;
+  ops.unlink = Counted<Op::kUnlink, f::Unlink>::Fn;
+  ops.rmdir = Counted<Op::kRmdir, f::RmDir>::Fn;
+  ops.rename = Counted<Op::kRename, f::Rename>::Fn;
+  ops.statfs = Counted<Op::kStatfs, f::StatFs>::Fn;
+  ops.open = Counted<Op::kOpen, f::Open>::Fn;
+  ops.create = Counted<Op::kCreate, f::Create>::Fn;
+  ops.read = Counted<Op::kRead, f::Read>::Fn;
+  ops.write = Counted<Op::kWrite, f::Write>::Fn;
+  ops.release = Counted<Op::kRelease, f::Release>::Fn;
+  ops.fsync = Counted<Op::kFsync, f::Fsync>::Fn;
+  ops.fallocate = Counted<Op::kFallocate, f::Fallocate>::Fn;
+  ops.lseek = Counted<Op::kLseek, f::Lseek>::Fn;
+  ops.opendir = Counted<Op::kOpendir, f::OpenDir>::Fn;
+  ops.readdir = Counted<Op::kReaddir, f::ReadDir>::Fn;
+  ops.readdirplus = Counted<Op::kReaddirplus, f::ReadDirPlus>::Fn;
+  ops.releasedir = Counted<Op::kReleasedir, f::ReleaseDir>::Fn;
+  ops.fsyncdir = Counted<Op::kFsyncdir, f::FsyncDir>::Fn;
+  ops.setxattr = Counted<Op::kSetxattr, f::SetXattr>::Fn;
+  ops.getxattr = Counted<Op::kGetxattr, f::GetXattr>::Fn;
+  ops.listxattr = Counted<Op::kListxattr, f::ListXattr>::Fn;
+  ops.removexattr = Counted<Op::kRemovexattr, f::RemoveXattr>::Fn;
   // Not implemented on purpose: flush (close has nothing to do here: the
   // kernel writes dirty pages back before it would send FLUSH, and their
   // WRITE errors reach close(2) anyway; libfuse answers ENOSYS once and the

@@ -45,6 +45,7 @@
 #include <unordered_map>
 
 #include "fs/filesystem.h"
+#include "fs/request_metrics.h"
 #include "meta/status.h"
 
 struct fuse_session;
@@ -124,6 +125,9 @@ class FuseAdapter {
   FileSystem* fs() const { return fs_; }
   const FuseAdapterOptions& options() const { return opts_; }
   FuseAdapterStats stats() const;
+  // Count and latency of every request served, by operation (`psmctl
+  // metrics`): the operation table times each handler (fs/fuse_adapter.cc).
+  RequestMetrics* request_metrics() { return &request_metrics_; }
 
   // What INIT settled (valid once the kernel sent INIT).
   bool writeback_enabled() const { return writeback_enabled_.load(std::memory_order_relaxed); }
@@ -201,6 +205,8 @@ class FuseAdapter {
   uint64_t completed_seq_ = 0;  // every notice with seq <= this is done
   bool stopping_ = false;
   FuseAdapterStats stats_;
+
+  RequestMetrics request_metrics_;  // thread-safe on its own (no lock)
 
   std::mutex writers_mu_;  // guards writers_ (leaf lock)
   std::unordered_map<NodeId, int> writers_;

@@ -705,6 +705,7 @@ int Serve(const CmdLine& cl, StartupReport report) {
 #if PSMFS_HAVE_CONTROL_SERVER
   ControlServer control(fs.get(), cl.volume, cl.mountpoint);
   control.SetScheduler(&scheduler);
+  control.SetRequestMetrics(adapter.request_metrics());
   if (Status s = control.Start(); !s.ok()) {
     report.Error("cannot start the control socket: " + s.ToString());
     unwind();

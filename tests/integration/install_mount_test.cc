@@ -75,9 +75,13 @@ TEST_CASE("make install, mount -t fuse.psmfs, fstab and the mount.fuse.psmfs hel
 
   // ---- what got installed
   for (const char* f : {"bin/psmfs", "bin/psmctl", "lib/systemd/system/psmfs@.service",
+                        "lib/systemd/system/psmfs-metrics.service",
+                        "lib/systemd/system/psmfs-metrics.timer",
                         "share/man/man8/psmfs.8", "share/man/man8/psmctl.8",
                         "share/man/man8/mount.fuse.psmfs.8", "share/doc/psmfs/user-guide.md",
-                        "share/doc/psmfs/examples/smb.conf", "share/doc/psmfs/examples/fstab"}) {
+                        "share/doc/psmfs/monitoring.md", "share/doc/psmfs/examples/smb.conf",
+                        "share/doc/psmfs/examples/fstab",
+                        "share/doc/psmfs/examples/psmfs-metrics.cron"}) {
     CHECK_MESSAGE(fsys::exists(prefix + "/" + f), f);
   }
   struct stat st {};
@@ -89,9 +93,15 @@ TEST_CASE("make install, mount -t fuse.psmfs, fstab and the mount.fuse.psmfs hel
   CHECK(unit.find("ExecStart=" + prefix + "/bin/psmfs -f") != std::string::npos);
   CHECK(unit.find("Type=notify") != std::string::npos);
   CHECK(unit.find("@PSM_") == std::string::npos);
+  // The metrics service runs this prefix's psmctl and writes atomically.
+  const std::string metrics_unit = ReadText(prefix + "/lib/systemd/system/psmfs-metrics.service");
+  CHECK(metrics_unit.find(prefix + "/bin/psmctl metrics --all") != std::string::npos);
+  CHECK(metrics_unit.find("mv -f") != std::string::npos);
+  CHECK(metrics_unit.find("@PSM_") == std::string::npos);
   // Every command has a man page.
   for (const char* m : {"psmctl-schedule.8", "psmctl-prune.8", "psmctl-history.8",
-                        "psmctl-diff.8", "psmctl-snapshot.8", "psmctl-send.8", "psmctl-receive.8"}) {
+                        "psmctl-diff.8", "psmctl-snapshot.8", "psmctl-send.8", "psmctl-receive.8",
+                        "psmctl-metrics.8"}) {
     CHECK_MESSAGE(fsys::exists(prefix + "/share/man/man8/" + m), m);
   }
   if (access("/usr/bin/systemd-analyze", X_OK) == 0) {
@@ -107,6 +117,17 @@ TEST_CASE("make install, mount -t fuse.psmfs, fstab and the mount.fuse.psmfs hel
                            v.output.find("Invalid") == std::string::npos;
     CHECK_MESSAGE(syntax_ok, v.output);
     MESSAGE("systemd-analyze verify: exit " << v.exit_code << "\n" << v.output);
+    for (const char* u : {"psmfs-metrics.service", "psmfs-metrics.timer"}) {
+      fsys::copy_file(prefix + "/lib/systemd/system/" + u, udir + "/" + u);
+    }
+    ProgramResult m = RunProgram({"systemd-analyze", "verify", "--man=no",
+                                  udir + "/psmfs-metrics.timer", udir + "/psmfs-metrics.service"},
+                                 60);
+    const bool metrics_ok = m.output.find("Unknown key") == std::string::npos &&
+                            m.output.find("Unknown section") == std::string::npos &&
+                            m.output.find("Invalid") == std::string::npos;
+    CHECK_MESSAGE(metrics_ok, m.output);
+    MESSAGE("systemd-analyze verify (metrics): exit " << m.exit_code << "\n" << m.output);
   }
 
   // ---- a volume
