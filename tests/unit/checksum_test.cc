@@ -1,12 +1,17 @@
 // The checksums psmfs takes from libraries: CRC-32C (ISA-L, fs/crc32c.h)
 // against published vectors and a bit-by-bit reference, in pieces and at
-// every alignment.
+// every alignment; SHA-256 (libcrypto, fs/sha256.h) against FIPS 180-4's
+// long vector and sha256sum(1). (fileserver_test has the short vectors.)
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "fs/crc32c.h"
+#include "fs/sha256.h"
 
 using psm::Crc32c;
 
@@ -62,4 +67,33 @@ TEST_CASE("crc32c: equals the bitwise definition at every length, alignment and 
       }
     }
   }
+}
+
+TEST_CASE("sha256: a million 'a's in uneven pieces; the digest sha256sum(1) prints") {
+  const std::string a(1000000, 'a');
+  psm::Sha256 h;
+  for (size_t i = 0, k = 1; i < a.size(); i += k, k = k * 3 % 70001 + 1)
+    h.Update(a.data() + i, std::min(k, a.size() - i));
+  CHECK(h.HexDigest() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  CHECK(psm::Sha256Hex(a) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+
+  // Any bytes: what `psmctl history` shows is what sha256sum says of the file.
+  std::string data(3 << 20, '\0');
+  uint32_t x = 7;
+  for (char& c : data) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  char path[] = "/tmp/psm-sha-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+  ::close(fd);
+  FILE* p = ::popen((std::string("sha256sum ") + path).c_str(), "r");
+  REQUIRE(p != nullptr);
+  char out[65] = {};
+  REQUIRE(std::fread(out, 1, 64, p) == 64);
+  ::pclose(p);
+  ::unlink(path);
+  CHECK(psm::Sha256Hex(data) == std::string(out, 64));
 }
