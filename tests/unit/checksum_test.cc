@@ -52,9 +52,9 @@ TEST_CASE("crc32c: equals the bitwise definition at every length, alignment and 
     x = x * 1103515245u + 12345u;
     c = static_cast<char>(x >> 16);
   }
-  for (size_t len : {size_t{1}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{63},
-                     size_t{64}, size_t{255}, size_t{256}, size_t{1023}, size_t{4096},
-                     size_t{4096 + 13}, data.size() - 9}) {
+  for (size_t len :
+       {size_t{1}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{63}, size_t{64},
+        size_t{255}, size_t{256}, size_t{1023}, size_t{4096}, size_t{4096 + 13}, data.size() - 9}) {
     for (size_t off = 0; off < 9; ++off) {
       const std::string piece = data.substr(off, len);
       INFO("len " << len << " offset " << off);

@@ -48,11 +48,11 @@ Result<ReceiveResult> ReceiveBytes(FileSystem& fs, const std::string& s) {
 struct Want {
   mode_t type = S_IFREG;
   mode_t perm = 0644;
-  std::string data;                            // files: every byte; links: the target
-  std::vector<std::string> entries;            // directories: the names, sorted
-  std::map<std::string, std::string> xattrs;   // exactly these
-  int64_t mtime = -1;                          // seconds, when the recipe set it
-  nlink_t nlink = 1;                           // files and links
+  std::string data;                                      // files: every byte; links: the target
+  std::vector<std::string> entries;                      // directories: the names, sorted
+  std::map<std::string, std::string> xattrs;             // exactly these
+  int64_t mtime = -1;                                    // seconds, when the recipe set it
+  nlink_t nlink = 1;                                     // files and links
   std::vector<std::pair<uint64_t, uint64_t>> data_runs;  // files: [start, end) of data
 };
 
@@ -70,15 +70,16 @@ std::string Sparse(const std::string& head, const std::string& mid) {
 std::map<std::string, Want> WantS1() {
   std::map<std::string, Want> w;
   w["/"] = {S_IFDIR, 0755, "", {"dir", "empty", "hello.txt", "link", "sparse.bin"}};
-  w["/hello.txt"] = {S_IFREG, 0644, "hello, psmfs\n", {}, {{"user.comment", "fixture"}}, kMay1, 2,
-                     {{0, 13}}};
+  w["/hello.txt"] = {S_IFREG, 0644, "hello, psmfs\n", {}, {{"user.comment", "fixture"}},
+                     kMay1,   2,    {{0, 13}}};
   w["/dir"] = {S_IFDIR, 0755, "", {"hardlink", "nested.txt", "sub"}};
   w["/dir/hardlink"] = w["/hello.txt"];
   w["/dir/nested.txt"] = {S_IFREG, 0644, "nested file\n", {}, {}, kMay1, 1, {{0, 12}}};
   w["/dir/sub"] = {S_IFDIR, 0700, "", {}};
   w["/link"] = {S_IFLNK, 0777, "dir/nested.txt", {}, {}, kMay1};
   w["/empty"] = {S_IFREG, 0644, "", {}, {}, -1, 1, {}};
-  w["/sparse.bin"] = {S_IFREG, 0640, Sparse("HEAD", ""), {}, {}, kMay1, 1, {{0, 1024}, {2048, 2052}}};
+  w["/sparse.bin"] = {S_IFREG, 0640, Sparse("HEAD", ""),       {}, {},
+                      kMay1,   1,    {{0, 1024}, {2048, 2052}}};
   return w;
 }
 
@@ -115,10 +116,10 @@ std::vector<std::string> Names(FileSystem& fs, NodeId dir, bool live_root) {
   auto dh = fs.OpenDir(dir);
   REQUIRE(dh.ok());
   REQUIRE(fs.ReadDir(*dh, 0, [&](const DirEntryOut& e) {
-               if (e.name != "." && e.name != ".." && !(live_root && e.name == kSnapDirName))
-                 names.emplace_back(e.name);
-               return true;
-             }).ok());
+              if (e.name != "." && e.name != ".." && !(live_root && e.name == kSnapDirName))
+                names.emplace_back(e.name);
+              return true;
+            }).ok());
   REQUIRE(fs.ReleaseDir(*dh).ok());
   std::sort(names.begin(), names.end());
   return names;
