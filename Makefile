@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD ?= build
-DEB_PKGS := libfuse3-dev fuse3 librocksdb-dev libcli11-dev doctest-dev cmake pkg-config g++ make ccache strace samba smbclient
+DEB_PKGS := libfuse3-dev fuse3 librocksdb-dev libcli11-dev doctest-dev cmake pkg-config g++ make ccache strace samba smbclient nlohmann-json3-dev libssl-dev libisal-dev libsystemd-dev
 VOL ?= var/vol
 MNT ?= var/mnt
 SIZE ?= 2G

@@ -1,30 +1,33 @@
-// Json: a tiny JSON value with a writer and a reader, for the control
-// protocol (fs/control_protocol.h) and `psmctl --json`. No external
-// dependency.
+// Json: the JSON value of the control protocol (fs/control_protocol.h), the
+// stream header and `psmctl --json`. A thin facade: the text is read and
+// written by nlohmann::json (control_json.cc, library psm_json); this class
+// is the tree callers build and walk, with the API they have always used
+// (Find returns a pointer into the tree, items() a vector), which a wrapper
+// around nlohmann's own tree could not give without copying.
 //
 // What it does and does not do:
 //   * Objects keep their members in insertion order (output is stable).
-//   * Numbers are kept as their text, so a uint64 such as a block count or an
-//     epoch survives a round trip exactly; AsUint/AsInt/AsDouble convert on
-//     demand.
-//   * Strings are byte strings. The writer escapes '"', '\\' and control
-//     characters and passes every other byte through unchanged (snapshot
-//     names are file names: any bytes but '/' and NUL, not always UTF-8);
-//     the reader accepts raw bytes and \uXXXX escapes (surrogate pairs become
-//     UTF-8).
+//   * Integers are kept as int64 or uint64, so a block count, an inode number
+//     or a nanosecond time survives a round trip exactly; fractions as
+//     double, printed with the fewest digits that read back as the same
+//     double (nlohmann: always with a fraction or an exponent, "0.0").
+//     AsUint/AsInt/AsDouble convert on demand; a non-finite double is 0.
+//   * Strings are byte strings. Snapshot names are file names (any bytes but
+//     '/' and NUL), not always UTF-8: bytes that are not UTF-8 are written and
+//     read raw, as every psmfs has done (see Parse and Dump in control_json.cc
+//     for how they pass through nlohmann, which speaks only UTF-8).
 //   * Parse() rejects trailing garbage, nesting deeper than kMaxDepth and
-//     anything that is not JSON, with a message naming the byte offset.
+//     anything that is not JSON, with a message naming the byte offset; it
+//     never throws for bad input. Duplicate member names are kept (Find
+//     returns the first): no quadratic work on hostile input.
 //
-// Header-only on purpose: the server (psm_fs) and the client library
-// (psm_client, which links only psm_meta) share it.
+// The header needs no JSON library: programs built against the installed
+// client library link libpsm_json.a and nothing else.
 //
 // Thread safety: a value type; concurrent const use is safe.
 #pragma once
 
-#include <charconv>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -44,11 +47,19 @@ class Json {
   Json(bool b) : type_(Type::kBool), bool_(b) {}  // NOLINT: implicit by design
   template <typename T,
             std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
-  Json(T v) : type_(Type::kNumber), text_(std::to_string(v)) {}       // NOLINT
-  Json(double v) : type_(Type::kNumber), text_(FormatDouble(v)) {}    // NOLINT
-  Json(const char* s) : type_(Type::kString), text_(s) {}             // NOLINT
-  Json(std::string s) : type_(Type::kString), text_(std::move(s)) {}  // NOLINT
-  Json(std::string_view s) : type_(Type::kString), text_(s) {}        // NOLINT
+  Json(T v) : type_(Type::kNumber) {  // NOLINT
+    if constexpr (std::is_signed_v<T>) {
+      num_ = Num::kInt;
+      i_ = v;
+    } else {
+      num_ = Num::kUint;
+      u_ = v;
+    }
+  }
+  Json(double v);                                                    // NOLINT
+  Json(const char* s) : type_(Type::kString), str_(s) {}             // NOLINT
+  Json(std::string s) : type_(Type::kString), str_(std::move(s)) {}  // NOLINT
+  Json(std::string_view s) : type_(Type::kString), str_(s) {}        // NOLINT
 
   static Json Array() {
     Json j;
@@ -94,7 +105,7 @@ class Json {
   // Typed member getters: `def` when absent or of another type.
   std::string GetString(std::string_view key, std::string def = {}) const {
     const Json* j = Find(key);
-    return j && j->is_string() ? j->text_ : def;
+    return j && j->is_string() ? j->str_ : def;
   }
   uint64_t GetUint(std::string_view key, uint64_t def = 0) const {
     const Json* j = Find(key);
@@ -124,363 +135,30 @@ class Json {
 
   // ---- scalars ----
   bool AsBool(bool def = false) const { return is_bool() ? bool_ : def; }
-  const std::string& AsString() const { return text_; }  // "" unless string/number
-  uint64_t AsUint(uint64_t def = 0) const {
-    if (!is_number()) return def;
-    uint64_t v = 0;
-    auto [p, ec] = std::from_chars(text_.data(), text_.data() + text_.size(), v);
-    if (ec == std::errc() && p == text_.data() + text_.size()) return v;
-    double d = AsDouble(-1);
-    return d >= 0 && d < 18446744073709551616.0 ? static_cast<uint64_t>(d) : def;
-  }
-  int64_t AsInt(int64_t def = 0) const {
-    if (!is_number()) return def;
-    int64_t v = 0;
-    auto [p, ec] = std::from_chars(text_.data(), text_.data() + text_.size(), v);
-    if (ec == std::errc() && p == text_.data() + text_.size()) return v;
-    double d = AsDouble(NAN);
-    return std::isfinite(d) && std::fabs(d) < 9.2e18 ? static_cast<int64_t>(d) : def;
-  }
-  double AsDouble(double def = 0) const {
-    if (!is_number()) return def;
-    double v = 0;
-    auto [p, ec] = std::from_chars(text_.data(), text_.data() + text_.size(), v);
-    return ec == std::errc() ? v : def;
-  }
+  const std::string& AsString() const { return str_; }  // "" unless a string
+  // A number as uint64: integers in range exactly, fractions truncated;
+  // `def` for negative, too large or not a number.
+  uint64_t AsUint(uint64_t def = 0) const;
+  // A number as int64 (as AsUint).
+  int64_t AsInt(int64_t def = 0) const;
+  double AsDouble(double def = 0) const;
 
   // Compact text (indent < 0) or pretty text with `indent` spaces per level.
-  std::string Dump(int indent = -1) const {
-    std::string out;
-    DumpTo(&out, indent, 0);
-    return out;
-  }
+  std::string Dump(int indent = -1) const;
 
-  static Result<Json> Parse(std::string_view text) {
-    Parser p{text};
-    Json j;
-    Status st = p.Value(&j, 0);
-    if (!st.ok()) return st;
-    p.SkipSpace();
-    if (p.pos != text.size()) return p.Error("trailing characters");
-    return j;
-  }
+  static Result<Json> Parse(std::string_view text);
 
  private:
-  static std::string FormatDouble(double v) {
-    if (!std::isfinite(v)) return "0";
-    char buf[64];
-    auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-    return ec == std::errc() ? std::string(buf, p) : "0";
-  }
-
-  static void Escape(std::string* out, std::string_view s) {
-    out->push_back('"');
-    for (unsigned char c : s) {
-      switch (c) {
-        case '"':
-          out->append("\\\"");
-          break;
-        case '\\':
-          out->append("\\\\");
-          break;
-        case '\n':
-          out->append("\\n");
-          break;
-        case '\r':
-          out->append("\\r");
-          break;
-        case '\t':
-          out->append("\\t");
-          break;
-        case '\b':
-          out->append("\\b");
-          break;
-        case '\f':
-          out->append("\\f");
-          break;
-        default:
-          if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-            out->append(buf);
-          } else {
-            out->push_back(static_cast<char>(c));
-          }
-      }
-    }
-    out->push_back('"');
-  }
-
-  static void Newline(std::string* out, int indent, int level) {
-    if (indent < 0) return;
-    out->push_back('\n');
-    out->append(static_cast<size_t>(indent * level), ' ');
-  }
-
-  void DumpTo(std::string* out, int indent, int level) const {
-    switch (type_) {
-      case Type::kNull:
-        out->append("null");
-        break;
-      case Type::kBool:
-        out->append(bool_ ? "true" : "false");
-        break;
-      case Type::kNumber:
-        out->append(text_);
-        break;
-      case Type::kString:
-        Escape(out, text_);
-        break;
-      case Type::kArray:
-        out->push_back('[');
-        for (size_t i = 0; i < items_.size(); ++i) {
-          if (i) out->push_back(',');
-          Newline(out, indent, level + 1);
-          items_[i].DumpTo(out, indent, level + 1);
-        }
-        if (!items_.empty()) Newline(out, indent, level);
-        out->push_back(']');
-        break;
-      case Type::kObject:
-        out->push_back('{');
-        for (size_t i = 0; i < members_.size(); ++i) {
-          if (i) out->push_back(',');
-          Newline(out, indent, level + 1);
-          Escape(out, members_[i].first);
-          out->append(indent < 0 ? ":" : ": ");
-          members_[i].second.DumpTo(out, indent, level + 1);
-        }
-        if (!members_.empty()) Newline(out, indent, level);
-        out->push_back('}');
-        break;
-    }
-  }
-
-  struct Parser {
-    std::string_view s;
-    size_t pos = 0;
-
-    Status Error(const char* what) const {
-      return Status::Invalid("malformed JSON at byte " + std::to_string(pos) + ": " + what);
-    }
-    void SkipSpace() {
-      while (pos < s.size() &&
-             (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r'))
-        ++pos;
-    }
-    bool Literal(std::string_view lit) {
-      if (s.substr(pos, lit.size()) != lit) return false;
-      pos += lit.size();
-      return true;
-    }
-    Status Value(Json* out, int depth) {
-      if (depth > kMaxDepth) return Error("nested too deeply");
-      SkipSpace();
-      if (pos >= s.size()) return Error("unexpected end");
-      char c = s[pos];
-      if (c == '{') return ObjectValue(out, depth);
-      if (c == '[') return ArrayValue(out, depth);
-      if (c == '"') {
-        out->type_ = Type::kString;
-        return String(&out->text_);
-      }
-      if (c == 't' && Literal("true")) {
-        *out = Json(true);
-        return Status::Ok();
-      }
-      if (c == 'f' && Literal("false")) {
-        *out = Json(false);
-        return Status::Ok();
-      }
-      if (c == 'n' && Literal("null")) {
-        *out = Json();
-        return Status::Ok();
-      }
-      if (c == '-' || (c >= '0' && c <= '9')) return Number(out);
-      return Error("unexpected character");
-    }
-    Status Number(Json* out) {
-      size_t start = pos;
-      auto digits = [&] {
-        size_t b = pos;
-        while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') ++pos;
-        return pos > b;
-      };
-      if (s[pos] == '-') ++pos;
-      if (pos < s.size() && s[pos] == '0') {
-        ++pos;
-      } else if (!digits()) {
-        return Error("bad number");
-      }
-      if (pos < s.size() && s[pos] == '.') {
-        ++pos;
-        if (!digits()) return Error("bad number");
-      }
-      if (pos < s.size() && (s[pos] == 'e' || s[pos] == 'E')) {
-        ++pos;
-        if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) ++pos;
-        if (!digits()) return Error("bad number");
-      }
-      out->type_ = Type::kNumber;
-      out->text_ = std::string(s.substr(start, pos - start));
-      return Status::Ok();
-    }
-    static void AppendUtf8(std::string* out, uint32_t cp) {
-      if (cp < 0x80) {
-        out->push_back(static_cast<char>(cp));
-      } else if (cp < 0x800) {
-        out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-        out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-      } else if (cp < 0x10000) {
-        out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-        out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-      } else {
-        out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-        out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-        out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-        out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-      }
-    }
-    bool Hex4(uint32_t* v) {
-      if (pos + 4 > s.size()) return false;
-      *v = 0;
-      for (int i = 0; i < 4; ++i) {
-        char c = s[pos++];
-        *v <<= 4;
-        if (c >= '0' && c <= '9')
-          *v |= static_cast<uint32_t>(c - '0');
-        else if (c >= 'a' && c <= 'f')
-          *v |= static_cast<uint32_t>(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-          *v |= static_cast<uint32_t>(c - 'A' + 10);
-        else
-          return false;
-      }
-      return true;
-    }
-    Status String(std::string* out) {
-      ++pos;  // opening quote
-      out->clear();
-      while (true) {
-        if (pos >= s.size()) return Error("unterminated string");
-        char c = s[pos++];
-        if (c == '"') return Status::Ok();
-        if (static_cast<unsigned char>(c) < 0x20) return Error("control character in string");
-        if (c != '\\') {
-          out->push_back(c);
-          continue;
-        }
-        if (pos >= s.size()) return Error("unterminated string");
-        char e = s[pos++];
-        switch (e) {
-          case '"':
-            out->push_back('"');
-            break;
-          case '\\':
-            out->push_back('\\');
-            break;
-          case '/':
-            out->push_back('/');
-            break;
-          case 'b':
-            out->push_back('\b');
-            break;
-          case 'f':
-            out->push_back('\f');
-            break;
-          case 'n':
-            out->push_back('\n');
-            break;
-          case 'r':
-            out->push_back('\r');
-            break;
-          case 't':
-            out->push_back('\t');
-            break;
-          case 'u': {
-            uint32_t cp = 0;
-            if (!Hex4(&cp)) return Error("bad \\u escape");
-            if (cp >= 0xD800 && cp < 0xDC00) {
-              uint32_t lo = 0;
-              if (!Literal("\\u") || !Hex4(&lo) || lo < 0xDC00 || lo >= 0xE000)
-                return Error("unpaired surrogate");
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp < 0xE000) {
-              return Error("unpaired surrogate");
-            }
-            AppendUtf8(out, cp);
-            break;
-          }
-          default:
-            return Error("bad escape");
-        }
-      }
-    }
-    Status ArrayValue(Json* out, int depth) {
-      ++pos;
-      *out = Json::Array();
-      SkipSpace();
-      if (pos < s.size() && s[pos] == ']') {
-        ++pos;
-        return Status::Ok();
-      }
-      while (true) {
-        Json item;
-        PSM_RETURN_IF_ERROR(Value(&item, depth + 1));
-        out->items_.push_back(std::move(item));
-        SkipSpace();
-        if (pos >= s.size()) return Error("unterminated array");
-        if (s[pos] == ',') {
-          ++pos;
-          continue;
-        }
-        if (s[pos] == ']') {
-          ++pos;
-          return Status::Ok();
-        }
-        return Error("expected ',' or ']'");
-      }
-    }
-    Status ObjectValue(Json* out, int depth) {
-      ++pos;
-      *out = Json::Object();
-      SkipSpace();
-      if (pos < s.size() && s[pos] == '}') {
-        ++pos;
-        return Status::Ok();
-      }
-      while (true) {
-        SkipSpace();
-        if (pos >= s.size() || s[pos] != '"') return Error("expected a member name");
-        std::string key;
-        PSM_RETURN_IF_ERROR(String(&key));
-        SkipSpace();
-        if (pos >= s.size() || s[pos] != ':') return Error("expected ':'");
-        ++pos;
-        Json value;
-        PSM_RETURN_IF_ERROR(Value(&value, depth + 1));
-        // Duplicate names are kept (Find returns the first): no quadratic
-        // work on hostile input.
-        out->members_.emplace_back(std::move(key), std::move(value));
-        SkipSpace();
-        if (pos >= s.size()) return Error("unterminated object");
-        if (s[pos] == ',') {
-          ++pos;
-          continue;
-        }
-        if (s[pos] == '}') {
-          ++pos;
-          return Status::Ok();
-        }
-        return Error("expected ',' or '}'");
-      }
-    }
-  };
+  friend struct JsonCodec;  // control_json.cc: the bridge to nlohmann::json
+  enum class Num : uint8_t { kInt, kUint, kDouble };
 
   Type type_ = Type::kNull;
+  Num num_ = Num::kInt;
   bool bool_ = false;
-  std::string text_;  // string bytes, or a number's text
+  int64_t i_ = 0;
+  uint64_t u_ = 0;
+  double d_ = 0;
+  std::string str_;
   std::vector<Json> items_;
   std::vector<std::pair<std::string, Json>> members_;
 };

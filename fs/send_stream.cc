@@ -1,46 +1,11 @@
 #include "fs/send_stream.h"
 
-#include <array>
 #include <cstring>
+
+#include "fs/crc32c.h"
 
 namespace psm::stream {
 namespace {
-
-std::array<uint32_t, 256> MakeTable() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
-const std::array<uint32_t, 256> kTable = MakeTable();
-
-uint32_t CrcSoft(uint32_t crc, const unsigned char* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) crc = kTable[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return crc;
-}
-
-#if defined(__x86_64__)
-__attribute__((target("sse4.2"))) uint32_t CrcHw(uint32_t crc, const unsigned char* p, size_t n) {
-  uint64_t c = crc;
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    c = __builtin_ia32_crc32di(c, v);
-    p += 8;
-    n -= 8;
-  }
-  uint32_t c32 = static_cast<uint32_t>(c);
-  while (n > 0) {
-    c32 = __builtin_ia32_crc32qi(c32, *p++);
-    --n;
-  }
-  return c32;
-}
-const bool kHaveHw = __builtin_cpu_supports("sse4.2");
-#endif
 
 uint16_t Le16(const char* p) {
   return static_cast<uint16_t>(static_cast<unsigned char>(p[0]) |
@@ -73,15 +38,6 @@ const char* TypeName(Type t) {
     case Type::kEnd: return "END";
   }
   return "unknown";
-}
-
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-#if defined(__x86_64__)
-  if (kHaveHw) return ~CrcHw(crc, p, n);
-#endif
-  return ~CrcSoft(crc, p, n);
 }
 
 void Put16(std::string* s, uint16_t v) {

@@ -52,8 +52,6 @@ enum class Type : uint16_t {
 };
 const char* TypeName(Type t);
 
-uint32_t Crc32c(uint32_t crc, const void* data, size_t n);
-
 // Little-endian payload building and parsing.
 void Put16(std::string* s, uint16_t v);
 void Put32(std::string* s, uint32_t v);

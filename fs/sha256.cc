@@ -1,106 +1,62 @@
 #include "fs/sha256.h"
 
-#include <algorithm>
-#include <cstring>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 namespace psm {
 namespace {
 
-constexpr uint32_t kK[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-}  // namespace
-
-Sha256::Sha256()
-    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-         0x5be0cd19} {}
-
-void Sha256::Block(const uint8_t* p) {
-  uint32_t w[64];
-  for (int i = 0; i < 16; ++i) {
-    w[i] = (uint32_t{p[4 * i]} << 24) | (uint32_t{p[4 * i + 1]} << 16) |
-           (uint32_t{p[4 * i + 2]} << 8) | uint32_t{p[4 * i + 3]};
-  }
-  for (int i = 16; i < 64; ++i) {
-    uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-  for (int i = 0; i < 64; ++i) {
-    uint32_t s1 = Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25);
-    uint32_t ch = (e & f) ^ (~e & g);
-    uint32_t t1 = h + s1 + ch + kK[i] + w[i];
-    uint32_t s0 = Rotr(a, 2) ^ Rotr(a, 13) ^ Rotr(a, 22);
-    uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
-    uint32_t t2 = s0 + maj;
-    h = g;
-    g = f;
-    f = e;
-    e = d + t1;
-    d = c;
-    c = b;
-    b = a;
-    a = t1 + t2;
-  }
-  h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d;
-  h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += h;
+[[noreturn]] void Fail(const char* what) {
+  char err[256] = "";
+  ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+  std::fprintf(stderr, "psmfs: libcrypto cannot compute SHA-256 (%s): %s\n", what, err);
+  std::abort();
 }
 
-void Sha256::Update(const void* data, size_t n) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  total_ += n;
-  if (used_) {
-    size_t take = std::min(n, sizeof(buf_) - used_);
-    std::memcpy(buf_ + used_, p, take);
-    used_ += take;
-    p += take;
-    n -= take;
-    if (used_ == sizeof(buf_)) {
-      Block(buf_);
-      used_ = 0;
-    }
-  }
-  while (n >= 64) {
-    Block(p);
-    p += 64;
-    n -= 64;
-  }
-  if (n) {
-    std::memcpy(buf_, p, n);
-    used_ = n;
-  }
+// Fetched once: an implicit fetch at every EVP_DigestInit costs a lookup.
+const EVP_MD* Md() {
+  static const EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  if (md == nullptr) Fail("EVP_MD_fetch");
+  return md;
 }
 
-std::string Sha256::HexDigest() {
-  const uint64_t bits = total_ * 8;
-  const uint8_t one = 0x80, zero = 0;
-  Update(&one, 1);
-  while (used_ != 56) Update(&zero, 1);
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
-  Update(len, 8);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (uint32_t v : h_) {
-    for (int i = 28; i >= 0; i -= 4) out += kHex[(v >> i) & 0xf];
+std::string Hex(const unsigned char* d, unsigned n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    out[2 * i] = kDigits[d[i] >> 4];
+    out[2 * i + 1] = kDigits[d[i] & 15];
   }
   return out;
 }
 
+}  // namespace
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex2(ctx_, Md(), nullptr) != 1) Fail("EVP_DigestInit");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+
+void Sha256::Update(const void* data, size_t n) {
+  if (EVP_DigestUpdate(ctx_, data, n) != 1) Fail("EVP_DigestUpdate");
+}
+
+std::string Sha256::HexDigest() {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (EVP_DigestFinal_ex(ctx_, d, &n) != 1) Fail("EVP_DigestFinal");
+  return Hex(d, n);
+}
+
 std::string Sha256Hex(std::string_view data) {
-  Sha256 s;
-  s.Update(data.data(), data.size());
-  return s.HexDigest();
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (EVP_Digest(data.data(), data.size(), d, &n, Md(), nullptr) != 1) Fail("EVP_Digest");
+  return Hex(d, n);
 }
 
 }  // namespace psm

@@ -1,29 +1,34 @@
-// SHA-256 (FIPS 180-4), for content checksums that users can compare with
-// sha256sum(1) (psmctl history). Not constant-time; not for secrets.
+// SHA-256 for content checksums that users can compare with sha256sum(1)
+// (psmctl history) and for stream identities: OpenSSL's libcrypto (EVP), which
+// uses the CPU's SHA instructions where it has them.
 //
-// Thread safety: one object per thread.
+// libcrypto failing to give SHA-256 (no memory, a broken provider
+// configuration) is fatal, as running out of memory is: the message goes to
+// stderr and the process aborts.
+//
+// Thread safety: one Sha256 object per thread; Sha256Hex from any thread.
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <string>
 #include <string_view>
+
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 
 namespace psm {
 
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void Update(const void* data, size_t n);
   // The digest as 64 lowercase hex digits. Call once.
   std::string HexDigest();
 
  private:
-  void Block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buf_[64];
-  size_t used_ = 0;
-  uint64_t total_ = 0;
+  evp_md_ctx_st* ctx_;
 };
 
 std::string Sha256Hex(std::string_view data);

@@ -7,26 +7,10 @@
 #include <cstring>
 #include <random>
 
+#include "fs/crc32c.h"
 #include "meta/keys.h"
 
 namespace psm {
-
-uint32_t Crc32c(const void* data, size_t n, uint32_t crc) {
-  static uint32_t table[256];
-  static bool init = [] {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0x82F63B78u ^ (c >> 1) : c >> 1;
-      table[i] = c;
-    }
-    return true;
-  }();
-  (void)init;
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 std::string NewUuid() {
   unsigned char b[16];
@@ -59,7 +43,7 @@ std::string EncodeSuperblock(const Superblock& sb) {
   s.append(u);
   PutLE32(&s, 0);
   PutLE64(&s, sb.mount_generation);
-  PutLE32(&s, Crc32c(s.data(), s.size()));
+  PutLE32(&s, Crc32c(0, s.data(), s.size()));
   s.resize(kSuperBytes, '\0');
   return s;
 }
@@ -70,7 +54,7 @@ Status DecodeSuperblock(const std::string& b, Superblock* sb) {
     return Status::Corruption("not a psmfs image (bad magic in block 0)");
   }
   uint32_t crc = GetLE32(b.data() + 80);
-  if (crc != Crc32c(b.data(), 80)) return Status::Corruption("superblock checksum mismatch");
+  if (crc != Crc32c(0, b.data(), 80)) return Status::Corruption("superblock checksum mismatch");
   sb->format_version = GetLE32(b.data() + 8);
   if (sb->format_version != kFormatVersion) {
     return Status::NotSupported("unknown psmfs format version " +

@@ -38,6 +38,5 @@ Status ReadSuperblock(BlockDevice* dev, Superblock* sb);
 // Writes and syncs.
 Status WriteSuperblock(BlockDevice* dev, const Superblock& sb);
 std::string NewUuid();
-uint32_t Crc32c(const void* data, size_t n, uint32_t crc = 0);
 
 }  // namespace psm

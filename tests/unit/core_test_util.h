@@ -21,12 +21,14 @@ struct CoreVolume {
   psm::Credentials cred;
   bool count_lookups = false;
 
-  explicit CoreVolume(uint64_t size = 64ull << 20, uint64_t chunk_bytes = 1u << 20) {
+  explicit CoreVolume(uint64_t size = 64ull << 20, uint64_t chunk_bytes = 1u << 20,
+                      uint32_t block_size = 4096) {
     char t[] = "/tmp/psm-core-XXXXXX";
     dir = mkdtemp(t);
     psm::FormatOptions fo;
     fo.size_bytes = size;
     fo.chunk_bytes = chunk_bytes;
+    fo.block_size = block_size;
     psm::Status s = psm::Format(dir, fo);
     REQUIRE_MESSAGE(s.ok(), s.ToString());
     Open();

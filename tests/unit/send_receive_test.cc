@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/crc32c.h"
 #include "fs/send_stream.h"
 #include "tests/unit/core_test_util.h"
 #include "tests/unit/tree_model.h"
@@ -100,7 +101,7 @@ std::vector<size_t> Boundaries(const std::string& s) {
 void Reseal(std::string* s, size_t p) {
   uint32_t len = 0;
   std::memcpy(&len, s->data() + p + 4, 4);
-  uint32_t crc = stream::Crc32c(0, s->data() + p, stream::kRecordHeader + len);
+  uint32_t crc = Crc32c(0, s->data() + p, stream::kRecordHeader + len);
   std::memcpy(s->data() + p + stream::kRecordHeader + len, &crc, 4);
 }
 
