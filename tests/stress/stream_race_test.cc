@@ -23,6 +23,7 @@
 // after its lookup: kStale); an open file keeps reading after its snapshot
 // is deleted.
 //
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 // Runs under ThreadSanitizer in `make test`; PSMFS_STRESS=N scales the
 // rounds.
 #include <doctest/doctest.h>
@@ -163,6 +164,7 @@ Result<ReceiveResult> ReceiveVia(Client& c, const std::string& bytes, bool force
 }  // namespace
 
 TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing waits on another volume") {
+  const uint64_t seed = TestSeed("stream_race_test (backups)");
   RuntimeDir rt;
   const int rounds = 5 * StressScale();
   CoreVolume a(128ull << 20), b(128ull << 20), c(128ull << 20), d(128ull << 20);
@@ -183,7 +185,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
   };
 
   // The backup of A: change, snapshot, send incrementally, publish.
-  Mutator mut(a.fs, 11);  // A's live tree: changed and checked by the backup thread only
+  Mutator mut(a.fs, SeedOf(seed, 0));  // A's live tree: changed and checked by the backup thread only
   mut.on_fail = fail;
   std::thread backup([&] {
     std::string prev;
@@ -213,7 +215,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
   std::atomic<bool> done{false};
   std::atomic<int> full_sends{0};
   std::thread full([&] {
-    std::mt19937 rng(5);
+    std::mt19937_64 rng(SeedOf(seed, 1));
     while (!done.load() && !failed.load()) {
       auto list = ca->ListSnapshots();
       if (!list.ok() || list->empty()) {
@@ -241,7 +243,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
     receivers.emplace_back([&, t] {
       CoreVolume& v = *targets[t];
       auto cl = MustConnect(v.dir);
-      std::mt19937 rng(static_cast<unsigned>(t + 1));
+      std::mt19937_64 rng(SeedOf(seed, 10 + t));
       std::vector<std::shared_ptr<Stream>> got;
       bool rolled_back = false;
       for (size_t i = 0;; ++i) {
@@ -285,6 +287,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
 }
 
 TEST_CASE("streams: backup readers walk .snapshots while snapshots come and go and the scanner runs") {
+  const uint64_t seed = TestSeed("stream_race_test (readers)");
   CoreVolume a(96ull << 20);
   constexpr int kFiles = 8;
   const int gens = 12 * StressScale();
@@ -308,7 +311,7 @@ TEST_CASE("streams: backup readers walk .snapshots while snapshots come and go a
   std::vector<std::thread> readers;
   for (int r = 0; r < 3; ++r) {
     readers.emplace_back([&, r] {
-      std::mt19937 rng(static_cast<unsigned>(r + 7));
+      std::mt19937_64 rng(SeedOf(seed, r));
       while (!stop.load()) {
         // The listing of .snapshots while snapshots come and go: only names
         // of snapshots, each once.
