@@ -687,12 +687,13 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   if (h.flags & O_APPEND) off = a.size;
   if (off + size < off || off + size > (uint64_t{1} << 52)) return Status::TooBig();
   std::vector<Range> frees, allocs;
+  // Before WriteData, which counts the blocks it maps into a.blocks.
+  const uint64_t old_size = a.size, old_blocks = a.blocks;
   Status s = m->WriteData(&txn, h.ino, &a, off, buf, size, &frees, &allocs);
   if (!s.ok()) {
     for (const Range& r : allocs) m->alloc->Abort(r);
     return s;
   }
-  const uint64_t old_size = a.size, old_blocks = a.blocks;
   a.size = std::max<uint64_t>(a.size, off + size);
   // With kernel_times the caller (the kernel's writeback cache) keeps the
   // times and sends them with a setattr; the record changes only if the

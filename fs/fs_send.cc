@@ -996,6 +996,21 @@ class Receiver {
       InodeAttr root;
       if (!m_->LoadAttr(txn, kRootIno, L, &root).ok()) return Status::Corruption("no root");
     }
+    // A directory whose entries change gets a new attribute version even
+    // when the stream has no attributes for it (two entry changes in one
+    // tick of the coarse clock leave them equal): restore and send take a
+    // directory whose attribute version did not move for unchanged.
+    for (const auto& [key, d] : ents_) {
+      if (cur.count(key.first)) continue;
+      auto rit = inodes_.find(key.first);
+      if (rit != inodes_.end() && rit->second.destroy && !rit->second.has_attr) continue;
+      InodeAttr a;
+      Status s = m_->LoadAttr(txn, key.first, L, &a);
+      if (!s.ok()) {
+        return s.Is(Code::kNotFound) ? Status::Corruption("an entry in a missing directory") : s;
+      }
+      cur[key.first] = a;
+    }
     for (const auto& [ino, a] : cur) PSM_RETURN_IF_ERROR(m_->PutAttr(txn, ino, a));
     PSM_RETURN_IF_ERROR(NameInvalidations(txn, inval));
     // 5. Inode numbers: this volume hands out numbers above the stream's.

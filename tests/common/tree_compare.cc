@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -127,6 +129,126 @@ std::string CompareTrees(const std::string& a, const std::string& b) {
     }
   }
   return "";
+}
+
+namespace {
+
+uint64_t Fnv(uint64_t h, const char* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 1099511628211ull;
+  return h;
+}
+
+std::string Describe(const std::string& p, const struct stat& st, bool with_mtime) {
+  std::string d = "mode=" + std::to_string(st.st_mode) + " uid=" + std::to_string(st.st_uid) +
+                  " gid=" + std::to_string(st.st_gid) + " nlink=" + std::to_string(st.st_nlink);
+  if (!S_ISDIR(st.st_mode)) d += " size=" + std::to_string(st.st_size);
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) d += " rdev=" + std::to_string(st.st_rdev);
+  if (with_mtime) {
+    d += " mtime=" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+  }
+  if (S_ISLNK(st.st_mode)) {
+    char t[4096];
+    ssize_t k = readlink(p.c_str(), t, sizeof t);
+    d += " target=" + (k >= 0 ? std::string(t, k) : Err("readlink", errno));
+  }
+  if (S_ISREG(st.st_mode)) {
+    int fd = open(p.c_str(), O_RDONLY);
+    if (fd < 0) return d + " " + Err("open", errno);
+    uint64_t h = 1469598103934665603ull;
+    std::vector<char> buf(1 << 20);
+    ssize_t n;
+    off_t total = 0;
+    while ((n = read(fd, buf.data(), buf.size())) > 0) {
+      h = Fnv(h, buf.data(), n);
+      total += n;
+    }
+    d += " read=" + std::to_string(total) + " hash=" + std::to_string(h) + " data:";
+    for (off_t off = 0; off < st.st_size;) {
+      off_t ds = lseek(fd, off, SEEK_DATA);
+      if (ds < 0) break;
+      off_t hs = lseek(fd, ds, SEEK_HOLE);
+      if (hs <= ds) {
+        d += " bad SEEK_HOLE";
+        break;
+      }
+      d += " [" + std::to_string(ds) + "," + std::to_string(hs) + ")";
+      off = hs;
+    }
+    close(fd);
+  }
+  char names[8192];
+  ssize_t ln = llistxattr(p.c_str(), names, sizeof names);
+  std::vector<std::string> xs;
+  for (ssize_t i = 0; i < ln;) {
+    std::string x(names + i);
+    i += x.size() + 1;
+    char v[4096];
+    ssize_t vn = lgetxattr(p.c_str(), x.c_str(), v, sizeof v);
+    xs.push_back(x + "=" + (vn >= 0 ? std::string(v, vn) : Err("getxattr", errno)));
+  }
+  std::sort(xs.begin(), xs.end());
+  for (const std::string& x : xs) d += " x:" + x;
+  return d;
+}
+
+void ManifestWalk(const std::string& root, const std::string& rel, bool with_mtime,
+                  TreeManifest* m, std::map<std::pair<dev_t, ino_t>, std::string>* first) {
+  std::string err;
+  std::set<std::string> names = Names(root + rel, &err);
+  if (!err.empty()) {
+    (*m)[rel + "/"] = err;
+    return;
+  }
+  for (const std::string& n : names) {
+    if (rel.empty() && n == ".snapshots") continue;
+    const std::string r = rel + "/" + n, p = root + r;
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) {
+      (*m)[r] = Err("lstat", errno);
+      continue;
+    }
+    std::string d = Describe(p, st, with_mtime);
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+      d += " group=" + first->emplace(std::make_pair(st.st_dev, st.st_ino), r).first->second;
+    }
+    (*m)[r] = d;
+    if (S_ISDIR(st.st_mode)) ManifestWalk(root, r, with_mtime, m, first);
+  }
+}
+
+}  // namespace
+
+TreeManifest ManifestOf(const std::string& root, bool with_mtime) {
+  TreeManifest m;
+  struct stat st;
+  if (lstat(root.c_str(), &st) != 0) {
+    m["/"] = Err(("lstat " + root).c_str(), errno);
+    return m;
+  }
+  m["/"] = Describe(root, st, with_mtime);
+  std::map<std::pair<dev_t, ino_t>, std::string> first;
+  ManifestWalk(root, "", with_mtime, &m, &first);
+  return m;
+}
+
+std::string DiffManifests(const TreeManifest& want, const TreeManifest& got) {
+  std::string out;
+  int n = 0;
+  auto add = [&](const std::string& s) {
+    if (n++ < 20) out += s + "\n";
+  };
+  for (const auto& [k, v] : want) {
+    auto it = got.find(k);
+    if (it == got.end()) {
+      add("missing " + k);
+    } else if (it->second != v) {
+      add("differs " + k + ": want [" + v + "] got [" + it->second + "]");
+    }
+  }
+  for (const auto& [k, v] : got) {
+    if (!want.count(k)) add("extra " + k + ": " + v);
+  }
+  return out;
 }
 
 }  // namespace psm::testutil

@@ -1,8 +1,10 @@
 // Backup streams through real mounts and the real psmctl (issue #6):
 //   * `psmctl send A S > F` / `psmctl receive B < F`, full then incremental
-//     through a pipe: every received snapshot, and B's live tree, equal A's
-//     snapshot (names, types, modes, sizes, bytes, links, symlinks, xattrs,
-//     mtimes, holes); B restores to an older received snapshot;
+//     through a pipe: A's snapshots, every received snapshot, and B's live
+//     tree equal the model — the same sample tree built and changed in a
+//     native directory (sample_tree.h; names, types, modes, owners, sizes,
+//     bytes, holes, links, symlinks, xattrs, mtimes) — not A read back; B
+//     restores to an older received snapshot;
 //   * refusals: a terminal as stdout/stdin, a truncated or damaged stream,
 //     the wrong base, a user without the right — each a clear message, a
 //     non-zero exit, and B exactly as it was;
@@ -41,7 +43,9 @@ using psm::testutil::ChangeTree;
 using psm::testutil::Ctl;
 using psm::testutil::Pattern;
 using psm::testutil::ReadFile;
-using psm::testutil::SameTree;
+using psm::testutil::MakeSampleModel;
+using psm::testutil::SameAs;
+using psm::testutil::SampleModel;
 using psm::testutil::WriteFile;
 
 namespace {
@@ -79,6 +83,7 @@ ProgramResult OnPty(const std::string& cmd, int timeout_s) {
 TEST_CASE("send/receive through mounts: full and incremental, every snapshot equal, restore") {
   auto a = MountedVolume::Create("512M");
   auto b = MountedVolume::Create("512M");
+  const SampleModel model = MakeSampleModel();
   BuildTree(a->Path("data"));
   REQUIRE(Ctl({"snapshot", "create", a->mnt, "s1"}).ok());
   ChangeTree(a->Path("data"));
@@ -91,8 +96,10 @@ TEST_CASE("send/receive through mounts: full and incremental, every snapshot equ
   r = Sh(Psmctl() + " receive " + Q(b->mnt) + " < " + Q(f1));
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK_MESSAGE(r.output.find("received snapshot 's1' (full)") != std::string::npos, r.output);
-  CHECK(SameTree(a->Path(".snapshots/s1/data"), b->Path(".snapshots/s1/data")) == "");
-  CHECK(SameTree(a->Path(".snapshots/s1/data"), b->Path("data")) == "");
+  CHECK(SameAs(model.built, a->Path(".snapshots/s1/data")) == "");
+  CHECK(SameAs(model.changed, a->Path(".snapshots/s2/data")) == "");
+  CHECK(SameAs(model.built, b->Path(".snapshots/s1/data")) == "");
+  CHECK(SameAs(model.built, b->Path("data")) == "");
 
   // Incremental, straight through a pipe, with --json.
   r = Sh(Psmctl() + " send -q " + Q(a->mnt) + " s2 --from s1 | " + Psmctl() + " receive " +
@@ -102,9 +109,9 @@ TEST_CASE("send/receive through mounts: full and incremental, every snapshot equ
   REQUIRE_MESSAGE(j.ok(), r.output);
   CHECK(j.value().GetBool("incremental"));
   CHECK(j.value().GetString("base") == "s1");
-  CHECK(SameTree(a->Path(".snapshots/s2/data"), b->Path(".snapshots/s2/data")) == "");
-  CHECK(SameTree(a->Path(".snapshots/s2/data"), b->Path("data")) == "");
-  CHECK(SameTree(a->Path(".snapshots/s1/data"), b->Path(".snapshots/s1/data")) == "");
+  CHECK(SameAs(model.changed, b->Path(".snapshots/s2/data")) == "");
+  CHECK(SameAs(model.changed, b->Path("data")) == "");
+  CHECK(SameAs(model.built, b->Path(".snapshots/s1/data")) == "");
   // The incremental stream is small next to the full one.
   const std::string f2 = TmpFile(*a, "s2.inc");
   const std::string f2full = TmpFile(*a, "s2.full");
@@ -119,7 +126,7 @@ TEST_CASE("send/receive through mounts: full and incremental, every snapshot equ
   // B restores to the older received snapshot.
   r = Ctl({"restore", b->mnt, "s1"});
   REQUIRE_MESSAGE(r.ok(), r.output);
-  CHECK(SameTree(a->Path(".snapshots/s1/data"), b->Path("data")) == "");
+  CHECK(SameAs(model.built, b->Path("data")) == "");
   // Files written on B after the receive are ordinary files.
   WriteFile(b->Path("data/after"), "written on b");
   CHECK(ReadFile(b->Path("data/after")) == "written on b");
@@ -136,13 +143,15 @@ TEST_CASE("send/receive through mounts: full and incremental, every snapshot equ
   r = Sh(Psmctl() + " send -q " + Q(a->vol) + " s1 | " + Psmctl() + " receive -q " + Q(c->vol));
   REQUIRE_MESSAGE(r.ok(), r.output);
   REQUIRE(c->Remount());
-  CHECK(SameTree(c->Path(".snapshots/s1/data"), c->Path("data")) == "");
+  CHECK(SameAs(model.built, c->Path(".snapshots/s1/data")) == "");
+  CHECK(SameAs(model.built, c->Path("data")) == "");
   CHECK(Snapshots(*c) == "s1,");
 }
 
 TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   auto a = MountedVolume::Create("256M");
   auto b = MountedVolume::Create("256M");
+  const SampleModel model = MakeSampleModel();
   BuildTree(a->Path("data"));
   REQUIRE(Ctl({"snapshot", "create", a->mnt, "s1"}).ok());
   ChangeTree(a->Path("data"));
@@ -221,7 +230,8 @@ TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   CHECK(r.exit_code != 0);
   CHECK_MESSAGE(r.output.find("already has the stream's snapshot") != std::string::npos, r.output);
   CHECK(Snapshots(*b) == "s1,s2,");
-  CHECK(SameTree(a->Path(".snapshots/s2/data"), b->Path("data")) == "");
+  CHECK(SameAs(model.changed, b->Path("data")) == "");
+  CHECK(SameAs(model.built, b->Path(".snapshots/s1/data")) == "");
 
   // On a terminal's standard error: a progress line with bytes, the total
   // (100% at the end) and a rate; the stream itself goes to the file.
@@ -237,7 +247,7 @@ TEST_CASE("send/receive: refusals leave the target exactly as it was") {
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK_MESSAGE(r.output.find("receiving") != std::string::npos, r.output);
   CHECK_MESSAGE(r.output.find("(100%)") != std::string::npos, r.output);
-  CHECK(SameTree(a->Path(".snapshots/s1/data"), c->Path("data")) == "");
+  CHECK(SameAs(model.built, c->Path("data")) == "");
 }
 
 TEST_CASE("send/receive: a snapshot being sent is not deleted; the delete is refused") {
@@ -291,6 +301,7 @@ TEST_CASE("send/receive: many processes, four volumes at once, no stall") {
   auto a = MountedVolume::Create("512M");
   std::vector<std::unique_ptr<MountedVolume>> t;
   for (int i = 0; i < 3; ++i) t.push_back(MountedVolume::Create("512M"));
+  const SampleModel model = MakeSampleModel();
   BuildTree(a->Path("data"));
   REQUIRE(Ctl({"snapshot", "create", a->mnt, "s1"}).ok());
   ChangeTree(a->Path("data"));
@@ -332,10 +343,11 @@ TEST_CASE("send/receive: many processes, four volumes at once, no stall") {
   r = Sh(script);
   REQUIRE_MESSAGE(!r.timed_out, ("stalled: " + r.output));
   CHECK_MESSAGE(r.output.find("FAIL") == std::string::npos, r.output);
+  CHECK(SameAs(model.changed, a->Path(".snapshots/s3/data")) == "");
   for (auto& v : t) {
-    CHECK(SameTree(a->Path(".snapshots/s2/data"), v->Path(".snapshots/s2/data")) == "");
-    CHECK(SameTree(a->Path(".snapshots/s1/data"), v->Path(".snapshots/s1/data")) == "");
-    CHECK(SameTree(a->Path(".snapshots/s1/data"), v->Path("data")) == "");
+    CHECK(SameAs(model.changed, v->Path(".snapshots/s2/data")) == "");
+    CHECK(SameAs(model.built, v->Path(".snapshots/s1/data")) == "");
+    CHECK(SameAs(model.built, v->Path("data")) == "");
   }
 }
 

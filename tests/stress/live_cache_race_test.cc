@@ -14,6 +14,8 @@
 // while a write of it was in flight: in-place writeback writes hold the
 // inode shared, as reads do (the kernel never READs a page it is writing
 // back; ordinary writes hold the inode exclusively).
+//
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -44,6 +46,7 @@ std::string Stamped(uint64_t version, uint64_t block) {
 }  // namespace
 
 TEST_CASE("live cache race: readers of open files always see the newest written block") {
+  const uint64_t seed = psm_test::TestSeed("live_cache_race_test");
   CoreVolume v(64ull << 20, 64 * 1024);
   std::string init;
   for (uint64_t b = 0; b < kBlocks; ++b) init += Stamped(1, b);
@@ -60,7 +63,7 @@ TEST_CASE("live cache race: readers of open files always see the newest written 
   auto writer = [&](int w) {
     auto fh = v.fs->OpenFile(f, O_RDWR);
     REQUIRE(fh.ok());
-    std::mt19937_64 rng(100 + w);
+    std::mt19937_64 rng(psm_test::SeedOf(seed, 100 + w));
     std::vector<uint64_t> version(kBlocks, 1);
     while (!stop.load()) {
       const uint64_t b = (rng() % (kBlocks / 2)) * 2 + w;
@@ -81,7 +84,7 @@ TEST_CASE("live cache race: readers of open files always see the newest written 
   // Readers: one keeps a handle for the whole run, one opens per read (the
   // cache entry comes and goes with the last handle).
   auto reader = [&](int id) {
-    std::mt19937_64 rng(200 + id);
+    std::mt19937_64 rng(psm_test::SeedOf(seed, 200 + id));
     std::optional<uint64_t> held;
     if (id == 0) {
       auto fh = v.fs->OpenFile(f, O_RDONLY);

@@ -5,6 +5,8 @@
 // snapshot. Every call returns success or a normal error; nothing hangs
 // (a watchdog fails the test); at the end a quiet restore gives exactly the
 // snapshot's tree, fsck is clean and no block leaked.
+//
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -61,6 +63,7 @@ bool Expected(const Status& s) {
 }  // namespace
 
 TEST_CASE("restore races writers, snapshot create/delete, reclaim, scanner and readers") {
+  const uint64_t seed = psm_test::TestSeed("restore_race_test");
   const int scale = psm_test::StressScale();
   CoreVolume v(256ull << 20);
   const uint64_t fresh_free = v.FreeBlocks();
@@ -87,7 +90,7 @@ TEST_CASE("restore races writers, snapshot create/delete, reclaim, scanner and r
   std::vector<std::thread> th;
   for (int w = 0; w < 2; ++w) {
     th.emplace_back([&, w] {
-      std::mt19937 rng(w + 1);
+      std::mt19937_64 rng(psm_test::SeedOf(seed, w + 1));
       uint32_t seq = 0;
       while (!stop.load()) {
         const std::string name = "f" + std::to_string(rng() % 50);

@@ -12,6 +12,7 @@
 //     and equals the index that a fresh Allocator + scan of the same store
 //     builds from scratch.
 //
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 // PSMFS_STRESS=N multiplies the number of rounds (default 1: a few seconds
 // normally, well under a minute under ThreadSanitizer on two cores).
 #include <doctest/doctest.h>
@@ -32,6 +33,7 @@
 #include "fs/scanner.h"
 #include "meta/store.h"
 #include "meta/sync_point.h"
+#include "tests/unit/core_test_util.h"
 
 namespace psm {
 namespace {
@@ -264,7 +266,7 @@ struct World {
   }
 };
 
-void Populate(World* w, uint32_t seed) {
+void Populate(World* w, uint64_t seed) {
   std::mt19937_64 rng(seed);
   rocksdb::WriteBatch b;
   for (BlockNo p = w->first; p < w->end;) {
@@ -506,12 +508,13 @@ TEST_CASE("scanner race: frees, splits, snapshot deletions and allocations vs re
   w.handoff = std::make_unique<Handoff>(w.store.get());
   w.end = 6000;
   w.shadow.assign(w.end, kFree);
-  Populate(&w, 1234);
+  const uint64_t seed = psm_test::TestSeed("scanner_race_test");
+  Populate(&w, psm_test::SeedOf(seed, 0));
 
   const int rounds = 60 * StressFactor();
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < rounds; ++i) {
-    RunRound(&w, i, 1000 + static_cast<uint64_t>(i));
+    RunRound(&w, i, psm_test::SeedOf(seed, 1 + static_cast<uint64_t>(i)));
     // Keep the volume from filling up or emptying out.
     if (ShadowFree(&w).empty()) break;
   }

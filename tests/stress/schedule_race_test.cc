@@ -7,6 +7,7 @@
 // (kNotFound / kStale) — never anything else. At the end fsck must find the
 // volume exact (no leaked or doubly used block) and retention must hold.
 //
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 // PSMFS_STRESS=N multiplies the number of ticks (default 1: 400 ticks).
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -44,6 +45,7 @@ bool IsContent(const std::string& s) {
 }  // namespace
 
 TEST_CASE("scheduled create and prune while the scanner runs and readers browse snapshots") {
+  const uint64_t seed = psm_test::TestSeed("schedule_race_test");
   CoreVolume v(128ull << 20);
   v.Put(kRootIno, "f", Content(0));
   SchedulePolicy p;
@@ -74,8 +76,8 @@ TEST_CASE("scheduled create and prune while the scanner runs and readers browse 
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
-  auto browse = [&](unsigned seed) {
-    std::mt19937 rng(seed);
+  auto browse = [&](unsigned k) {
+    std::mt19937_64 rng(psm_test::SeedOf(seed, k));
     while (!stop) {
       auto snaps = v.fs->ListSnapshots(false);
       if (snaps.empty()) continue;

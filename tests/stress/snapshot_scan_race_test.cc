@@ -14,6 +14,7 @@
 //     what the writer wrote;
 //   * fsck is clean (no block claimed twice, alloc == references).
 //
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 // PSMFS_STRESS=N multiplies the rounds (default 1: 6 rounds, well under a
 // minute under ThreadSanitizer on two cores).
 #include <doctest/doctest.h>
@@ -157,9 +158,10 @@ std::vector<std::pair<uint64_t, uint64_t>> OfflineFree(const std::string& dir, u
 }  // namespace
 
 TEST_CASE("scan vs snapshot deletion, writes and rescans through the core") {
+  const uint64_t seed = psm_test::TestSeed("snapshot_scan_race_test");
   Volume v;
   v.Open();
-  std::mt19937 rng(4242);
+  std::mt19937_64 rng(psm_test::SeedOf(seed, 0));
   // Fragmented image: the files' pieces are allocated interleaved.
   std::vector<NodeId> files;
   for (int f = 0; f < kFiles; ++f) {
@@ -205,7 +207,7 @@ TEST_CASE("scan vs snapshot deletion, writes and rescans through the core") {
     std::atomic<bool> stop{false};
     std::atomic<int> step_no{0};
     std::atomic<int> next_kind{round % 3};
-    std::mt19937 rrng(round * 31 + 7);
+    std::mt19937_64 rrng(psm_test::SeedOf(seed, 1000 + round));
 
     // Deletes the snapshot and reclaims it now. Any thread, no lock held.
     auto delete_now = [&](const std::string& name) {
@@ -374,7 +376,7 @@ TEST_CASE("scan vs snapshot deletion, writes and rescans through the core") {
     // Writer: rewrites, truncates and unlinks its own files (`live`, kept
     // across rounds, is their model).
     std::thread writer([&] {
-      std::mt19937 wr(round + 100);
+      std::mt19937_64 wr(psm_test::SeedOf(seed, 2000 + round));
       while (!stop) {
         std::string name = "w" + std::to_string(wr() % 4);
         int op = wr() % 4;

@@ -8,8 +8,11 @@
 //   * one thread per volume B, C, D receives A's streams through that
 //     volume's Client, restores an older received snapshot now and then,
 //     and receives the next stream with --force;
-//   * every received snapshot is compared with A's (paths, modes, sizes,
-//     times, content hashes, holes, xattrs, hard links);
+//   * A is changed by the model-keeping driver (tests/unit/tree_model.h):
+//     every change is checked against the model, and every received
+//     snapshot (and a restored live tree) is compared with the model of A
+//     taken at that snapshot (paths, modes, owners, sizes, times, contents,
+//     holes, xattrs, hard links) — not with what A shows;
 //   * a watchdog fails the test if no thread makes progress for a generous
 //     while (a stall is a hang, whatever its cause).
 //
@@ -20,6 +23,7 @@
 // after its lookup: kStale); an open file keeps reading after its snapshot
 // is deleted.
 //
+// The seed is random unless PSMFS_SEED is set (printed at the start).
 // Runs under ThreadSanitizer in `make test`; PSMFS_STRESS=N scales the
 // rounds.
 #include <doctest/doctest.h>
@@ -113,7 +117,7 @@ std::unique_ptr<Client> MustConnect(const std::string& path) {
 struct Stream {
   std::string name, base;
   std::string bytes;
-  Manifest m;
+  TreeModel m;  // the model of A when the snapshot was taken
 };
 
 // A queue of A's streams, read by each target at its own pace.
@@ -160,6 +164,7 @@ Result<ReceiveResult> ReceiveVia(Client& c, const std::string& bytes, bool force
 }  // namespace
 
 TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing waits on another volume") {
+  const uint64_t seed = TestSeed("stream_race_test (backups)");
   RuntimeDir rt;
   const int rounds = 5 * StressScale();
   CoreVolume a(128ull << 20), b(128ull << 20), c(128ull << 20), d(128ull << 20);
@@ -180,8 +185,9 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
   };
 
   // The backup of A: change, snapshot, send incrementally, publish.
+  Mutator mut(a.fs, SeedOf(seed, 0));  // A's live tree: changed and checked by the backup thread only
+  mut.on_fail = fail;
   std::thread backup([&] {
-    Mutator mut(a.fs, 11);
     std::string prev;
     for (int i = 0; i < rounds && !failed.load(); ++i) {
       mut.Steps(40);
@@ -197,7 +203,8 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
         return Status::Ok();
       });
       if (!r.ok()) return fail("send " + name + ": " + r.status().ToString());
-      st.m = Snap(*a.fs, name);
+      if (std::string d = mut.Taken(name); !d.empty()) return fail(d);
+      st.m = mut.model;
       feed.Publish(std::move(st));
       prev = name;
       dog.Tick();
@@ -208,7 +215,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
   std::atomic<bool> done{false};
   std::atomic<int> full_sends{0};
   std::thread full([&] {
-    std::mt19937 rng(5);
+    std::mt19937_64 rng(SeedOf(seed, 1));
     while (!done.load() && !failed.load()) {
       auto list = ca->ListSnapshots();
       if (!list.ok() || list->empty()) {
@@ -236,7 +243,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
     receivers.emplace_back([&, t] {
       CoreVolume& v = *targets[t];
       auto cl = MustConnect(v.dir);
-      std::mt19937 rng(static_cast<unsigned>(t + 1));
+      std::mt19937_64 rng(SeedOf(seed, 10 + t));
       std::vector<std::shared_ptr<Stream>> got;
       bool rolled_back = false;
       for (size_t i = 0;; ++i) {
@@ -247,14 +254,15 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
                                  r.status().ToString());
         dog.Tick();
         got.push_back(s);
-        const std::string diff = Diff(Snap(*v.fs, s->name), s->m);
+        const std::string diff = CompareSnapshot(*v.fs, s->name, s->m);
         if (!diff.empty()) return fail("target " + std::to_string(t) + " " + s->name + ": " + diff);
         rolled_back = false;
         if (got.size() > 1 && rng() % 2 == 0) {
           const auto& old = got[rng() % got.size()];
           auto rr = cl->Restore(old->name, false);
           if (!rr.ok()) return fail("restore " + old->name + ": " + rr.status().ToString());
-          const std::string d2 = Diff(Live(*v.fs), old->m);
+          TreeModel live = old->m;
+          const std::string d2 = CompareWithModel(*v.fs, kRootIno, true, live);
           if (!d2.empty()) return fail("restored " + old->name + ": " + d2);
           rolled_back = old != got.back();
           dog.Tick();
@@ -262,7 +270,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
       }
       // Every snapshot received is still what it was.
       for (const auto& s : got) {
-        const std::string diff = Diff(Snap(*v.fs, s->name), s->m);
+        const std::string diff = CompareSnapshot(*v.fs, s->name, s->m);
         if (!diff.empty()) return fail("at the end, " + s->name + ": " + diff);
       }
     });
@@ -279,6 +287,7 @@ TEST_CASE("streams: one process backs up A and restores B, C, D at once; nothing
 }
 
 TEST_CASE("streams: backup readers walk .snapshots while snapshots come and go and the scanner runs") {
+  const uint64_t seed = TestSeed("stream_race_test (readers)");
   CoreVolume a(96ull << 20);
   constexpr int kFiles = 8;
   const int gens = 12 * StressScale();
@@ -302,7 +311,7 @@ TEST_CASE("streams: backup readers walk .snapshots while snapshots come and go a
   std::vector<std::thread> readers;
   for (int r = 0; r < 3; ++r) {
     readers.emplace_back([&, r] {
-      std::mt19937 rng(static_cast<unsigned>(r + 7));
+      std::mt19937_64 rng(SeedOf(seed, r));
       while (!stop.load()) {
         // The listing of .snapshots while snapshots come and go: only names
         // of snapshots, each once.

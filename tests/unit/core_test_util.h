@@ -6,10 +6,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <random>
 #include <string>
+#include <string_view>
 
 #include "fs/filesystem.h"
 
@@ -119,6 +123,37 @@ inline int StressScale() {
   const char* s = getenv("PSMFS_STRESS");
   int n = s ? atoi(s) : 1;
   return n > 0 ? n : 1;
+}
+
+// The seed of a randomized test, printed as "NAME: seed N (set PSMFS_SEED
+// to repeat)": PSMFS_SEED when set; otherwise `def` when given (the unit
+// model tests: make test repeats the same runs), else a fresh random seed
+// (the stress tests: every default run tries other choices). Threads take
+// their own generators from it with SeedOf, so a seed fixes every choice
+// every thread makes; the interleaving is still the scheduler's.
+inline uint64_t TestSeed(std::string_view name, std::optional<uint64_t> def = std::nullopt) {
+  uint64_t seed;
+  const char* s = getenv("PSMFS_SEED");
+  if (s != nullptr && *s != '\0') {
+    seed = std::strtoull(s, nullptr, 0);
+  } else if (def) {
+    seed = *def;
+  } else {
+    std::random_device rd;
+    seed = (uint64_t{rd()} << 32 | rd()) % 1000000000000ull;  // short enough to type
+  }
+  std::printf("%.*s: seed %llu (set PSMFS_SEED to repeat)\n", static_cast<int>(name.size()),
+              name.data(), static_cast<unsigned long long>(seed));
+  std::fflush(stdout);
+  return seed;
+}
+// An independent seed for stream `k` (a thread, a round) of a test seeded
+// with `seed` (splitmix64).
+inline uint64_t SeedOf(uint64_t seed, uint64_t k) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (k + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
 
 inline std::string Pattern(size_t n, uint32_t seed) {

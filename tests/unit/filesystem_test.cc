@@ -49,6 +49,45 @@ TEST_CASE("partial block overwrites and sparse regions") {
   CHECK(v.Fsck() == 0);
 }
 
+TEST_CASE("a write from the page cache (kernel times) into a hole counts its new blocks") {
+  // The FUSE adapter writes the kernel's dirty pages with kernel_times: the
+  // attribute record is rewritten only when the size or the block count
+  // changes. Filling a hole inside the file changes the block count (the
+  // record once kept the old one: st_blocks too small, for good).
+  CoreVolume v;
+  NodeId n = v.Put(kRootIno, "f", "");
+  REQUIRE(v.WriteAt(n, 5 * 4096, std::string(4096, 'e')).ok());  // blocks 0-4: holes
+  auto a0 = v.fs->GetAttr(n);
+  REQUIRE(a0.ok());
+  CHECK(a0->st.st_blocks == 8);
+  auto fh = v.fs->OpenFile(n, O_RDWR);
+  REQUIRE(fh.ok());
+  const std::string one(4096, '1'), two(100, '2'), three(4096, '3');
+  REQUIRE(v.fs->Write(*fh, 0, one.data(), one.size(), /*kernel_times=*/true).ok());
+  REQUIRE(v.fs->Write(*fh, 2 * 4096 + 50, two.data(), two.size(), true).ok());
+  // In place (block 0 was born at the live epoch): no count change.
+  REQUIRE(v.fs->Write(*fh, 0, three.data(), three.size(), true).ok());
+  auto a = v.fs->GetAttr(n);
+  REQUIRE(a.ok());
+  CHECK(a->st.st_blocks == 3 * 8);
+  CHECK(a->st.st_size == 6 * 4096);
+  // The caller keeps the times: none changed.
+  CHECK(a->st.st_mtim.tv_sec == a0->st.st_mtim.tv_sec);
+  CHECK(a->st.st_mtim.tv_nsec == a0->st.st_mtim.tv_nsec);
+  CHECK(a->st.st_ctim.tv_nsec == a0->st.st_ctim.tv_nsec);
+  REQUIRE(v.fs->Release(*fh).ok());
+  std::string want = three + std::string(4096, '\0') + std::string(50, '\0') + two;
+  want.resize(5 * 4096, '\0');
+  want += std::string(4096, 'e');
+  CHECK(v.ReadAll(n) == want);
+  v.Remount();
+  a = v.fs->GetAttr(n);
+  REQUIRE(a.ok());
+  CHECK(a->st.st_blocks == 3 * 8);
+  CHECK(v.ReadAll(n) == want);
+  CHECK(v.Fsck() == 0);
+}
+
 TEST_CASE("files beyond 4 GiB") {
   CoreVolume v;
   NodeId n = v.Put(kRootIno, "big", "");
