@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -254,23 +255,39 @@ TEST_CASE("send/receive: a snapshot being sent is not deleted; the delete is ref
   auto a = MountedVolume::Create("512M");
   for (int i = 0; i < 8; ++i) WriteFile(a->Path("f" + std::to_string(i)), Pattern(8 << 20, i));
   REQUIRE(Ctl({"snapshot", "create", a->mnt, "big"}).ok());
-  // The reader sleeps first: the send fills the pipe and waits, pinned.
+  // The send writes into a FIFO this test reads only after the delete:
+  // once its first bytes are there the send has begun (and pinned the
+  // snapshot), and it then waits with the pipe full, pinned.
   const std::string out = TmpFile(*a, "sent");
+  const std::string fifo = TmpFile(*a, "sent.fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::thread sender([&] {
-    ProgramResult r = Sh(Psmctl() + " send -q " + Q(a->mnt) + " big | (sleep 3; cat > " + Q(out) +
-                         ")");
+    ProgramResult r = Sh(Psmctl() + " send -q " + Q(a->mnt) + " big > " + Q(fifo));
     CHECK_MESSAGE(r.ok(), r.output);
   });
-  ProgramResult del;
-  bool refused = false;
-  for (int i = 0; i < 40 && !refused; ++i) {
-    ::usleep(50000);
-    del = Ctl({"snapshot", "delete", a->mnt, "big"});
-    refused = !del.ok() && del.output.find("being sent") != std::string::npos;
-    if (del.ok()) break;
+  const int rfd = ::open(fifo.c_str(), O_RDONLY);  // waits for the sender to open it
+  REQUIRE(rfd >= 0);
+  int avail = 0;
+  for (int i = 0; i < 6000 && avail == 0; ++i) {
+    REQUIRE(::ioctl(rfd, FIONREAD, &avail) == 0);
+    if (avail == 0) ::usleep(10000);
   }
+  REQUIRE_MESSAGE(avail > 0, "the send wrote nothing in 60 s");
+  ProgramResult del = Ctl({"snapshot", "delete", a->mnt, "big"});
+  CHECK_MESSAGE((!del.ok() && del.output.find("being sent") != std::string::npos), del.output);
+  {
+    const int wfd = ::open(out.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    REQUIRE(wfd >= 0);
+    std::vector<char> buf(1 << 20);
+    ssize_t n;
+    while ((n = ::read(rfd, buf.data(), buf.size())) > 0) {
+      REQUIRE(::write(wfd, buf.data(), static_cast<size_t>(n)) == n);
+    }
+    REQUIRE(n == 0);
+    REQUIRE(::close(wfd) == 0);
+  }
+  ::close(rfd);
   sender.join();
-  CHECK_MESSAGE(refused, del.output);
   struct stat st;
   REQUIRE(::stat(out.c_str(), &st) == 0);
   CHECK(st.st_size > (64 << 20));
