@@ -739,8 +739,8 @@ struct Mutator {
   void Fail(const std::string& what) {
     if (failed) return;
     failed = true;
-    std::string h = "seed " + std::to_string(seed) + ", step " + std::to_string(ops) + ": " +
-                    what + "\nlast operations (newest last):";
+    std::string h = "seed " + std::to_string(seed) + ", call " + std::to_string(ops) + ": " +
+                    what + "\nlast calls (newest last):";
     for (const std::string& s : history) h += "\n  " + s;
     on_fail(h);
   }
