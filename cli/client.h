@@ -73,8 +73,7 @@ struct VolumeMetrics {
   // used/referenced only when `snapshot_space`.
   std::vector<SnapshotInfo> snapshots;
   bool snapshot_space = false;
-  std::optional<uint64_t> rss_bytes;  // the daemon's resident memory
-  StoreMemoryStats store_memory;      // RocksDB's
+  StoreMemoryStats store_memory;  // RocksDB's details (RSS and caches: in stats)
   uint64_t live_cache_chunk_maps = 0;
   // Absent when the daemon serves no FUSE mount (nothing counts requests).
   std::optional<RequestFigures> requests;

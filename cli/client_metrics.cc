@@ -44,9 +44,6 @@ Result<VolumeMetrics> Client::GetMetrics(bool snapshot_space) {
     for (const Json& s : l->items()) m.snapshots.push_back(ctl::SnapshotFromJson(s));
   }
   if (const Json* mem = r.Find("memory")) {
-    if (const Json* rss = mem->Find("rss_bytes"); rss != nullptr && rss->is_number()) {
-      m.rss_bytes = rss->AsUint();
-    }
     if (const Json* store = mem->Find("store")) m.store_memory = ctl::StoreMemoryFromJson(*store);
     m.live_cache_chunk_maps = mem->GetUint("live_cache_chunk_maps");
   }
@@ -271,29 +268,36 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
     }
   }
 
-  // Memory.
-  if (m.rss_bytes) {
+  // Memory (docs/architecture.md, "Memory": one budget per mount). A
+  // figure the daemon could not read (0 RSS, no cache) is left out.
+  if (s.memory_budget_bytes != 0) {
+    gauge("psmfs_memory_budget_bytes", "The mount's memory budget (psmfs -o memory=SIZE).",
+          Number(s.memory_budget_bytes));
+  }
+  if (s.rss_bytes != 0) {
     gauge("psmfs_daemon_resident_memory_bytes", "Resident memory of the daemon process.",
-          Number(*m.rss_bytes));
+          Number(s.rss_bytes));
+  }
+  if (s.metadata_cache_bytes != 0) {
+    gauge("psmfs_metadata_cache_capacity_bytes",
+          "Size of RocksDB's one cache (block cache, index and filter blocks, memtables).",
+          Number(s.metadata_cache_bytes));
+    gauge("psmfs_metadata_cache_used_bytes",
+          "What of RocksDB's cache is in use (memtables charged to it included).",
+          Number(s.metadata_cache_used_bytes));
   }
   const StoreMemoryStats& sm = m.store_memory;
   if (sm.memtable_bytes) {
-    gauge("psmfs_rocksdb_memtable_bytes", "Memory of RocksDB's memtables (metadata).",
+    gauge("psmfs_rocksdb_memtable_bytes",
+          "Memory of RocksDB's memtables, every column family (charged to its cache).",
           Number(*sm.memtable_bytes));
-  }
-  if (sm.block_cache_bytes) {
-    gauge("psmfs_rocksdb_block_cache_usage_bytes", "Memory in use in RocksDB's block cache.",
-          Number(*sm.block_cache_bytes));
-  }
-  if (sm.block_cache_capacity_bytes) {
-    gauge("psmfs_rocksdb_block_cache_capacity_bytes", "Size of RocksDB's block cache.",
-          Number(*sm.block_cache_capacity_bytes));
   }
   if (sm.table_readers_bytes) {
     gauge("psmfs_rocksdb_table_readers_bytes",
-          "Memory of RocksDB's table readers (index and filter blocks outside the cache).",
-          Number(*sm.table_readers_bytes));
+          "Memory of RocksDB's table readers outside its cache.", Number(*sm.table_readers_bytes));
   }
+  gauge("psmfs_live_cache_bytes", "Chunk maps of open files held in the live cache, bytes.",
+        Number(s.live_cache_bytes));
   gauge("psmfs_free_index_ranges", "Free extents in the allocator's in-memory index.",
         Number(s.free_ranges));
   gauge("psmfs_free_index_memory_bytes", "Memory of the allocator's free-extent index.",

@@ -614,8 +614,6 @@ inline Result<RequestFigures> RequestsFromJson(const Json& j) {
 inline Json ToJson(const StoreMemoryStats& m) {
   Json j = Json::Object();
   if (m.memtable_bytes) j.Set("memtable_bytes", *m.memtable_bytes);
-  if (m.block_cache_bytes) j.Set("block_cache_bytes", *m.block_cache_bytes);
-  if (m.block_cache_capacity_bytes) j.Set("block_cache_capacity_bytes", *m.block_cache_capacity_bytes);
   if (m.table_readers_bytes) j.Set("table_readers_bytes", *m.table_readers_bytes);
   return j;
 }
@@ -626,8 +624,6 @@ inline StoreMemoryStats StoreMemoryFromJson(const Json& j) {
     if (const Json* v = j.Find(key); v != nullptr && v->is_number()) *out = v->AsUint();
   };
   get("memtable_bytes", &m.memtable_bytes);
-  get("block_cache_bytes", &m.block_cache_bytes);
-  get("block_cache_capacity_bytes", &m.block_cache_capacity_bytes);
   get("table_readers_bytes", &m.table_readers_bytes);
   return m;
 }

@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -118,16 +117,6 @@ std::string HostName() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
   return buf;
-}
-
-// Resident set size of this process (/proc/self/statm, second field, in
-// pages); 0 when it cannot be read.
-uint64_t ResidentBytes() {
-  std::string statm = ReadSmallFile("/proc/self/statm");
-  unsigned long long size = 0, resident = 0;
-  if (std::sscanf(statm.c_str(), "%llu %llu", &size, &resident) != 2) return 0;
-  const long page = ::sysconf(_SC_PAGESIZE);
-  return page > 0 ? resident * static_cast<uint64_t>(page) : 0;
 }
 
 int64_t RealtimeNs() {
@@ -641,8 +630,8 @@ Json ControlServer::Metrics(const Json& req) {
   Json list = Json::Array();
   for (const SnapshotInfo& s : fs_->ListSnapshots(space)) list.Push(ctl::ToJson(s));
   reply.Set("space", space).Set("snapshots", std::move(list));
+  // RSS, the budget and the caches' sizes are in stats.
   Json memory = Json::Object();
-  if (const uint64_t rss = ResidentBytes(); rss != 0) memory.Set("rss_bytes", rss);
   memory.Set("store", ctl::ToJson(fs_->StoreMemory()))
       .Set("live_cache_chunk_maps", stats.cached_chunk_maps);
   reply.Set("memory", std::move(memory));

@@ -253,14 +253,13 @@ struct VolumeStats {
   uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
 };
 
-// Memory the volume's metadata store (RocksDB) holds, for monitoring
-// (FileSystem::StoreMemory, `psmctl metrics`). A figure RocksDB does not
-// report is absent, never a made-up zero.
+// Details of the metadata store's (RocksDB's) memory beyond VolumeStats'
+// metadata_cache_* figures, for monitoring (FileSystem::StoreMemory,
+// `psmctl metrics`). A figure RocksDB does not report is absent, never a
+// made-up zero.
 struct StoreMemoryStats {
-  std::optional<uint64_t> memtable_bytes;              // memtables of every column family
-  std::optional<uint64_t> block_cache_bytes;           // block cache in use (one cache, shared)
-  std::optional<uint64_t> block_cache_capacity_bytes;  // its configured size
-  std::optional<uint64_t> table_readers_bytes;         // index and filter blocks outside the cache
+  std::optional<uint64_t> memtable_bytes;       // memtables of every column family
+  std::optional<uint64_t> table_readers_bytes;  // table readers' memory outside the cache
 };
 
 // What a restore changed (or, for a dry run, would change).

@@ -243,9 +243,10 @@ TEST_CASE("metrics: a daemon's figures follow what was done to its volume") {
   CHECK(before.Value("psmfs_restore_running", vol) == 0);
   CHECK(before.Value("psmfs_reclaim_running", vol) == 0);
   CHECK(before.Value("psmfs_daemon_resident_memory_bytes", vol) > 1e6);
-  // The metadata cache is half the mount's memory budget (256 MiB by
-  // default, docs/architecture.md "Memory").
-  CHECK(before.Value("psmfs_rocksdb_block_cache_capacity_bytes", vol) == 128.0 * 1024 * 1024);
+  // The default budget (psmfs -o memory, 256 MiB), half of it RocksDB's cache.
+  CHECK(before.Value("psmfs_memory_budget_bytes", vol) == 256.0 * 1024 * 1024);
+  CHECK(before.Value("psmfs_metadata_cache_capacity_bytes", vol) == 128.0 * 1024 * 1024);
+  CHECK(before.Value("psmfs_metadata_cache_used_bytes", vol) <= 128.0 * 1024 * 1024);
   CHECK(before.Value("psmfs_rocksdb_memtable_bytes", vol) > 0);
   CHECK(before.Value("psmfs_volume_info", {{"volume_dir", fsys::canonical(v.dir).string()}}) == 1);
   CHECK(before.Value("psmfs_requests_total", {{"op", "write"}}) == 0);
