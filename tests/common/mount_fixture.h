@@ -32,7 +32,8 @@
 // while mounting — with the report. Reports are found in
 // $PSMFS_SANITIZER_REPORTS/report.PID (tests/sanitizer_run.sh, which CTest
 // runs every test of a sanitizer build with) and in the daemon's log (when
-// the test runs without it). The destructor only prints them.
+// the test runs without it). The destructor fails the test case with them
+// too, unless an exception is unwinding (then it prints them).
 //
 // Environment: PSMFS_BIN_DIR (set by CTest) must name the directory holding
 // psmfs and psmctl; TMPDIR picks the temporary root; PSMFS_KEEP_TMP=1 keeps
