@@ -46,8 +46,8 @@ stop:
 	@fusermount3 -u "$(MNT)" 2>/dev/null || umount "$(MNT)" 2>/dev/null || true
 	@echo "unmounted $(MNT)"
 
-# Every suite: unit + fuse (normal build), unit under ASan+UBSan,
-# concurrency/stress under TSan.
+# Every suite: unit + fuse (normal build), unit + fuse under ASan+UBSan,
+# concurrency/stress + fuse under TSan (docs/testing.md, "Sanitizers").
 test: build build-asan build-tsan
 	@./scripts/test.sh
 

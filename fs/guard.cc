@@ -16,8 +16,9 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace psm {
 namespace {
@@ -115,7 +116,16 @@ Status StartGuard(pid_t daemon, const std::string& mountpoint, const std::string
   const std::string pid_s = std::to_string(daemon), id_s = std::to_string(mnt_id);
   const char* args[] = {kGuardName, pid_s.c_str(), mountpoint.c_str(), name.c_str(), id_s.c_str(),
                         nullptr};
-  const char* env[] = {nullptr};
+  // The guard's environment is empty but for the sanitizer runtimes'
+  // options (a sanitizer build's tests point their reports at a directory
+  // they check; docs/testing.md, "Sanitizers").
+  std::vector<std::string> env_strings;
+  for (const char* name : {"ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    if (const char* v = getenv(name); v != nullptr) env_strings.push_back(std::string(name) + "=" + v);
+  }
+  std::vector<const char*> env;
+  for (const std::string& e : env_strings) env.push_back(e.c_str());
+  env.push_back(nullptr);
   pid_t child = fork();
   if (child < 0) return Status::FromErrno(errno, "fork");
   if (child == 0) {
@@ -136,7 +146,7 @@ Status StartGuard(pid_t daemon, const std::string& mountpoint, const std::string
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGHUP, SIG_IGN);
     signal(SIGINT, SIG_IGN);
-    execve("/proc/self/exe", const_cast<char* const*>(args), const_cast<char* const*>(env));
+    execve("/proc/self/exe", const_cast<char* const*>(args), const_cast<char* const*>(env.data()));
     _exit(127);
   }
   int status = 0;

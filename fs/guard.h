@@ -31,7 +31,8 @@ namespace psm {
 // (needs root). The guard exits by itself when the connection is gone (a
 // clean unmount), and after aborting it when `daemon`'s main thread has
 // exited. The guard is not a child of the caller (double fork): nothing to
-// reap.
+// reap. Its environment is empty but for ASAN_OPTIONS, TSAN_OPTIONS,
+// UBSAN_OPTIONS and LSAN_OPTIONS, passed on when set.
 Status StartGuard(pid_t daemon, const std::string& mountpoint, const std::string& dev);
 
 // The guard's program: the psmfs binary started (by StartGuard, through

@@ -11,6 +11,8 @@
 
 #include <vector>
 
+#include "meta/tsan_rocksdb.h"
+
 namespace psm {
 namespace {
 
@@ -21,6 +23,7 @@ class CounterAddOperator : public rocksdb::AssociativeMergeOperator {
   bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
              const rocksdb::Slice& value, std::string* new_value,
              rocksdb::Logger* /*logger*/) const override {
+    tsan::PsmCallbackScope checked;  // called from inside Store::Write too
     uint64_t base = 0;
     if (existing) {
       if (existing->size() != 8) return false;
@@ -81,10 +84,15 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status rs;
-  if (opts.read_only) {
-    rs = rocksdb::DB::OpenForReadOnly(dbo, dir, cfs, &hs, &raw);
-  } else {
-    rs = rocksdb::DB::Open(dbo, dir, cfs, &hs, &raw);
+  {
+    // In TSan builds no call into RocksDB records memory accesses of the
+    // calling thread (meta/tsan_rocksdb.h); a no-op otherwise.
+    tsan::RocksCallScope rocks;
+    if (opts.read_only) {
+      rs = rocksdb::DB::OpenForReadOnly(dbo, dir, cfs, &hs, &raw);
+    } else {
+      rs = rocksdb::DB::Open(dbo, dir, cfs, &hs, &raw);
+    }
   }
   if (!rs.ok()) {
     Status st = Status::FromRocks(rs);
@@ -104,6 +112,7 @@ Store::~Store() {
     // Not after a failed WAL write (see failed_): the log writer would
     // assert. What was not synced is lost, as in a crash.
     if (!read_only_ && !failed_.load()) (void)SyncWal();
+    tsan::RocksCallScope rocks;
     for (auto* h : handles_) {
       if (h) (void)db_->DestroyColumnFamilyHandle(h);
     }
@@ -113,6 +122,7 @@ Store::~Store() {
 }
 
 Status Store::Get(Cf cf, std::string_view key, std::string* value) {
+  tsan::RocksCallScope rocks;
   return Status::FromRocks(
       db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), value));
 }
@@ -153,6 +163,7 @@ Status Store::Write(rocksdb::WriteBatch* batch) {
   Status s;
   if (kSerializeWrites) {
     std::lock_guard<std::mutex> l(tsan_write_mu_);
+    tsan::RocksCallScope rocks;
     s = Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
   } else {
     s = Status::FromRocks(db_->Write(rocksdb::WriteOptions(), batch));
@@ -165,6 +176,7 @@ Status Store::SyncWal() {
   if (read_only_) return Status::Ok();
   std::unique_lock<std::shared_mutex> wl(wal_mu_);
   if (failed_.load()) return Failed();
+  tsan::RocksCallScope rocks;
   Status s = Status::FromRocks(db_->FlushWAL(true));
   if (!s.ok()) Fail(s);
   return s;
@@ -176,17 +188,21 @@ Status Store::FlushAll() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   std::vector<rocksdb::ColumnFamilyHandle*> hs(handles_.begin(), handles_.end());
+  tsan::RocksCallScope rocks;
   return Status::FromRocks(db_->Flush(fo, hs));
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
-  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), handle(cf)));
+  tsan::RocksCallScope rocks;
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(db_->NewIterator(rocksdb::ReadOptions(), handle(cf))));
 }
 
 size_t Store::cache_capacity() const { return cache_ ? cache_->GetCapacity() : 0; }
 size_t Store::cache_usage() const { return cache_ ? cache_->GetUsage() : 0; }
 
 uint64_t Store::EstimateKeys(Cf cf) {
+  tsan::RocksCallScope rocks;
   uint64_t n = 0;
   db_->GetIntProperty(handle(cf), "rocksdb.estimate-num-keys", &n);
   return n;
@@ -236,6 +252,7 @@ Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string*
 Txn::Txn(Store* store) : store_(store), batch_(rocksdb::BytewiseComparator(), 0, true) {}
 
 Status Txn::Get(Cf cf, std::string_view key, std::string* value) {
+  tsan::RocksCallScope rocks;
   return Status::FromRocks(batch_.GetFromBatchAndDB(store_->db(), rocksdb::ReadOptions(),
                                                     store_->handle(cf),
                                                     rocksdb::Slice(key.data(), key.size()), value));
@@ -285,8 +302,10 @@ Status GetCounter(Store* store, std::string_view key, uint64_t* value) {
 }
 
 std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
+  tsan::RocksCallScope rocks;
   rocksdb::Iterator* base = store_->db()->NewIterator(rocksdb::ReadOptions(), store_->handle(cf));
-  return std::unique_ptr<rocksdb::Iterator>(batch_.NewIteratorWithBase(store_->handle(cf), base));
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(batch_.NewIteratorWithBase(store_->handle(cf), base)));
 }
 
 Status Txn::GetAt(Cf cf, std::string_view prefix, Epoch e, std::string* payload, Epoch* version) {

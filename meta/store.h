@@ -100,7 +100,8 @@ class Store {
   bool read_only_ = false;
   // ThreadSanitizer builds only: RocksDB's write-group leader copies other
   // writers' batches under synchronization TSan cannot see (the library is
-  // not instrumented), so writes are serialized by a mutex it can.
+  // not instrumented), so writes are serialized by a mutex it can. (Calls
+  // into RocksDB record no memory accesses there: meta/tsan_rocksdb.h.)
   std::mutex tsan_write_mu_;
   // After a failed write to the WAL, RocksDB's log writer is in an error
   // state in which another FlushWAL/SyncWAL trips an assertion inside the

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -87,6 +88,17 @@ std::string DescribeStatus(int status) {
 }
 
 }  // namespace
+
+std::string SanitizerReportOf(pid_t pid) {
+  const char* d = std::getenv("PSMFS_SANITIZER_REPORTS");
+  if (d == nullptr || *d == '\0' || pid <= 0) return {};
+  return ReadAll(std::string(d) + "/report." + std::to_string(pid));
+}
+
+bool HasSanitizerReport(std::string_view log) {
+  return log.find("Sanitizer:") != std::string_view::npos ||
+         log.find("runtime error:") != std::string_view::npos;
+}
 
 std::string BinDir() {
   const char* b = std::getenv("PSMFS_BIN_DIR");
@@ -238,14 +250,16 @@ std::string MountedVolume::Start() {
   while (!IsMountPoint(mnt)) {
     if (!Alive()) {
       return "psmfs " + vol + " " + mnt + " died before mounting (exit " +
-             std::to_string(last_exit) + "). Log:\n" + Tail(LogText());
+             std::to_string(last_exit) + "). Log:\n" + Tail(LogText()) + TakeSanitizerReports();
     }
     if (Clock::now() >= deadline) {
       kill(pid, SIGKILL);
       int status = 0;
       waitpid(pid, &status, 0);
+      Ended(pid);
       pid = -1;
-      return "psmfs " + vol + " " + mnt + " did not mount within 30 s. Log:\n" + Tail(LogText());
+      return "psmfs " + vol + " " + mnt + " did not mount within 30 s. Log:\n" + Tail(LogText()) +
+             TakeSanitizerReports();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -258,7 +272,42 @@ bool MountedVolume::Alive() {
   pid_t r = waitpid(pid, &status, WNOHANG);
   if (r == 0) return true;
   last_exit = r == pid ? ExitCodeOf(status) : -1;
+  Ended(pid);
   pid = -1;
+  return false;
+}
+
+void MountedVolume::Ended(pid_t p) { ended_.push_back(p); }
+
+std::string MountedVolume::TakeSanitizerReports() {
+  std::string out;
+  for (pid_t p : ended_) {
+    std::string r = SanitizerReportOf(p);
+    if (!r.empty()) out += "\n==== sanitizer report of psmfs pid " + std::to_string(p) + ":\n" + r;
+  }
+  ended_.clear();
+  std::string text = LogText();
+  if (text.size() > log_checked_) {
+    std::string_view fresh = std::string_view(text).substr(log_checked_);
+    if (HasSanitizerReport(fresh)) {
+      out += "\n==== sanitizer report in " + log + ":\n" + std::string(fresh);
+    }
+    log_checked_ = text.size();
+  }
+  return out;
+}
+
+bool MountedVolume::CheckSanitizerReports(const char* when) {
+  std::string r = TakeSanitizerReports();
+  if (r.empty()) return true;
+  // From the destructor only while a test case runs normally: not while an
+  // exception unwinds (a REQUIRE failed) and not outside a test case.
+  if (in_destructor_ && (std::uncaught_exceptions() > 0 || !doctest::is_running_in_test)) {
+    fprintf(stderr, "psmfs daemon of %s wrote sanitizer reports (%s):%s\n", vol.c_str(), when,
+            r.c_str());
+  } else {
+    FAIL_CHECK("the psmfs daemon wrote sanitizer reports (" << std::string(when) << "):" << r);
+  }
   return false;
 }
 
@@ -267,7 +316,8 @@ std::string MountedVolume::LogText() const { return ReadAll(log); }
 bool MountedVolume::Unmount(int timeout_s) {
   if (!Alive()) {
     FAIL_CHECK("Unmount: the psmfs daemon is not running (last exit " << last_exit << "). Log:\n"
-                                                                      << Tail(LogText()));
+                                                                      << Tail(LogText())
+                                                                      << TakeSanitizerReports());
     if (IsMountPoint(mnt, "")) RunProgram({"fusermount3", "-u", "-z", mnt});
     return false;
   }
@@ -285,19 +335,22 @@ bool MountedVolume::Unmount(int timeout_s) {
   if (!WaitFor(pid, timeout_s * 1000, &status)) {
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+    Ended(pid);
     pid = -1;
     last_exit = -1;
     FAIL_CHECK("psmfs did not exit within " << timeout_s << " s of the unmount; killed. Log:\n"
-                                            << Tail(LogText()));
+                                            << Tail(LogText()) << TakeSanitizerReports());
     return false;
   }
+  Ended(pid);
   pid = -1;
   last_exit = ExitCodeOf(status);
   if (last_exit != 0) {
-    FAIL_CHECK("psmfs " << DescribeStatus(status) << " after unmount. Log:\n" << Tail(LogText()));
+    FAIL_CHECK("psmfs " << DescribeStatus(status) << " after unmount. Log:\n"
+                        << Tail(LogText()) << TakeSanitizerReports());
     return false;
   }
-  return true;
+  return CheckSanitizerReports("unmount");
 }
 
 bool MountedVolume::Kill9() {
@@ -315,6 +368,7 @@ bool MountedVolume::Kill9() {
     kill(pid, SIGKILL);
     int status = 0;
     waitpid(pid, &status, 0);
+    Ended(pid);
     pid = -1;
     last_exit = ExitCodeOf(status);
     if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
@@ -325,6 +379,7 @@ bool MountedVolume::Kill9() {
       ok = false;
     }
   }
+  if (started && !CheckSanitizerReports("SIGKILL")) ok = false;
   DropDeadMount();
   return ok;
 }
@@ -344,6 +399,7 @@ bool MountedVolume::Remount() {
     FAIL_CHECK("Remount: a psmfs daemon is still running (pid " << pid << ")");
     return false;
   }
+  CheckSanitizerReports("the daemon before this remount");  // it may have ended by itself
   std::string err = Start();
   if (!err.empty()) {
     FAIL_CHECK(err);
@@ -353,6 +409,7 @@ bool MountedVolume::Remount() {
 }
 
 MountedVolume::~MountedVolume() {
+  in_destructor_ = true;
   if (Alive()) {
     // Not through Unmount(): no doctest assertion from a destructor.
     RunProgram({"fusermount3", "-u", mnt});
@@ -361,8 +418,12 @@ MountedVolume::~MountedVolume() {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
     }
+    Ended(pid);
     pid = -1;
   }
+  // A failed check inside a test case, else printed (tests/sanitizer_run.sh
+  // fails the test on them anyway).
+  CheckSanitizerReports("at the end of the test");
   if (IsMountPoint(mnt, "")) RunProgram({"fusermount3", "-u", "-z", mnt});
   if (dir.empty()) return;
   if (KeepTmp()) {

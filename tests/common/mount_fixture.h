@@ -11,6 +11,7 @@
 //   int fd = open(mv->Path("a").c_str(), O_CREAT | O_RDWR, 0644);
 //   ...
 //   CHECK(mv->Unmount());   // fusermount3 -u; true iff the daemon exited 0
+//                           // (and wrote no sanitizer report)
 //   CHECK(mv->Remount());   // same volume, same options, same mount point
 //   REQUIRE(mv->Kill9());   // SIGKILL a running daemon, reap, lazy-unmount
 //   CHECK(mv->Remount());   // failover: the volume must come back
@@ -25,9 +26,18 @@
 // daemon that will not exit, lazily unmounts a dead mount, and removes the
 // temporary directory unless PSMFS_KEEP_TMP=1 (then it prints where it is).
 //
+// Sanitizer builds: a daemon started here that wrote a sanitizer report
+// fails the check that ends it — Unmount() (also when it exited 0), Kill9(),
+// Remount() of a daemon that ended by itself, or Create() of one that died
+// while mounting — with the report. Reports are found in
+// $PSMFS_SANITIZER_REPORTS/report.PID (tests/sanitizer_run.sh, which CTest
+// runs every test of a sanitizer build with) and in the daemon's log (when
+// the test runs without it). The destructor fails the test case with them
+// too, unless an exception is unwinding (then it prints them).
+//
 // Environment: PSMFS_BIN_DIR (set by CTest) must name the directory holding
 // psmfs and psmctl; TMPDIR picks the temporary root; PSMFS_KEEP_TMP=1 keeps
-// volumes and logs.
+// volumes and logs; PSMFS_SANITIZER_REPORTS (above).
 //
 // Thread safety: none; use one MountedVolume from one thread (the test's).
 // The mount itself may of course be used from many threads.
@@ -54,6 +64,14 @@ struct ProgramResult {
 // Runs argv (argv[0] is a path or found on PATH) with stdin from /dev/null,
 // collecting its output; kills it after `timeout_s` seconds.
 ProgramResult RunProgram(const std::vector<std::string>& argv, int timeout_s = 120);
+
+// Sanitizer builds: the reports process `pid` wrote to
+// $PSMFS_SANITIZER_REPORTS/report.PID (tests/sanitizer_run.sh), "" if none
+// or the variable is not set.
+std::string SanitizerReportOf(pid_t pid);
+// True if `log` holds a sanitizer runtime's report ("...Sanitizer:" or
+// "runtime error:").
+bool HasSanitizerReport(std::string_view log);
 
 // True when `path` (absolute) is the mount point of a mount whose file
 // system type is `fstype` ("" = any), per /proc/self/mountinfo.
@@ -82,7 +100,8 @@ struct MountedVolume {
   // True while the daemon runs (reaps it and records last_exit otherwise).
   bool Alive();
   // fusermount3 -u MNT (retried while busy), then waits up to `timeout_s`
-  // for the daemon. True iff it exited with status 0.
+  // for the daemon. True iff it exited with status 0 and wrote no sanitizer
+  // report.
   bool Unmount(int timeout_s = 120);
   // SIGKILL to the daemon, reap it, then lazily unmount the dead mount so
   // the mount point can be used again. The volume is left as a crash left it.
@@ -91,6 +110,7 @@ struct MountedVolume {
   // some other way than by this SIGKILL, that is recorded as a failed CHECK
   // with its exit status and log, and false is returned. A crash test whose
   // daemon died on its own would otherwise pass without testing anything.
+  // A sanitizer report the daemon wrote before the signal fails it too.
   bool Kill9();
   // Lazily unmounts the mount of a daemon that is already gone (a test that
   // killed it itself); no-op when nothing is mounted. REQUIRES: pid == -1.
@@ -106,6 +126,18 @@ struct MountedVolume {
  private:
   // Starts the daemon and waits for the mount; "" or the reason it failed.
   std::string Start();
+  // Records that daemon `pid` has ended (reaped): its sanitizer reports are
+  // collected by the next TakeSanitizerReports().
+  void Ended(pid_t pid);
+  // The sanitizer reports of the daemons that ended since the last call,
+  // from the report directory and from the log written since; "" if none.
+  std::string TakeSanitizerReports();
+  // FAIL_CHECK with TakeSanitizerReports() if there are any; true if none.
+  bool CheckSanitizerReports(const char* when);
+
+  std::vector<pid_t> ended_;  // reaped daemons whose reports were not taken
+  size_t log_checked_ = 0;    // how much of `log` TakeSanitizerReports() read
+  bool in_destructor_ = false;
 };
 
 }  // namespace psm::test

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/common/mount_fixture.h"  // SanitizerReportOf, HasSanitizerReport
 #include "tests/common/psm_test_util.h"
 
 namespace psm::testutil {
@@ -244,21 +245,42 @@ bool PsmMount::Unmount(std::string* err) {
     *err = "psmfs did not exit within 60 s of the unmount; log:\n" + LogTail();
     return false;
   }
+  const pid_t ended = daemon_pid_;
   daemon_pid_ = -1;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    *err =
-        "psmfs ended with status " + std::to_string(status) + " after unmount; log:\n" + LogTail();
+    *err = "psmfs ended with status " + std::to_string(status) + " after unmount; log:\n" +
+           LogTail() + SanitizerReports(ended);
+    return false;
+  }
+  if (std::string r = SanitizerReports(ended); !r.empty()) {
+    *err = "psmfs exited 0 after unmount but wrote sanitizer reports:" + r;
     return false;
   }
   return true;
+}
+
+std::string PsmMount::SanitizerReports(pid_t pid) {
+  std::string out;
+  if (std::string r = psm::test::SanitizerReportOf(pid); !r.empty()) {
+    out += "\n==== sanitizer report of psmfs pid " + std::to_string(pid) + ":\n" + r;
+  }
+  std::string text = ReadFileOrEmpty(log_);
+  if (text.size() > log_checked_) {
+    std::string_view fresh = std::string_view(text).substr(log_checked_);
+    if (psm::test::HasSanitizerReport(fresh)) {
+      out += "\n==== sanitizer report in " + log_ + ":\n" + std::string(fresh);
+    }
+    log_checked_ = text.size();
+  }
+  return out;
 }
 
 bool PsmMount::DaemonAlive() {
   if (daemon_pid_ <= 0) return false;
   int status;
   if (waitpid(daemon_pid_, &status, WNOHANG) == daemon_pid_) {
-    std::fprintf(stderr, "psmfs (pid %d) died with status %d; log:\n%s\n", daemon_pid_, status,
-                 LogTail().c_str());
+    std::fprintf(stderr, "psmfs (pid %d) died with status %d; log:\n%s%s\n", daemon_pid_, status,
+                 LogTail().c_str(), SanitizerReports(daemon_pid_).c_str());
     daemon_pid_ = -1;
     return false;
   }
@@ -272,6 +294,12 @@ bool PsmMount::KillDaemon() {
     int status = 0;
     waitpid(daemon_pid_, &status, 0);
     killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    // Printed only (this fixture reports through return values);
+    // tests/sanitizer_run.sh fails the test on it.
+    if (std::string r = SanitizerReports(daemon_pid_); !r.empty()) {
+      std::fprintf(stderr, "psmfs (pid %d), killed, had written sanitizer reports:%s\n",
+                   daemon_pid_, r.c_str());
+    }
     daemon_pid_ = -1;
   }
   if (IsMountPoint(mnt_)) Run({"fusermount3", "-uz", mnt_}, 30);

@@ -52,7 +52,8 @@ class PsmMount {
   bool Mkfs(std::string* err);
   // Starts `psmfs VOL MNT -f -o ...` and waits until the mount appears.
   bool Mount(std::string* err);
-  // fusermount3 -u, then waits for the daemon to exit with status 0.
+  // fusermount3 -u, then waits for the daemon to exit with status 0. Fails
+  // also when the daemon wrote a sanitizer report (mount_fixture.h).
   bool Unmount(std::string* err);
   // SIGKILL to the daemon, reap it, fusermount3 -uz (lazy). False when the
   // daemon was not running any more at the signal (it had exited or died on
@@ -73,8 +74,12 @@ class PsmMount {
   std::string LogTail(size_t bytes = 4000) const;
 
  private:
+  // Sanitizer reports of daemon `pid` (ended), and in the log since the
+  // last call; "" if none.
+  std::string SanitizerReports(pid_t pid);
   Options opts_;
   std::string dir_, vol_, mnt_, log_;
+  size_t log_checked_ = 0;
   pid_t daemon_pid_ = -1;
 };
 

@@ -151,7 +151,8 @@ TEST_CASE("restore online: the live tree becomes the snapshot; caches, open file
   // A rescan of free space started.
   r = Ctl({"status", mv->mnt, "--json"});
   REQUIRE_MESSAGE(r.ok(), r.output);
-  const psm::Json* scan = ParseJson(r.output).Find("scan");
+  const psm::Json status = ParseJson(r.output);  // outlives `scan`, which points into it
+  const psm::Json* scan = status.Find("scan");
   REQUIRE(scan != nullptr);
   CHECK(scan->GetString("reason") == "restore");
   // And forward again, to the newer snapshot.
