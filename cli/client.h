@@ -6,7 +6,7 @@
 //   PSM_ASSIGN_OR_RETURN(psm::SnapshotInfo s, client->CreateSnapshot("nightly"));
 //
 // Connect() finds the volume through the registry entries the daemons write
-// (fs/control_protocol.h): the argument may be the mount point or the volume
+// (fs/control/control_protocol.h): the argument may be the mount point or the volume
 // directory, compared by real path.
 //
 // Thread safety: every method may be called from many threads at once. Each
@@ -25,10 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "fs/control_json.h"
-#include "fs/control_protocol.h"
-#include "fs/filesystem.h"
-#include "fs/scanner.h"
+#include "fs/json/control_json.h"
+#include "fs/control/control_protocol.h"
+#include "fs/core/filesystem.h"
+#include "fs/space/scanner.h"
 #include "meta/status.h"
 
 namespace psm {

@@ -16,8 +16,8 @@
 #include <string>
 
 #include "cli/psmctl.h"
-#include "fs/control_fileserver.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_fileserver.h"
+#include "fs/control/control_protocol.h"
 
 namespace psmctl {
 namespace {

@@ -13,8 +13,8 @@
 #include <string>
 
 #include "cli/psmctl.h"
-#include "fs/block_device.h"
-#include "fs/superblock.h"
+#include "fs/device/block_device.h"
+#include "fs/device/superblock.h"
 
 namespace psmctl {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "cli/client.h"
 #include "cli/psmctl.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 
 namespace psmctl {
 namespace {

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "cli/psmctl.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 
 namespace psmctl {
 namespace {

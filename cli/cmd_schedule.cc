@@ -6,15 +6,15 @@
 // Without options: shows the volume's snapshot schedule. With options:
 // changes the given fields (starting from the stored policy, or from the
 // defaults when there is none) and stores it on the volume; the daemon runs
-// it itself (fs/scheduler.h). `--remove` deletes the policy.
+// it itself (fs/control/scheduler.h). `--remove` deletes the policy.
 #include <cstdio>
 #include <optional>
 #include <string>
 
 #include "cli/psmctl.h"
-#include "fs/control_fileserver.h"
-#include "fs/control_protocol.h"
-#include "fs/scheduler.h"
+#include "fs/control/control_fileserver.h"
+#include "fs/control/control_protocol.h"
+#include "fs/control/scheduler.h"
 
 namespace psmctl {
 namespace {

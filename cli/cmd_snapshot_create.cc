@@ -11,8 +11,8 @@
 #include <string>
 
 #include "cli/cmd_snapshot.h"
-#include "fs/control_protocol.h"
-#include "fs/scheduler.h"
+#include "fs/control/control_protocol.h"
+#include "fs/control/scheduler.h"
 
 namespace psmctl {
 namespace {

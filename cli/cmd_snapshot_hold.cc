@@ -9,8 +9,8 @@
 #include <string>
 
 #include "cli/cmd_snapshot.h"
-#include "fs/control_fileserver.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_fileserver.h"
+#include "fs/control/control_protocol.h"
 
 namespace psmctl {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "cli/cmd_snapshot.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 
 namespace psmctl {
 namespace {

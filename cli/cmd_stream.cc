@@ -18,8 +18,8 @@
 
 #include "cli/client.h"
 #include "cli/psmctl.h"
-#include "fs/control_protocol.h"
-#include "fs/send_stream.h"
+#include "fs/control/control_protocol.h"
+#include "fs/stream/send_stream.h"
 
 namespace psmctl {
 namespace {

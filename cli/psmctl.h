@@ -18,9 +18,9 @@
 #include <string_view>
 
 #include "cli/client.h"
-#include "fs/control_json.h"
-#include "fs/filesystem.h"
-#include "fs/scanner.h"
+#include "fs/json/control_json.h"
+#include "fs/core/filesystem.h"
+#include "fs/space/scanner.h"
 #include "meta/status.h"
 
 namespace psmctl {

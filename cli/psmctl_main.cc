@@ -7,7 +7,7 @@
 #include <string>
 
 #include "cli/psmctl.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"psmctl: manage psmfs volumes and their point-in-time snapshots.", "psmctl"};

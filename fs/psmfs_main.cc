@@ -47,25 +47,25 @@
 #include <string_view>
 #include <vector>
 
-#include "fs/filesystem.h"
-#include "fs/fuse_adapter.h"
-#include "fs/guard.h"
-#include "fs/fuse_ops.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
-#include "fs/log.h"
-#include "fs/mount_args.h"
-#include "fs/scheduler.h"
-#include "fs/sd_notify.h"
-#include "fs/superblock.h"
+#include "fs/core/filesystem.h"
+#include "fs/fuse/fuse_adapter.h"
+#include "fs/daemon/guard.h"
+#include "fs/fuse/fuse_ops.h"  // FUSE_USE_VERSION + <fuse_lowlevel.h>
+#include "fs/base/log.h"
+#include "fs/daemon/mount_args.h"
+#include "fs/control/scheduler.h"
+#include "fs/daemon/sd_notify.h"
+#include "fs/device/superblock.h"
 #include "meta/status.h"
 
-#if __has_include("fs/control_server.h")
-#include "fs/control_server.h"
+#if __has_include("fs/control/control_server.h")
+#include "fs/control/control_server.h"
 #define PSMFS_HAVE_CONTROL_SERVER 1
 #else
 #define PSMFS_HAVE_CONTROL_SERVER 0
 #endif
-#if __has_include("fs/control_protocol.h")
-#include "fs/control_protocol.h"
+#if __has_include("fs/control/control_protocol.h")
+#include "fs/control/control_protocol.h"
 #define PSMFS_VERSION_STRING std::string(psm::ctl::kSoftwareVersion)
 #else
 #define PSMFS_VERSION_STRING std::string("0.1.0")
@@ -108,7 +108,7 @@ void VLog(int prio, const char* fmt, va_list ap) {
     s.captured += msg;
     if (!s.to_syslog) return;  // printed once, as the start-up error
   }
-  LogWrite(prio, msg);  // fs/log.h: syslog when daemonised, else stderr
+  LogWrite(prio, msg);  // fs/base/log.h: syslog when daemonised, else stderr
 }
 
 __attribute__((format(printf, 2, 3))) void Log(int prio, const char* fmt, ...) {
@@ -155,7 +155,7 @@ struct CmdLine {
   bool default_permissions = true;
   bool user_fsname = false;
   bool user_subtype = false;
-  bool guard = true;  // start psm-guard (fs/guard.h); -o noguard
+  bool guard = true;  // start psm-guard (fs/daemon/guard.h); -o noguard
   unsigned max_threads = 10;
   unsigned max_idle_threads = 10;
   MountOptions mount;
@@ -691,7 +691,7 @@ int Serve(const CmdLine& cl, StartupReport report) {
     close_fs();
     return kExitFailure;
   }
-  // Scheduled snapshots (fs/scheduler.h): the policy lives on the volume.
+  // Scheduled snapshots (fs/control/scheduler.h): the policy lives on the volume.
   Scheduler scheduler(fs.get());
   scheduler.SetBeforeSnapshot([mnt = cl.mountpoint] {
     // Flush the kernel's write-back cache into the snapshot. This thread is
@@ -717,7 +717,7 @@ int Serve(const CmdLine& cl, StartupReport report) {
   const std::optional<std::string> dev = MountDevice(cl.mountpoint);
   if (dev) RaiseReadahead(cl, *dev);
   if (cl.guard) {
-    // A killed daemon must never leave a mount that hangs (fs/guard.h).
+    // A killed daemon must never leave a mount that hangs (fs/daemon/guard.h).
     Status g = dev ? StartGuard(getpid(), cl.mountpoint, *dev) : Status::NotFound("mount device");
     if (!g.ok()) {
       Log(LOG_WARNING, "psmfs: no guard for %s: %s", cl.mountpoint.c_str(), g.ToString().c_str());

@@ -157,7 +157,7 @@ class Txn {
   // The inodes whose attribute (kInodes) or chunk (kChunks) records this
   // Txn puts or deletes, in the order written (a run of one inode kept
   // once). The live cache drops them once the Txn is committed
-  // (fs/live_cache.h).
+  // (fs/core/live_cache.h).
   const std::vector<uint64_t>& TouchedInodes() const { return touched_; }
 
  private:

@@ -40,7 +40,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/filesystem.h"
+#include "fs/core/filesystem.h"
 #include "meta/store.h"
 
 using namespace psm;

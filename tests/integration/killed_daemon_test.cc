@@ -1,5 +1,5 @@
 // A daemon killed while /dev/fuse stays open must not leave a mount that
-// hangs (fs/guard.h). That state happens when a daemon thread is stuck in
+// hangs (fs/daemon/guard.h). That state happens when a daemon thread is stuck in
 // an uninterruptible wait inside the kernel at SIGKILL (the process cannot
 // finish dying and keeps the device open). Here it is made on purpose: the
 // test duplicates the daemon's /dev/fuse descriptor (pidfd_getfd) and then

@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "cli/client.h"
-#include "fs/control_json.h"
+#include "fs/json/control_json.h"
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
 #include "tests/common/psm_test_util.h"

@@ -53,7 +53,7 @@
 #include <thread>
 #include <vector>
 
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 #include "tests/common/mount_fixture.h"
 #include "tests/common/psm_test_util.h"
 

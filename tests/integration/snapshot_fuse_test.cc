@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "cli/client.h"
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
 #include "tests/common/psm_test_util.h"

@@ -1,5 +1,5 @@
 // Readers of open files racing every writer of the records the live cache
-// keeps (fs/live_cache.h), through the core, under ThreadSanitizer in CI.
+// keeps (fs/core/live_cache.h), through the core, under ThreadSanitizer in CI.
 //
 // Each 4 KiB block of the file holds one stamp, (version << 16 | block),
 // repeated. Writers rewrite random blocks with a higher version, in place

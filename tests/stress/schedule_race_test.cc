@@ -18,7 +18,7 @@
 #include <set>
 #include <thread>
 
-#include "fs/scheduler.h"
+#include "fs/control/scheduler.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;

@@ -31,8 +31,8 @@
 #include <random>
 #include <thread>
 
-#include "fs/allocator.h"
-#include "fs/scanner.h"
+#include "fs/space/allocator.h"
+#include "fs/space/scanner.h"
 #include "meta/store.h"
 #include "meta/sync_point.h"
 #include "tests/unit/core_test_util.h"

@@ -44,7 +44,7 @@
 #include <thread>
 
 #include "cli/client.h"
-#include "fs/control_server.h"
+#include "fs/control/control_server.h"
 #include "tests/unit/core_test_util.h"
 #include "tests/unit/tree_model.h"
 

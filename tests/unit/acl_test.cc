@@ -1,9 +1,9 @@
-// POSIX ACLs: the xattr codec and mode arithmetic of fs/acl.h, and the core
+// POSIX ACLs: the xattr codec and mode arithmetic of fs/core/acl.h, and the core
 // keeping modes and ACLs in step (setxattr, chmod, create with a default
 // ACL, snapshots keeping the ACL they had).
 #include <sys/stat.h>
 
-#include "fs/acl.h"
+#include "fs/core/acl.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;

@@ -1,6 +1,6 @@
-// Tests for fs/allocator: the free-extent index, in-flight and quarantined
+// Tests for fs/space/allocator: the free-extent index, in-flight and quarantined
 // blocks, the scan cursor, waiting and NoSpace, memory per range.
-#include "fs/allocator.h"
+#include "fs/space/allocator.h"
 
 #include <doctest/doctest.h>
 #include <malloc.h>

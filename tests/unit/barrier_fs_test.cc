@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/block_device.h"
+#include "fs/device/block_device.h"
 #include "meta/fault_fs.h"
 #include "meta/store.h"
 

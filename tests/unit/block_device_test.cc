@@ -1,6 +1,6 @@
-// Tests for fs/block_device: the POSIX image, the memory device and
+// Tests for fs/device/block_device: the POSIX image, the memory device and
 // TrackedDevice's "sync only when dirty" bookkeeping.
-#include "fs/block_device.h"
+#include "fs/device/block_device.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
-// The checksums psmfs takes from libraries: CRC-32C (ISA-L, fs/crc32c.h)
+// The checksums psmfs takes from libraries: CRC-32C (ISA-L, fs/base/crc32c.h)
 // against published vectors and a bit-by-bit reference, in pieces and at
-// every alignment; SHA-256 (libcrypto, fs/sha256.h) against FIPS 180-4's
+// every alignment; SHA-256 (libcrypto, fs/base/sha256.h) against FIPS 180-4's
 // long vector and sha256sum(1). (fileserver_test has the short vectors.)
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -10,8 +10,8 @@
 #include <fstream>
 #include <string>
 
-#include "fs/crc32c.h"
-#include "fs/sha256.h"
+#include "fs/base/crc32c.h"
+#include "fs/base/sha256.h"
 
 using psm::Crc32c;
 

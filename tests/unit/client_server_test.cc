@@ -37,9 +37,9 @@
 #include <vector>
 
 #include "cli/client.h"
-#include "fs/control_protocol.h"
-#include "fs/control_server.h"
-#include "fs/filesystem.h"
+#include "fs/control/control_protocol.h"
+#include "fs/control/control_server.h"
+#include "fs/core/filesystem.h"
 #include "meta/sync_point.h"
 
 using psm::Code;

@@ -1,11 +1,11 @@
-// psm::Json over nlohmann::json (fs/control_json.{h,cc}) speaks the wire
+// psm::Json over nlohmann::json (fs/json/control_json.{h,cc}) speaks the wire
 // format every psmfs has spoken: texts as the hand-written writer wrote them
 // (written out below from its rules, not produced by code) read the same and
 // are written back byte for byte; strings carry any bytes, raw; integers are
 // exact; doubles read back as the same double; hostile input is refused
 // quickly and never throws. Against a server: an old client's raw request
 // with a non-UTF-8 name, and garbage, which gets an `invalid` reply.
-#include "fs/control_json.h"
+#include "fs/json/control_json.h"
 
 #include <doctest/doctest.h>
 #include <sys/socket.h>
@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "fs/control_protocol.h"
-#include "fs/control_server.h"
-#include "fs/filesystem.h"
+#include "fs/control/control_protocol.h"
+#include "fs/control/control_server.h"
+#include "fs/core/filesystem.h"
 
 using psm::Code;
 using psm::Json;

@@ -1,7 +1,7 @@
 // The control protocol's pieces without a server: frames (whole, split,
 // truncated, oversized, over a real socket), the JSON reader/writer, error
 // codes on the wire, typed records and the registry format.
-#include "fs/control_protocol.h"
+#include "fs/control/control_protocol.h"
 
 #include <doctest/doctest.h>
 #include <sys/socket.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "fs/control_json.h"
+#include "fs/json/control_json.h"
 
 using psm::Code;
 using psm::Json;

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "fs/filesystem.h"
+#include "fs/core/filesystem.h"
 
 namespace psm_test {
 

@@ -29,7 +29,7 @@
 #include <thread>
 #include <vector>
 
-#include "fs/fault_device.h"
+#include "fs/device/fault_device.h"
 #include "meta/sync_point.h"
 #include "tests/common/psm_test_util.h"
 #include "tests/unit/core_test_util.h"

@@ -36,7 +36,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/block_device.h"
+#include "fs/device/block_device.h"
 #include "meta/store.h"
 #include "tests/common/psm_test_util.h"
 #include "tests/unit/core_test_util.h"

@@ -1,6 +1,6 @@
-// Tests for fs/fault_device: every injected failure, and the power cut that
+// Tests for fs/device/fault_device: every injected failure, and the power cut that
 // reverts exactly the writes since the last successful sync.
-#include "fs/fault_device.h"
+#include "fs/device/fault_device.h"
 
 #include <doctest/doctest.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-// The core over a faulty image (fs/fault_device.h) and a faulty metadata
+// The core over a faulty image (fs/device/fault_device.h) and a faulty metadata
 // store (meta/fault_fs.h): EIO and ENOSPC reach the caller of write/fsync,
 // a failed sync is never reported as durable, and after a power cut (every
 // unsynced image write and RocksDB append dropped) the volume opens without
@@ -7,8 +7,8 @@
 #include <random>
 #include <vector>
 
-#include "fs/block_device.h"
-#include "fs/fault_device.h"
+#include "fs/device/block_device.h"
+#include "fs/device/fault_device.h"
 #include "meta/fault_fs.h"
 #include "tests/unit/core_test_util.h"
 #include "tests/unit/faulty_volume.h"

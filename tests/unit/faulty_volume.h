@@ -1,5 +1,5 @@
 // FaultyVolume: a core volume (no FUSE) over a faulty image
-// (fs/fault_device.h) and a faulty metadata store (meta/fault_fs.h), with a
+// (fs/device/fault_device.h) and a faulty metadata store (meta/fault_fs.h), with a
 // power cut that drops every unsynced write of both. Shared by the fault
 // injection and restore crash tests.
 #pragma once
@@ -12,9 +12,9 @@
 #include <memory>
 #include <string>
 
-#include "fs/block_device.h"
-#include "fs/fault_device.h"
-#include "fs/filesystem.h"
+#include "fs/device/block_device.h"
+#include "fs/device/fault_device.h"
+#include "fs/core/filesystem.h"
 #include "meta/fault_fs.h"
 
 namespace psm_test {

@@ -5,8 +5,8 @@
 #include <map>
 #include <set>
 
-#include "fs/scheduler.h"
-#include "fs/sha256.h"
+#include "fs/control/scheduler.h"
+#include "fs/base/sha256.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;

@@ -1,6 +1,6 @@
-// Tests for fs/free_index: the allocator's ordered set of free ranges,
+// Tests for fs/space/free_index: the allocator's ordered set of free ranges,
 // checked against a block-by-block model under random operations.
-#include "fs/free_index.h"
+#include "fs/space/free_index.h"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-// The live cache of open files (fs/live_cache.h): its generation rule
+// The live cache of open files (fs/core/live_cache.h): its generation rule
 // directly, and through the core that a file held open sees every kind of
 // change made to it — by another handle, by truncate and punch, by a
 // snapshot followed by a redirect-on-write, by restore and by receive, none
@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include "fs/live_cache.h"
+#include "fs/core/live_cache.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <string>
 
-#include "fs/filesystem.h"
-#include "fs/live_cache.h"
+#include "fs/core/filesystem.h"
+#include "fs/core/live_cache.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;

@@ -1,4 +1,4 @@
-// `psmctl metrics` without FUSE: the request counters (fs/request_metrics.h),
+// `psmctl metrics` without FUSE: the request counters (fs/base/request_metrics.h),
 // the daemon's "metrics" request (ControlServer over a real FileSystem) and
 // the Prometheus rendering (cli/prometheus.h), checked with the strict
 // parser of tests/common/prom_parser.h, written from the format's
@@ -34,10 +34,10 @@
 
 #include "cli/client.h"
 #include "cli/prometheus.h"
-#include "fs/control_protocol.h"
-#include "fs/control_server.h"
-#include "fs/filesystem.h"
-#include "fs/request_metrics.h"
+#include "fs/control/control_protocol.h"
+#include "fs/control/control_server.h"
+#include "fs/core/filesystem.h"
+#include "fs/base/request_metrics.h"
 #include "tests/common/prom_parser.h"
 #include "tests/unit/core_test_util.h"
 #include "tests/unit/faulty_volume.h"

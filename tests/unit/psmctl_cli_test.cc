@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "fs/control_json.h"
-#include "fs/control_server.h"
-#include "fs/filesystem.h"
+#include "fs/json/control_json.h"
+#include "fs/control/control_server.h"
+#include "fs/core/filesystem.h"
 #include "meta/sync_point.h"
 
 using psm::Json;

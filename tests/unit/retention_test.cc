@@ -7,8 +7,8 @@
 #include <ctime>
 #include <set>
 
-#include "fs/mount_args.h"
-#include "fs/scheduler.h"
+#include "fs/daemon/mount_args.h"
+#include "fs/control/scheduler.h"
 
 using namespace psm;
 

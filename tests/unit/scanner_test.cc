@@ -1,7 +1,7 @@
-// Tests for fs/scanner: the free index it builds from a real `alloc` column
+// Tests for fs/space/scanner: the free index it builds from a real `alloc` column
 // family equals the gaps computed independently; restart, stop, progress,
 // records that straddle the cursor, errors.
-#include "fs/scanner.h"
+#include "fs/space/scanner.h"
 
 #include <doctest/doctest.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
-// psm::SdNotify (fs/sd_notify.h) speaks sd_notify(3)'s protocol: one
+// psm::SdNotify (fs/daemon/sd_notify.h) speaks sd_notify(3)'s protocol: one
 // datagram with the state to $NOTIFY_SOCKET, a path or an abstract socket
 // ('@'); nothing and false without the variable or a listener.
-#include "fs/sd_notify.h"
+#include "fs/daemon/sd_notify.h"
 
 #include <doctest/doctest.h>
 #include <sys/socket.h>

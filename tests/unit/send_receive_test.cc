@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "fs/crc32c.h"
-#include "fs/send_stream.h"
+#include "fs/base/crc32c.h"
+#include "fs/stream/send_stream.h"
 #include "tests/unit/core_test_util.h"
 #include "tests/unit/tree_model.h"
 

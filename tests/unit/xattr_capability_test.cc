@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "fs/send_stream.h"
+#include "fs/stream/send_stream.h"
 #include "meta/keys.h"
 #include "meta/store.h"
 #include "tests/unit/core_test_util.h"

@@ -1,0 +1,446 @@
+// FileSystem::Impl: the state of one mounted volume, shared by the core's
+// source files (fs_open.cc, fs_namespace.cc, fs_data.cc, fs_xattr.cc,
+// fs_snapshot.cc). Not part of any public interface.
+//
+// Lock order (docs/locking.md), outermost first:
+//   0. reclaim_run_mu one snapshot reclaim at a time (ReclaimOne).
+//   1. volume_mu      shared: every live modification and handle open;
+//                     exclusive: snapshot create, reclaim start, restore.
+//   2. rename_mu      directory renames that change parents (loop check).
+//   2b. read_gate     shared: live reads that hold an inode stripe shared
+//                     (Read, Lseek, history), taken before the stripe;
+//                     exclusive: a restore's commit (under volume_mu
+//                     exclusive), so no read sees half of one restored file.
+//   3. inode stripes  ino_mu[Stripe(ino)], in ascending stripe order, all
+//                     of one operation's stripes taken together (LockSet).
+//   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
+//                     two at once)
+//   5. Committer gate (shared per commit, exclusive to read the sync target)
+//   6. Allocator::mu_ (the scanner reads RocksDB under it)
+//   7. Committer::mu_ / RocksDB internals.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/space/allocator.h"
+#include "fs/device/block_device.h"
+#include "fs/core/filesystem.h"
+#include "fs/core/live_cache.h"
+#include "fs/space/scanner.h"
+#include "fs/device/superblock.h"
+#include "meta/store.h"
+#include "meta/versioned.h"
+
+namespace psm {
+
+int64_t NowNs();
+
+// Nanoseconds since the epoch -> timespec, flooring: -1.5 s is
+// {tv_sec = -2, tv_nsec = 500000000}, as stat(2) reports pre-1970 times.
+inline timespec ToTimespec(int64_t ns) {
+  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    --sec;
+  }
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_nsec = static_cast<long>(rem);
+  return ts;
+}
+
+// A writer-preferring shared mutex: a waiting exclusive locker (snapshot
+// create) is not starved by a stream of shared lockers.
+class FairSharedMutex {
+ public:
+  void lock();
+  void unlock();
+  void lock_shared();
+  void unlock_shared();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int readers_ = 0;
+  int writers_waiting_ = 0;
+  bool writer_ = false;
+};
+
+// Group commit: makes committed Txns and completed image writes durable.
+//
+// Durable is asked of both media at once. A caller of SyncAll() reads two
+// marks when it starts: the last commit sequence, and the image's count of
+// completed writes (TrackedDevice::WritesCompleted) -- writes in place of
+// blocks born at the live epoch commit no record, so the sequence alone
+// would let their fsync return before their bytes reach the disk. It returns
+// once one sync cycle has covered both marks. A cycle: read the target
+// sequence (excluding in-progress commits through the gate), sync the image
+// (which reports the write count it covered: the writes completed before its
+// base sync began), flush+sync the RocksDB WAL, then publish both marks as
+// durable and release quarantined frees. A cycle that began its image sync
+// before my write completed covers a smaller count, so it does not count
+// for me: I wait for, or run, the next one. Concurrent callers share cycles.
+//
+// Sync failures are fatal to the write path (docs/crash-consistency.md,
+// "Sync failures"): the first failed image sync (TrackedDevice) or WAL
+// write/sync (Store) puts the volume in a failed state. From then on
+// Apply() and SyncAll() return that failure and nothing more is made
+// durable; reads go on. The background loop logs it once; no path
+// discards it. A remount replays from the last durable state.
+class Committer {
+ public:
+  // `cache` (may be null) is told of every inode a commit changed, once
+  // the commit is visible and before Apply returns.
+  Committer(TrackedDevice* dev, Store* store, Allocator* alloc, LiveCache* cache = nullptr);
+  ~Committer();
+  // The background loop: every `interval_ms`, a cycle if a commit or an
+  // image write is not yet durable.
+  void Start(uint32_t interval_ms);
+  void Stop();
+  // Applies `txn` atomically with the given allocator bookkeeping: frees are
+  // quarantined before the write and cancelled if it fails; allocations are
+  // marked committed (or aborted) after it. Returns the commit sequence.
+  // Fails without writing once the volume has failed.
+  Status Apply(Txn* txn, const std::vector<Range>& frees, const std::vector<Range>& allocs,
+               uint64_t* seq_out = nullptr);
+  // Makes durable every commit applied and every image write completed
+  // before the call. Returns the sticky failure once the volume has failed.
+  Status SyncAll();
+  uint64_t last_seq() const { return last_seq_.load(); }
+  // Ok while healthy; else why the volume failed (sticky, see above).
+  Status Failure() const;
+  // Cheap check of the same (atomics only).
+  bool failed() const {
+    return failed_.load(std::memory_order_acquire) || dev_->failed() || store_->failed();
+  }
+  // Sync cycles run so far (each: one image sync if dirty + one WAL sync).
+  uint64_t sync_cycles() const { return cycles_.load(std::memory_order_relaxed); }
+
+  // Exact volume counters (keys.h kVolUsedBlocks, kVolFiles), loaded at
+  // mount and kept equal to the stored ones: Apply() adds the used-blocks
+  // change of every commit (allocs - frees) to its Txn and, once the write
+  // succeeded, the Txn's counter changes to these.
+  void LoadCounters(uint64_t used_blocks, uint64_t files) {
+    used_blocks_.store(used_blocks);
+    files_.store(files);
+  }
+  uint64_t used_blocks() const { return used_blocks_.load(std::memory_order_relaxed); }
+  uint64_t files() const { return files_.load(std::memory_order_relaxed); }
+
+ private:
+  void Loop(uint32_t interval_ms);
+  // Returns once a finished cycle covered commit `seq` and `writes` image
+  // writes, running cycles as needed.
+  Status SyncTo(uint64_t seq, uint64_t writes);
+  void NoteFailure(const Status& s);
+  TrackedDevice* dev_;
+  Store* store_;
+  Allocator* alloc_;
+  LiveCache* cache_;
+  std::shared_mutex gate_;
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> used_blocks_{0};
+  std::atomic<uint64_t> files_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool syncing_ = false;            // GUARDED_BY(mu_): a cycle is running
+  uint64_t durable_seq_ = 0;        // GUARDED_BY(mu_)
+  uint64_t durable_writes_ = 0;     // GUARDED_BY(mu_)
+  std::atomic<uint64_t> cycles_{0};
+  mutable std::mutex fail_mu_;      // a leaf
+  Status failure_;                  // GUARDED_BY(fail_mu_): first failure seen
+  bool failure_logged_ = false;     // GUARDED_BY(fail_mu_)
+  std::atomic<bool> failed_{false};  // failure_ is set
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct FileHandle {
+  NodeId node = 0;
+  SnapshotId snap = 0;
+  InodeId ino = 0;
+  Epoch epoch = 0;  // snapshots: the snapshot's epoch; live: unused
+  int flags = 0;
+};
+
+struct DirHandle {
+  NodeId node = 0;
+  SnapshotId snap = 0;
+  std::mutex mu;
+  bool loaded = false;
+  struct Ent {
+    std::string name;
+    NodeId node;
+    uint32_t type;
+  };
+  std::vector<Ent> ents;
+};
+
+// Where a node lives: the live tree, the `.snapshots` directory, or a
+// snapshot tree at a fixed epoch.
+struct View {
+  SnapshotId snap = 0;
+  InodeId ino = 0;
+  Epoch epoch = 0;
+  bool snapdir = false;
+  bool live() const { return snap == 0 && !snapdir; }
+};
+
+struct SnapEntry {
+  SnapshotRec rec;
+  int open_handles = 0;
+  bool reclaiming = false;  // GC started: no new opens, not in present set
+  int senders = 0;          // sends reading it now (Send); delete refused
+  bool delete_pending = false;  // DeleteSnapshot is committing; no new send
+};
+
+struct FileSystem::Impl : public EpochSet {
+  std::string dir;
+  MountOptions opts;
+  Superblock sb;
+  uint32_t bs = 4096;
+  uint32_t chunk_blocks = 256;
+  uint32_t owner_uid = 0;
+  uint32_t owner_gid = 0;
+  int lock_fd = -1;
+  bool closed = false;
+  // Some inode may have a security.capability xattr (kVolCapabilities).
+  // Only ever goes from false to true; set before the xattr is committed.
+  std::atomic<bool> capabilities{true};
+  // Makes kVolCapabilities "1" in `txn` and sets `capabilities` (the xattr
+  // `name` is about to be written in `txn`). No-op for other names.
+  void NoteXattrName(Txn* txn, std::string_view name);
+
+  std::unique_ptr<TrackedDevice> dev;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Allocator> alloc;
+  std::unique_ptr<Scanner> scanner;
+  // Newest attributes and chunk maps of open live files (live_cache.h).
+  // Declared before the committer, which holds a pointer to it.
+  LiveCache cache;
+  std::unique_ptr<Committer> committer;
+
+  FairSharedMutex volume_mu;
+  std::mutex rename_mu;
+  static constexpr size_t kStripes = 4096;
+  std::unique_ptr<std::shared_mutex[]> ino_mu{new std::shared_mutex[kStripes]};
+  // Lock order 2b: see the top of this file.
+  FairSharedMutex read_gate;
+  static size_t Stripe(InodeId ino) { return (ino * 0x9E3779B97F4A7C15ull) >> 52; }
+
+  std::atomic<Epoch> epoch{1};
+
+  // snapshot catalog
+  mutable std::mutex snaps_mu;
+  std::map<SnapshotId, SnapEntry> snaps;
+  std::multiset<Epoch> present_epochs;  // active + deleting (not reclaiming)
+  SnapshotId next_snap = 1;
+  int64_t snapdir_mtime_ns = 0;
+
+  // handles
+  std::mutex handles_mu;
+  uint64_t next_fh = 1;
+  std::unordered_map<uint64_t, FileHandle> files;
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs;
+  std::unordered_map<InodeId, int> live_open;  // open handles per live inode
+  std::unordered_map<InodeId, uint64_t> lookups;  // kernel references (count_lookups)
+  // REQUIRES handles_mu. The inode is still referenced by a handle or the kernel.
+  bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
+  // Records one kernel reference for an entry handed out (count_lookups).
+  void NoteLookup(NodeId node);
+  // Destroys an unlinked inode once nothing references it. Takes its locks.
+  Status MaybeDestroy(InodeId ino);
+
+  // inode numbers
+  std::mutex ino_alloc_mu;
+  InodeId next_ino = kFirstIno;
+  InodeId ino_reserved = kFirstIno;
+
+  // reclaim thread
+  std::mutex reclaim_mu;
+  std::condition_variable reclaim_cv;
+  bool reclaim_stop = false;
+  bool reclaim_kick = false;
+  std::thread reclaim_thread;
+  // Held for the whole of one snapshot's reclaim (ReclaimOne); outermost,
+  // before volume_mu.
+  std::mutex reclaim_run_mu;
+  // Progress of the running reclaim (psmctl status). reclaiming_name is
+  // guarded by snaps_mu.
+  std::string reclaiming_name;
+  std::atomic<uint64_t> reclaim_entries_done{0};
+  std::atomic<uint64_t> reclaim_blocks_freed{0};
+
+  // Progress of the running restore (psmctl status, the progress bar).
+  // restoring_name is guarded by snaps_mu.
+  std::string restoring_name;
+  std::atomic<uint64_t> restore_done{0};
+  std::atomic<uint64_t> restore_total{0};
+
+  std::function<void(NodeId, std::string_view)> inval_entry;
+  std::function<void(NodeId)> inval_inode;
+  std::function<void()> inval_drain;
+
+  // EpochSet
+  bool AnyIn(Epoch lo, Epoch hi) const override;
+
+  // ---- helpers (fs_open.cc) ----
+  Result<View> Resolve(NodeId node);
+  Status LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a);
+  Status LoadAttrAt(InodeId ino, Epoch e, InodeAttr* a);
+  Status PutAttr(Txn* txn, InodeId ino, const InodeAttr& a);
+  void FillStat(NodeId node, const InodeAttr& a, struct stat* st) const;
+  void SnapDirStat(struct stat* st);
+  Result<InodeId> AllocIno();
+  Status CheckWritable(const View& v);
+  Epoch live() const { return epoch.load(std::memory_order_acquire); }
+  // Asks the live cache (`ask`: one LiveCache Get call) for a read at epoch
+  // e. kOff unless e is the live epoch both before the ask and after it: a
+  // miss's ticket must be taken before the epoch check that precedes the
+  // store read (live_cache.h).
+  template <typename Ask>
+  LiveCache::Hit AskCache(Epoch e, Ask ask) {
+    if (e != live()) return LiveCache::Hit::kOff;
+    const LiveCache::Hit h = ask();
+    return h == LiveCache::Hit::kMiss && e != live() ? LiveCache::Hit::kOff : h;
+  }
+  double Timeout(const View& v) const {
+    return v.live() ? opts.live_timeout : opts.snapshot_timeout;
+  }
+
+  // ---- data (fs_data.cc) ----
+  // Writes `n` bytes at byte offset `off` of live inode `ino` (no size or
+  // time update). Collects ranges to free and ranges allocated.
+  Status WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t off, const char* buf, size_t n,
+                   std::vector<Range>* frees, std::vector<Range>* allocs);
+  Status ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint64_t off, size_t n, char* buf);
+  // Unmaps whole blocks [b0, b1) of the file (truncate, punch, destroy).
+  Status UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0, uint64_t b1,
+                     std::vector<Range>* frees);
+  // Writes [off, off+n) of live inode `ino` in place if every block of it
+  // is mapped, written and born at the live epoch (no record changes);
+  // false (nothing written) otherwise. REQUIRES: the inode's stripe held
+  // (shared is enough) and volume_mu shared.
+  Result<bool> WriteInPlace(InodeId ino, uint64_t off, const char* buf, size_t n);
+  // Maps physical blocks [p, p+n), already written and recorded in alloc
+  // by the caller, at file blocks [fblock, fblock+n); what was there dies
+  // (KillRange). A receive places the data it staged this way.
+  Status MapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t fblock, BlockNo p, uint64_t n,
+                   std::vector<Range>* frees);
+  Status Truncate(Txn* txn, InodeId ino, InodeAttr* a, uint64_t size, std::vector<Range>* frees,
+                  std::vector<Range>* allocs);
+  // FALLOC_FL_COLLAPSE_RANGE (collapse) / FALLOC_FL_INSERT_RANGE of file
+  // blocks [o, o+n): collapse kills them (KillRange) and moves every mapped
+  // block at or above o+n down by n; insert moves every mapped block at or
+  // above o up by n, leaving a hole. Only chunk records change (the blocks
+  // keep their physical place and birth epoch, so a moved block born before
+  // the live epoch is still redirected on its next write): every present
+  // chunk record from o's chunk on is read once and the ones whose extents
+  // change get a new version at the live epoch (PutVersion: snapshots keep
+  // theirs). No file data is read or written. Sizes are the caller's.
+  // TooBig when an insert would move a mapped block past the largest file.
+  Status ShiftBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t o, uint64_t n, bool collapse,
+                     std::vector<Range>* frees);
+  // Allocates 1..want blocks near `hint` and records them in `alloc` (born
+  // at the live epoch); the range joins `allocs` (committed or aborted by
+  // the caller's Committer::Apply).
+  Result<Range> AllocateBlocks(Txn* txn, uint64_t want, BlockNo hint, std::vector<Range>* allocs);
+  // Kills physical blocks [p, p+len) born at `birth`: dead entry if a
+  // snapshot can see them, else freed.
+  Status KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birth, std::vector<Range>* frees);
+  // ---- POSIX ACL upkeep (fs_xattr.cc), inside a modification's txn ----
+  // chmod of `ino` to `mode`: a stored access ACL follows the new bits.
+  Status AclChmod(Txn* txn, InodeId ino, uint32_t mode);
+  // A new node `ino` (attrs `a`, not yet stored) in `parent`: with a default
+  // ACL on the parent it inherits it (mode masked by the ACL, umask
+  // ignored, directories also get the default ACL); without one the umask
+  // applies. Symlinks are left alone.
+  Status AclInherit(Txn* txn, InodeId parent, InodeId ino, InodeAttr* a, uint32_t umask);
+  // Removes every record of an inode from the live tree (last link gone).
+  Status DestroyInode(Txn* txn, InodeId ino, InodeAttr* a, std::vector<Range>* frees);
+  // Release of the last handle of an orphan, or mount-time cleanup.
+  Status DestroyOrphan(InodeId ino);
+
+  // ---- snapshots (fs_snapshot.cc) ----
+  void ReclaimLoop();
+  Status ReclaimOne(SnapshotId id);
+  // Removes the tombstones reclaim found hiding nothing, if they still are.
+  Status DropLoneTombstones(const std::vector<std::pair<Cf, std::string>>& lone);
+  bool SnapshotUsable(SnapshotId id, Epoch* e);
+  void InvalidateEntry(NodeId parent, std::string_view name);
+  // Commits `txn` (with the allocator bookkeeping) together with a new
+  // snapshot `rec` at the live epoch and advances the epoch. REQUIRES
+  // volume_mu exclusive. `guid` non-empty: stored as the snapshot's stream
+  // identity (a received snapshot keeps its source's).
+  Status CommitSnapshotLocked(Txn* txn, SnapshotRec rec, const std::string& guid,
+                              const std::vector<Range>& frees, const std::vector<Range>& allocs,
+                              SnapshotInfo* info);
+  // The stream identity of snapshot `id` (fs_send.cc): stored for received
+  // snapshots, else derived from the volume UUID, id, epoch and ctime.
+  std::string SnapshotGuid(SnapshotId id, const SnapshotRec& rec);
+  // ---- restore (fs_restore.cc) ----
+  // Restores snapshot `id` with reclaim_run_mu and volume_mu held
+  // exclusively by the caller. Collects the kernel invalidations to send
+  // once the locks are released.
+  struct Invalidation {
+    NodeId node;
+    std::string name;  // empty: the inode itself
+  };
+  Status RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
+                       std::vector<Invalidation>* inval);
+  // Sends queued kernel invalidations (no core lock held) and waits until
+  // they reached the kernel.
+  void Deliver(const std::vector<Invalidation>& inval);
+  // The restore's work without its commit: writes into `txn` what makes the
+  // live tree equal to the tree at epoch `es` (a receive rolls back to its
+  // base this way, in its own Txn). Caller holds what RestoreLocked needs.
+  Status RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Invalidation>* inval,
+                     std::vector<Range>* frees);
+  // Mount: finishes a restore a crash interrupted (kVolRestorePending).
+  Status ResumeRestore(bool* resumed);
+  // ---- holds (fs_holds.cc) ----
+  // "'tag1', 'tag2'": the holds of snapshot `id`, for DeleteSnapshot's message.
+  std::string HoldTags(SnapshotId id);
+};
+
+// Locks a set of inode stripes in ascending order (shared or exclusive).
+class LockSet {
+ public:
+  LockSet(FileSystem::Impl* fs, std::initializer_list<InodeId> inos, bool exclusive = true)
+      : fs_(fs), exclusive_(exclusive) {
+    Lock(inos.begin(), inos.end());
+  }
+  LockSet(FileSystem::Impl* fs, const std::vector<InodeId>& inos, bool exclusive = true)
+      : fs_(fs), exclusive_(exclusive) {
+    Lock(inos.data(), inos.data() + inos.size());
+  }
+  ~LockSet();
+  LockSet(const LockSet&) = delete;
+  LockSet& operator=(const LockSet&) = delete;
+
+ private:
+  void Lock(const InodeId* begin, const InodeId* end);
+  FileSystem::Impl* fs_;
+  std::vector<size_t> stripes_;
+  bool exclusive_;
+};
+
+Status ValidateName(std::string_view name);
+
+// Reads the exact volume counters (keys.h); counts and stores them once for
+// a volume formatted before they existed.
+Status LoadVolumeCounters(Store* store, uint64_t* used_blocks, uint64_t* files);
+
+}  // namespace psm

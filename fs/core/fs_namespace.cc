@@ -1,0 +1,821 @@
+// Namespace operations: lookup, attributes, create/link/unlink/rename,
+// directories, statfs. Each modification is one Txn committed through the
+// Committer, under the volume lock (shared) and the stripes of every inode it
+// touches (LockSet). Where a child's inode number is known only after reading
+// a directory entry, the entry is read, the locks taken, and the entry read
+// again; if it changed, the operation retries.
+#include <cstdio>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/core/fs_impl.h"
+#include "fs/base/log.h"
+#include "meta/sync_point.h"
+
+namespace psm {
+namespace {
+
+using Impl = FileSystem::Impl;
+
+Status GetDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name, Epoch e, Dentry* d) {
+  std::string payload;
+  std::string prefix = DentryPrefix(parent, name);
+  Status s = txn ? txn->GetAt(Cf::kDentries, prefix, e, &payload)
+                 : GetAt(m->store.get(), Cf::kDentries, prefix, e, &payload);
+  PSM_RETURN_IF_ERROR(s);
+  return DecodeDentry(payload, d);
+}
+
+Status PutDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name,
+                 const std::optional<Dentry>& d) {
+  std::string prefix = DentryPrefix(parent, name);
+  if (!d) return PutVersion(txn, Cf::kDentries, prefix, m->live(), std::nullopt, *m);
+  std::string enc = EncodeDentry(*d);
+  return PutVersion(txn, Cf::kDentries, prefix, m->live(), std::string_view(enc), *m);
+}
+
+bool IsSnapDirName(NodeId parent, std::string_view name) {
+  return parent == kRootIno && name == kSnapDirName;
+}
+
+EntryOut MakeEntry(Impl* m, const View& v, InodeId ino, const InodeAttr& a) {
+  EntryOut e;
+  e.node = MakeNode(v.snap, ino);
+  m->FillStat(e.node, a, &e.st);
+  e.entry_timeout = e.attr_timeout = m->Timeout(v);
+  return e;
+}
+
+void Touch(InodeAttr* a) { a->mtime_ns = a->ctime_ns = NowNs(); }
+
+}  // namespace
+
+static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::string_view name) {
+  if (name.size() > kNameMax) return Status::NameTooLong();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
+  if (v.snapdir) {
+    SnapshotId id = 0;
+    Epoch e = 0;
+    {
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      for (const auto& [sid, s] : m->snaps) {
+        if (s.rec.state == SnapState::kActive && s.rec.name == name) {
+          id = sid;
+          e = s.rec.epoch;
+        }
+      }
+    }
+    if (name == ".") {
+      EntryOut out;
+      out.node = kSnapDirNode;
+      m->SnapDirStat(&out.st);
+      return out;
+    }
+    if (!id) return Status::NotFound();
+    InodeAttr a;
+    PSM_RETURN_IF_ERROR(m->LoadAttrAt(kRootIno, e, &a));
+    View sv{id, kRootIno, e, false};
+    return MakeEntry(m, sv, kRootIno, a);
+  }
+  if (v.live() && IsSnapDirName(v.ino, name)) {
+    EntryOut out;
+    out.node = kSnapDirNode;
+    m->SnapDirStat(&out.st);
+    out.entry_timeout = out.attr_timeout = m->opts.live_timeout;
+    return out;
+  }
+  InodeAttr pa;
+  PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &pa));
+  if (!S_ISDIR(pa.mode)) return Status::NotDir();
+  Dentry d;
+  PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, v.epoch, &d));
+  InodeAttr a;
+  Status s = m->LoadAttrAt(d.ino, v.epoch, &a);
+  if (s.Is(Code::kNotFound)) return Status::NotFound();  // raced with unlink
+  PSM_RETURN_IF_ERROR(s);
+  return MakeEntry(m, v, d.ino, a);
+}
+
+Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
+  auto r = LookupImpl(impl_.get(), parent, name);
+  if (r.ok()) impl_->NoteLookup(r->node);
+  // A name inside a snapshot that was deleted no longer exists: ENOENT, as
+  // for the snapshot's own name in .snapshots (the parent node itself is
+  // stale: GetAttr on it says ESTALE).
+  if (r.status().Is(Code::kStale) && SnapOf(parent) != 0) {
+    return Status::NotFound("snapshot was deleted");
+  }
+  return r;
+}
+
+void FileSystem::Impl::NoteLookup(NodeId node) {
+  if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  std::lock_guard<std::mutex> l(handles_mu);
+  lookups[InoOf(node)]++;
+}
+
+void FileSystem::Forget(NodeId node, uint64_t nlookup) {
+  Impl* m = impl_.get();
+  if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  InodeId ino = InoOf(node);
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    auto it = m->lookups.find(ino);
+    if (it == m->lookups.end()) return;
+    if (it->second > nlookup) {
+      it->second -= nlookup;
+      return;
+    }
+    m->lookups.erase(it);
+    if (m->live_open.count(ino)) return;
+  }
+  Status s = m->MaybeDestroy(ino);
+  if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
+                       static_cast<unsigned long long>(ino), s.ToString().c_str());
+}
+
+Result<AttrOut> FileSystem::GetAttr(NodeId node) {
+  Impl* m = impl_.get();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  AttrOut out;
+  if (v.snapdir) {
+    m->SnapDirStat(&out.st);
+    out.attr_timeout = m->opts.live_timeout;
+    return out;
+  }
+  InodeAttr a;
+  Status s = m->LoadAttrAt(v.ino, v.epoch, &a);
+  if (s.Is(Code::kNotFound)) return Status::Stale();
+  PSM_RETURN_IF_ERROR(s);
+  m->FillStat(node, a, &out.st);
+  out.attr_timeout = m->Timeout(v);
+  return out;
+}
+
+Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t bits,
+                                    const Credentials& cred) {
+  Impl* m = impl_.get();
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(v));
+  LockSet ls(m, {v.ino});
+  Txn txn(m->store.get());
+  InodeAttr a;
+  Status s = m->LoadAttr(&txn, v.ino, m->live(), &a);
+  if (s.Is(Code::kNotFound)) return Status::Stale();
+  PSM_RETURN_IF_ERROR(s);
+  auto kill_mask = [bits](uint32_t mode) -> uint32_t {
+    if (!(bits & kKillSuidGid) || S_ISDIR(mode)) return 0;
+    return S_ISUID | (((mode & S_IXGRP) || (bits & kKillSgid)) ? S_ISGID : 0);
+  };
+  if ((bits & kKillSuidGid) && (bits & ~(kKillSuidGid | kKillSgid)) == 0 &&
+      (a.mode & kill_mask(a.mode)) == 0) {
+    AttrOut out;  // only a kill, and nothing to kill: no change, no commit
+    m->FillStat(node, a, &out.st);
+    out.attr_timeout = m->Timeout(v);
+    return out;
+  }
+  // The kernel's last word on an unlinked file that nothing has open: it
+  // writes back the ctime it set at unlink (fuse_update_ctime) and then
+  // forgets the inode, which is destroyed. Nobody can read those times, so
+  // they are answered and not committed (one commit less per unlink).
+  constexpr uint32_t kTimeBits = kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow | kSetCtime;
+  bool ephemeral = a.nlink == 0 && !S_ISDIR(a.mode) && (bits & ~kTimeBits) == 0;
+  if (ephemeral) {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    ephemeral = m->live_open.count(v.ino) == 0;
+  }
+  std::vector<Range> frees, allocs;
+  int64_t now = NowNs();
+  if (bits & kSetMode) {
+    a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
+    PSM_RETURN_IF_ERROR(m->AclChmod(&txn, v.ino, a.mode));
+  }
+  a.mode &= ~kill_mask(a.mode);
+  if (bits & kSetUid) a.uid = in.st_uid;
+  if (bits & kSetGid) a.gid = in.st_gid;
+  if (bits & kSetSize) {
+    if (S_ISDIR(a.mode)) return Status::IsDir();
+    if (!S_ISREG(a.mode)) return Status::Invalid();
+    if (in.st_size < 0) return Status::Invalid();
+    uint64_t size = static_cast<uint64_t>(in.st_size);
+    if (size > (uint64_t{1} << 52)) return Status::TooBig();
+    s = m->Truncate(&txn, v.ino, &a, size, &frees, &allocs);
+    if (!s.ok()) {
+      for (const Range& r : allocs) m->alloc->Abort(r);
+      return s;
+    }
+    if (!(bits & (kSetMtime | kSetMtimeNow))) a.mtime_ns = now;
+  }
+  if (bits & kSetAtimeNow) {
+    a.atime_ns = now;
+  } else if (bits & kSetAtime) {
+    a.atime_ns = int64_t{in.st_atim.tv_sec} * 1000000000 + in.st_atim.tv_nsec;
+  }
+  if (bits & kSetMtimeNow) {
+    a.mtime_ns = now;
+  } else if (bits & kSetMtime) {
+    a.mtime_ns = int64_t{in.st_mtim.tv_sec} * 1000000000 + in.st_mtim.tv_nsec;
+  }
+  a.ctime_ns = (bits & kSetCtime) ? int64_t{in.st_ctim.tv_sec} * 1000000000 + in.st_ctim.tv_nsec
+                                  : now;
+  if (!ephemeral) {
+    s = m->PutAttr(&txn, v.ino, a);
+    if (!s.ok()) {
+      for (const Range& r : allocs) m->alloc->Abort(r);
+      return s;
+    }
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, allocs));
+  }
+  AttrOut out;
+  m->FillStat(node, a, &out.st);
+  out.attr_timeout = m->Timeout(v);
+  return out;
+}
+
+Result<std::string> FileSystem::ReadLink(NodeId node) {
+  Impl* m = impl_.get();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  if (v.snapdir) return Status::Invalid();
+  InodeAttr a;
+  PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &a));
+  if (!S_ISLNK(a.mode)) return Status::Invalid();
+  return a.inline_data;
+}
+
+// Creates a new inode named `name` in `parent` (mknod, mkdir, symlink, create).
+static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name, uint32_t mode,
+                                   uint64_t rdev, std::string_view target,
+                                   const Credentials& cred, InodeId* ino_out) {
+  PSM_RETURN_IF_ERROR(ValidateName(name));
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(v));
+  if (IsSnapDirName(v.ino, name)) return Status::Exists();
+  LockSet ls(m, {v.ino});
+  Txn txn(m->store.get());
+  InodeAttr pa;
+  Status s = m->LoadAttr(&txn, v.ino, m->live(), &pa);
+  if (s.Is(Code::kNotFound)) return Status::NotFound("directory was removed");
+  PSM_RETURN_IF_ERROR(s);
+  if (!S_ISDIR(pa.mode)) return Status::NotDir();
+  if (pa.nlink == 0) return Status::NotFound("directory was removed");
+  Dentry old;
+  s = GetDentry(m, &txn, v.ino, name, m->live(), &old);
+  if (s.ok()) return Status::Exists();
+  if (!s.Is(Code::kNotFound)) return s;
+  PSM_ASSIGN_OR_RETURN(InodeId ino, m->AllocIno());
+  InodeAttr a;
+  a.mode = mode;
+  a.uid = cred.uid;
+  a.gid = cred.gid;
+  if (pa.mode & S_ISGID) {
+    a.gid = pa.gid;
+    if (S_ISDIR(mode)) a.mode |= S_ISGID;
+  }
+  a.nlink = S_ISDIR(mode) ? 2 : 1;
+  a.rdev = rdev;
+  a.atime_ns = a.mtime_ns = a.ctime_ns = a.btime_ns = NowNs();
+  // Directories: the parent (for ".."). Other files: the directory of the
+  // newest name, a hint that lets history/diff name a changed file (fs_history.cc).
+  a.parent = v.ino;
+  a.inline_data.assign(target);
+  PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
+  txn.AddCounter(kVolFiles, 1);
+  PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
+  pa.size++;
+  if (S_ISDIR(mode)) pa.nlink++;
+  Touch(&pa);
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
+  PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  if (ino_out) *ino_out = ino;
+  m->NoteLookup(MakeNode(v.snap, ino));
+  return MakeEntry(m, v, ino, a);
+}
+
+Result<EntryOut> FileSystem::MkNod(NodeId parent, std::string_view name, uint32_t mode,
+                                   uint64_t rdev, const Credentials& cred) {
+  Impl* m = impl_.get();
+  uint32_t type = mode & S_IFMT;
+  if (type == 0) mode |= S_IFREG;
+  if (!(S_ISREG(mode) || S_ISCHR(mode) || S_ISBLK(mode) || S_ISFIFO(mode) || S_ISSOCK(mode))) {
+    return Status::Invalid();
+  }
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  return CreateNode(m, parent, name, mode, rdev, {}, cred, nullptr);
+}
+
+Result<EntryOut> FileSystem::MkDir(NodeId parent, std::string_view name, uint32_t mode,
+                                   const Credentials& cred) {
+  Impl* m = impl_.get();
+  if (parent == kSnapDirNode) {
+    if (cred.uid != 0 && cred.uid != m->owner_uid) return Status::Permission();
+    PSM_ASSIGN_OR_RETURN(SnapshotInfo info, CreateSnapshot(name, /*from_kernel=*/true));
+    return Lookup(kSnapDirNode, info.name);
+  }
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  return CreateNode(m, parent, name, S_IFDIR | (mode & 07777), 0, {}, cred, nullptr);
+}
+
+Result<EntryOut> FileSystem::Symlink(NodeId parent, std::string_view name,
+                                     std::string_view target, const Credentials& cred) {
+  Impl* m = impl_.get();
+  if (target.empty()) return Status::NotFound();
+  if (target.size() >= 4096) return Status::NameTooLong();
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  return CreateNode(m, parent, name, S_IFLNK | 0777, 0, target, cred, nullptr);
+}
+
+Result<std::pair<EntryOut, uint64_t>> FileSystem::Create(NodeId parent, std::string_view name,
+                                                         uint32_t mode, int flags,
+                                                         const Credentials& cred) {
+  Impl* m = impl_.get();
+  Result<EntryOut> e = Status::Ok();
+  {
+    std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+    e = CreateNode(m, parent, name, S_IFREG | (mode & 07777), 0, {}, cred, nullptr);
+  }
+  if (!e.ok()) {
+    if (!e.status().Is(Code::kExists) || (flags & O_EXCL)) return e.status();
+    e = Lookup(parent, name);  // lost a race with another creator: open it
+    if (!e.ok()) return e.status();
+    if (S_ISDIR(e->st.st_mode)) return Status::IsDir();
+  }
+  PSM_ASSIGN_OR_RETURN(uint64_t fh, OpenFile(e->node, flags & ~O_TRUNC & ~O_CREAT));
+  return std::make_pair(std::move(e).value(), fh);
+}
+
+Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_view new_name) {
+  Impl* m = impl_.get();
+  PSM_RETURN_IF_ERROR(ValidateName(new_name));
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  PSM_ASSIGN_OR_RETURN(View pv, m->Resolve(new_parent));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(pv));
+  // A link would change the inode's link count: inside a snapshot (or the
+  // `.snapshots` directory itself) that is a modification like any other.
+  if (!v.live()) return Status::ReadOnly("the source is inside a read-only snapshot");
+  if (IsSnapDirName(pv.ino, new_name)) return Status::Exists();
+  LockSet ls(m, {v.ino, pv.ino});
+  Txn txn(m->store.get());
+  InodeAttr a, pa;
+  Status s = m->LoadAttr(&txn, v.ino, m->live(), &a);
+  if (s.Is(Code::kNotFound)) return Status::NotFound();
+  PSM_RETURN_IF_ERROR(s);
+  if (S_ISDIR(a.mode)) return Status::Permission();
+  if (a.nlink == 0) return Status::NotFound();
+  if (a.nlink >= 65000) return Status::TooManyLinks();
+  PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, pv.ino, m->live(), &pa));
+  if (!S_ISDIR(pa.mode)) return Status::NotDir();
+  if (pa.nlink == 0) return Status::NotFound();
+  Dentry d;
+  s = GetDentry(m, &txn, pv.ino, new_name, m->live(), &d);
+  if (s.ok()) return Status::Exists();
+  if (!s.Is(Code::kNotFound)) return s;
+  PSM_RETURN_IF_ERROR(PutDentry(m, &txn, pv.ino, new_name, Dentry{v.ino, a.mode & S_IFMT}));
+  a.nlink++;
+  a.ctime_ns = NowNs();
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, a));
+  pa.size++;
+  Touch(&pa);
+  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, pv.ino, pa));
+  PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  m->NoteLookup(MakeNode(0, v.ino));
+  return MakeEntry(m, pv, v.ino, a);
+}
+
+namespace {
+
+// Drops one link of `child` (already removed from its directory in txn).
+// Files with no link left are destroyed, or kept as orphans while open.
+Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees) {
+  if (S_ISDIR(a->mode)) {
+    a->nlink = 0;
+    return m->DestroyInode(txn, child, a, frees);
+  }
+  if (a->nlink > 0) a->nlink--;
+  a->ctime_ns = NowNs();
+  if (a->nlink > 0) return m->PutAttr(txn, child, *a);
+  bool open;
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    open = m->InUseLocked(child);
+  }
+  if (open) {
+    txn->Put(Cf::kVolume, OrphanKey(child), "");
+    return m->PutAttr(txn, child, *a);
+  }
+  return m->DestroyInode(txn, child, a, frees);
+}
+
+Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
+  if (name.size() > kNameMax) return Status::NameTooLong();
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(v));
+  if (IsSnapDirName(v.ino, name)) return Status::Busy();
+  if (name == ".") return dir ? Status::Invalid() : Status::IsDir();
+  if (name == "..") return dir ? Status::NotEmpty() : Status::IsDir();
+  for (int attempt = 0;; ++attempt) {
+    Dentry d0;
+    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d0));
+    LockSet ls(m, {v.ino, d0.ino});
+    Txn txn(m->store.get());
+    Dentry d;
+    PSM_RETURN_IF_ERROR(GetDentry(m, &txn, v.ino, name, m->live(), &d));
+    if (d.ino != d0.ino) continue;  // replaced meanwhile: retry with the new child
+    InodeAttr pa, a;
+    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &pa));
+    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, d.ino, m->live(), &a));
+    if (dir) {
+      if (!S_ISDIR(a.mode)) return Status::NotDir();
+      if (a.size != 0) return Status::NotEmpty();
+    } else if (S_ISDIR(a.mode)) {
+      return Status::IsDir();
+    }
+    std::vector<Range> frees;
+    PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
+    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees));
+    if (pa.size) pa.size--;
+    if (dir) pa.nlink--;
+    Touch(&pa);
+    PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
+    return m->committer->Apply(&txn, frees, {});
+  }
+}
+
+}  // namespace
+
+Status FileSystem::Unlink(NodeId parent, std::string_view name) {
+  if (parent == kSnapDirNode || SnapOf(parent) != 0) return Status::ReadOnly();
+  return RemoveEntry(impl_.get(), parent, name, false);
+}
+
+Status FileSystem::RmDir(NodeId parent, std::string_view name, const Credentials& cred) {
+  Impl* m = impl_.get();
+  if (parent == kSnapDirNode) {
+    if (cred.uid != 0 && cred.uid != m->owner_uid) return Status::Permission();
+    return DeleteSnapshot(name, /*from_kernel=*/true);
+  }
+  return RemoveEntry(m, parent, name, true);
+}
+
+Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_parent,
+                          std::string_view new_name, unsigned flags) {
+  Impl* m = impl_.get();
+  if (name.size() > kNameMax) return Status::NameTooLong();
+  PSM_RETURN_IF_ERROR(ValidateName(new_name));
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Status::Invalid();
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Status::Invalid();
+  const bool exchange = flags & RENAME_EXCHANGE;
+  std::shared_lock<FairSharedMutex> vl(m->volume_mu);
+  PSM_ASSIGN_OR_RETURN(View sv, m->Resolve(parent));
+  PSM_ASSIGN_OR_RETURN(View dv, m->Resolve(new_parent));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(sv));
+  PSM_RETURN_IF_ERROR(m->CheckWritable(dv));
+  if (IsSnapDirName(sv.ino, name) || IsSnapDirName(dv.ino, new_name)) return Status::Busy();
+  if (name == "." || name == ".." || new_name == "." || new_name == "..") return Status::Busy();
+  // Directory moves between parents are serialized for the loop check.
+  std::unique_lock<std::mutex> rl(m->rename_mu, std::defer_lock);
+  if (sv.ino != dv.ino) rl.lock();
+  for (;;) {
+    Dentry s0, t0;
+    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, sv.ino, name, m->live(), &s0));
+    Status ts = GetDentry(m, nullptr, dv.ino, new_name, m->live(), &t0);
+    if (!ts.ok() && !ts.Is(Code::kNotFound)) return ts;
+    bool have_t0 = ts.ok();
+    LockSet ls(m, {sv.ino, dv.ino, s0.ino, have_t0 ? t0.ino : 0});
+    Txn txn(m->store.get());
+    Dentry sd, td;
+    PSM_RETURN_IF_ERROR(GetDentry(m, &txn, sv.ino, name, m->live(), &sd));
+    ts = GetDentry(m, &txn, dv.ino, new_name, m->live(), &td);
+    if (!ts.ok() && !ts.Is(Code::kNotFound)) return ts;
+    bool have_t = ts.ok();
+    if (sd.ino != s0.ino || have_t != have_t0 || (have_t && td.ino != t0.ino)) continue;
+
+    if (sv.ino == dv.ino && name == new_name) return Status::Ok();
+    if (have_t && (flags & RENAME_NOREPLACE)) return Status::Exists();
+    if (!have_t && exchange) return Status::NotFound();
+    InodeAttr spa, dpa, sa, ta;
+    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, sv.ino, m->live(), &spa));
+    if (dv.ino != sv.ino) {
+      PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, dv.ino, m->live(), &dpa));
+      if (!S_ISDIR(dpa.mode)) return Status::NotDir();
+      if (dpa.nlink == 0) return Status::NotFound();
+    }
+    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, sd.ino, m->live(), &sa));
+    const bool sdir = S_ISDIR(sa.mode);
+    bool tdir = false;
+    if (have_t) {
+      PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, td.ino, m->live(), &ta));
+      tdir = S_ISDIR(ta.mode);
+    }
+    // A directory may not move below itself.
+    auto below = [&](InodeId dir, InodeId target) -> Result<bool> {
+      InodeId cur = target;
+      for (int depth = 0; cur != kRootIno && depth < 100000; ++depth) {
+        if (cur == dir) return true;
+        InodeAttr x;
+        PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, cur, m->live(), &x));
+        cur = x.parent;
+      }
+      return cur == dir;
+    };
+    if (sdir && sv.ino != dv.ino) {
+      PSM_ASSIGN_OR_RETURN(bool loop, below(sd.ino, dv.ino));
+      if (loop) return Status::Invalid();
+    }
+    if (exchange && tdir && sv.ino != dv.ino) {
+      PSM_ASSIGN_OR_RETURN(bool loop, below(td.ino, sv.ino));
+      if (loop) return Status::Invalid();
+    }
+    if (have_t && td.ino == sd.ino) return Status::Ok();  // two links to one file
+    if (have_t && !exchange) {
+      if (sdir && !tdir) return Status::NotDir();
+      if (!sdir && tdir) return Status::IsDir();
+      if (tdir && ta.size != 0) return Status::NotEmpty();
+    }
+    std::vector<Range> frees;
+    InodeAttr& dparent = dv.ino == sv.ino ? spa : dpa;
+    const int64_t now = NowNs();
+    if (exchange) {
+      PSM_RETURN_IF_ERROR(PutDentry(m, &txn, sv.ino, name, Dentry{td.ino, ta.mode & S_IFMT}));
+      PSM_RETURN_IF_ERROR(PutDentry(m, &txn, dv.ino, new_name, Dentry{sd.ino, sa.mode & S_IFMT}));
+      if (!sdir) sa.parent = dv.ino;  // name hint (fs_history.cc)
+      if (!tdir) ta.parent = sv.ino;
+      if (sv.ino != dv.ino) {
+        if (sdir) {
+          sa.parent = dv.ino;
+          spa.nlink--;
+          dparent.nlink++;
+        }
+        if (tdir) {
+          ta.parent = sv.ino;
+          dparent.nlink--;
+          spa.nlink++;
+        }
+      }
+      ta.ctime_ns = now;
+      PSM_RETURN_IF_ERROR(m->PutAttr(&txn, td.ino, ta));
+    } else {
+      if (have_t) {
+        PSM_RETURN_IF_ERROR(DropLink(m, &txn, td.ino, &ta, &frees));
+        if (dparent.size) dparent.size--;
+        if (tdir) dparent.nlink--;
+      }
+      PSM_RETURN_IF_ERROR(PutDentry(m, &txn, sv.ino, name, std::nullopt));
+      PSM_RETURN_IF_ERROR(PutDentry(m, &txn, dv.ino, new_name, Dentry{sd.ino, sa.mode & S_IFMT}));
+      if (spa.size) spa.size--;
+      dparent.size++;
+      if (sdir && sv.ino != dv.ino) {
+        sa.parent = dv.ino;
+        spa.nlink--;
+        dparent.nlink++;
+      }
+      if (!sdir) sa.parent = dv.ino;  // name hint (fs_history.cc)
+    }
+    sa.ctime_ns = now;
+    PSM_RETURN_IF_ERROR(m->PutAttr(&txn, sd.ino, sa));
+    spa.mtime_ns = spa.ctime_ns = now;
+    PSM_RETURN_IF_ERROR(m->PutAttr(&txn, sv.ino, spa));
+    if (dv.ino != sv.ino) {
+      dpa.mtime_ns = dpa.ctime_ns = now;
+      PSM_RETURN_IF_ERROR(m->PutAttr(&txn, dv.ino, dpa));
+    }
+    return m->committer->Apply(&txn, frees, {});
+  }
+}
+
+// ---- directories ----
+
+Result<uint64_t> FileSystem::OpenDir(NodeId node) {
+  Impl* m = impl_.get();
+  PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
+  if (!v.snapdir) {
+    InodeAttr a;
+    PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &a));
+    if (!S_ISDIR(a.mode)) return Status::NotDir();
+  }
+  auto dh = std::make_shared<DirHandle>();
+  dh->node = node;
+  dh->snap = v.snap;
+  std::lock_guard<std::mutex> l(m->handles_mu);
+  if (v.snap) {
+    std::lock_guard<std::mutex> sl(m->snaps_mu);
+    auto it = m->snaps.find(v.snap);
+    if (it == m->snaps.end() || it->second.rec.state != SnapState::kActive) return Status::Stale();
+    it->second.open_handles++;
+  }
+  uint64_t fh = m->next_fh++;
+  m->dirs[fh] = std::move(dh);
+  return fh;
+}
+
+Status FileSystem::ReadDir(uint64_t dhid, uint64_t off,
+                           const std::function<bool(const DirEntryOut&)>& add) {
+  Impl* m = impl_.get();
+  std::shared_ptr<DirHandle> dh;
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    auto it = m->dirs.find(dhid);
+    if (it == m->dirs.end()) return Status::BadFd();
+    dh = it->second;
+  }
+  std::lock_guard<std::mutex> dl(dh->mu);
+  if (off == 0 || !dh->loaded) {
+    // Materialize the listing: entries present throughout appear exactly once.
+    dh->ents.clear();
+    Epoch e = 0;
+    View v;
+    if (dh->node == kSnapDirNode) {
+      dh->ents.push_back({".", kSnapDirNode, S_IFDIR});
+      dh->ents.push_back({"..", kRootIno, S_IFDIR});
+      std::lock_guard<std::mutex> l(m->snaps_mu);
+      for (const auto& [id, s] : m->snaps) {
+        if (s.rec.state == SnapState::kActive) {
+          dh->ents.push_back({s.rec.name, MakeNode(id, kRootIno), S_IFDIR});
+        }
+      }
+    } else {
+      v.snap = SnapOf(dh->node);
+      v.ino = InoOf(dh->node);
+      if (v.snap) {
+        if (!m->SnapshotUsable(v.snap, &e)) {
+          // Deleted, but this handle keeps it readable until closed.
+          std::lock_guard<std::mutex> l(m->snaps_mu);
+          auto it = m->snaps.find(v.snap);
+          if (it == m->snaps.end()) return Status::Stale();
+          e = it->second.rec.epoch;
+        }
+      } else {
+        e = m->live();
+      }
+      InodeAttr a;
+      PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, e, &a));
+      NodeId up = v.ino == kRootIno ? (v.snap ? kSnapDirNode : kRootIno) : MakeNode(v.snap, a.parent);
+      dh->ents.push_back({".", dh->node, S_IFDIR});
+      dh->ents.push_back({"..", up, S_IFDIR});
+      if (v.snap == 0 && v.ino == kRootIno && m->opts.snapdir_visible) {
+        dh->ents.push_back({std::string(kSnapDirName), kSnapDirNode, S_IFDIR});
+      }
+      auto it = m->store->NewIterator(Cf::kDentries);
+      std::string done;
+      bool have_done = false;
+      Status s = ForEachPrefix(it.get(), DentryDirPrefix(v.ino),
+                               [&](std::string_view k, std::string_view val) {
+                                 InodeId p;
+                                 std::string_view name;
+                                 ParseDentryKey(k, &p, &name);
+                                 if (have_done && name == done) return true;
+                                 if (KeyEpoch(k) > e) return true;
+                                 done.assign(name);
+                                 have_done = true;
+                                 if (val.empty() || val[0] != kTagValue) return true;
+                                 Dentry d;
+                                 if (!DecodeDentry(val.substr(1), &d).ok()) return true;
+                                 dh->ents.push_back({done, MakeNode(v.snap, d.ino), d.type});
+                                 return true;
+                               });
+      PSM_RETURN_IF_ERROR(s);
+    }
+    dh->loaded = true;
+  }
+  for (uint64_t i = off; i < dh->ents.size(); ++i) {
+    const auto& en = dh->ents[i];
+    DirEntryOut o{en.name, en.node, en.type, i + 1};
+    if (!add(o)) break;
+  }
+  return Status::Ok();
+}
+
+Status FileSystem::ReleaseDir(uint64_t dhid) {
+  Impl* m = impl_.get();
+  bool kick = false;
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    auto it = m->dirs.find(dhid);
+    if (it == m->dirs.end()) return Status::BadFd();
+    SnapshotId snap = it->second->snap;
+    m->dirs.erase(it);
+    if (snap) {
+      std::lock_guard<std::mutex> sl(m->snaps_mu);
+      auto s = m->snaps.find(snap);
+      if (s != m->snaps.end() && --s->second.open_handles == 0 &&
+          s->second.rec.state == SnapState::kDeleting) {
+        kick = true;
+      }
+    }
+  }
+  if (kick) {
+    std::lock_guard<std::mutex> l(m->reclaim_mu);
+    m->reclaim_kick = true;
+    m->reclaim_cv.notify_all();
+  }
+  return Status::Ok();
+}
+
+Status FileSystem::FsyncDir(uint64_t dh, bool datasync) { return SyncAll(); }
+
+// ---- volume ----
+
+Status FileSystem::StatFs(struct statvfs* out) {
+  Impl* m = impl_.get();
+  memset(out, 0, sizeof *out);
+  // The truth, whatever the scan has reached: `alloc`'s exact total (a
+  // counter kept with every commit), not the partial index. Blocks held only
+  // by snapshots are in `alloc`, so they count as used.
+  const uint64_t total = m->sb.block_count - 1;
+  const uint64_t used = std::min<uint64_t>(m->committer->used_blocks(), total);
+  out->f_bsize = m->bs;
+  out->f_frsize = m->bs;
+  out->f_blocks = total;
+  out->f_bfree = total - used;
+  out->f_bavail = out->f_bfree;
+  const uint64_t files = m->committer->files();
+  // Inode numbers are 44 bits; report room for as many files as blocks.
+  out->f_files = std::max<uint64_t>(total, files + 1024);
+  out->f_ffree = out->f_files - std::min<uint64_t>(files, out->f_files);
+  out->f_favail = out->f_ffree;
+  out->f_namemax = kNameMax;
+  out->f_fsid = std::hash<std::string>()(m->sb.uuid);
+  if (m->opts.read_only) out->f_flag |= ST_RDONLY;
+  return Status::Ok();
+}
+
+VolumeStats FileSystem::Stats() {
+  Impl* m = impl_.get();
+  VolumeStats s;
+  struct statvfs sv;
+  (void)StatFs(&sv);
+  s.uuid = m->sb.uuid;
+  s.block_size = m->bs;
+  s.total_blocks = sv.f_blocks;
+  s.free_blocks = sv.f_bfree;
+  s.used_blocks = sv.f_blocks - sv.f_bfree;
+  s.files = m->committer->files();
+  s.epoch = m->live();
+  s.mount_generation = m->sb.mount_generation;
+  const AllocatorStats as = m->alloc->Stats();
+  s.free_ranges = as.free_ranges;
+  s.free_index_bytes = as.index_bytes;
+  s.cached_chunk_maps = m->cache.chunks_cached();
+  s.cache_hits = m->cache.hits();
+  {
+    // Resident pages (statm's second field).
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (f) {
+      if (std::fscanf(f, "%llu %llu", &size, &resident) == 2) {
+        s.rss_bytes = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+      }
+      std::fclose(f);
+    }
+  }
+  s.memory_budget_bytes = m->opts.memory_bytes;
+  if (m->store) {
+    s.metadata_cache_bytes = m->store->cache_capacity();
+    s.metadata_cache_used_bytes = m->store->cache_usage();
+  }
+  s.live_cache_bytes = m->cache.bytes_cached();
+  if (m->committer) {
+    Status f = m->committer->Failure();
+    if (!f.ok()) s.failure = f.message();
+    s.sync_cycles = m->committer->sync_cycles();
+  }
+  std::lock_guard<std::mutex> l(m->snaps_mu);
+  for (const auto& [id, e] : m->snaps) {
+    if (e.rec.state == SnapState::kActive) {
+      s.snapshots++;
+    } else {
+      s.pending_reclaim++;
+    }
+  }
+  s.reclaiming = m->reclaiming_name;
+  if (!s.reclaiming.empty()) {
+    s.reclaim_entries_done = m->reclaim_entries_done.load();
+    s.reclaim_blocks_freed = m->reclaim_blocks_freed.load();
+  }
+  s.restoring = m->restoring_name;
+  if (!s.restoring.empty()) {
+    s.restore_done = m->restore_done.load();
+    s.restore_total = m->restore_total.load();
+  }
+  return s;
+}
+
+ScanStatus FileSystem::GetScanStatus() { return impl_->scanner->GetStatus(); }
+
+void FileSystem::StartScan(const std::string& reason) { impl_->scanner->Start(reason); }
+
+bool FileSystem::WaitScan(double timeout_sec) { return impl_->scanner->WaitIdle(timeout_sec); }
+
+std::vector<std::pair<uint64_t, uint64_t>> FileSystem::FreeExtents() {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const Range& r : impl_->alloc->FreeRanges()) out.emplace_back(r.start, r.len);
+  return out;
+}
+
+}  // namespace psm
