@@ -1,7 +1,7 @@
 // A strict parser of the Prometheus text exposition format (version 0.0.4),
 // written for the tests from the format's description, independent of
 // psmfs's renderer (cli/client_metrics.cc). Used by the unit test
-// (tests/unit/metrics_test.cc) and the mount test
+// (tests/unit/control/metrics_test.cc) and the mount test
 // (tests/integration/metrics_fuse_test.cc) of `psmctl metrics`.
 //
 // Stricter than Prometheus on purpose, in what psmfs promises:

@@ -529,7 +529,7 @@ TEST_CASE("parity: fallocate and punch hole") { RunParity({"fallocate", Fallocat
 // Linux's FUSE module refuses them (this kernel, 6.18); either way every
 // other call, and every errno the VFS gives, must match. Which one it is
 // is printed. The core's own behaviour is tested without the kernel in
-// tests/unit/fallocate_shift_test.cc.
+// tests/unit/core/fallocate_shift_test.cc.
 TEST_CASE("parity: collapse and insert range") {
   const std::string mnt = ParityMountDir();
   const std::string scratch = MakeScratchDir("parity-shift");

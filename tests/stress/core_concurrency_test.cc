@@ -19,7 +19,7 @@
 #include <random>
 #include <thread>
 
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

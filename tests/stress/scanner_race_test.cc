@@ -33,7 +33,7 @@
 #include "fs/space/scanner.h"
 #include "meta/store.h"
 #include "meta/sync_point.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 namespace psm {
 namespace {

@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "fs/control/scheduler.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

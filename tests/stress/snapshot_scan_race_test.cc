@@ -35,7 +35,7 @@
 #include "fs/space/scanner.h"
 #include "meta/store.h"
 #include "meta/sync_point.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::Pattern;

@@ -8,7 +8,7 @@
 //   * one thread per volume B, C, D receives A's streams through that
 //     volume's Client, restores an older received snapshot now and then,
 //     and receives the next stream with --force;
-//   * A is changed by the model-keeping driver (tests/unit/tree_model.h):
+//   * A is changed by the model-keeping driver (tests/common/tree_model.h):
 //     every change is checked against the model, and every received
 //     snapshot (and a restored live tree) is compared with the model of A
 //     taken at that snapshot (paths, modes, owners, sizes, times, contents,
@@ -45,8 +45,8 @@
 
 #include "cli/client.h"
 #include "fs/control/control_server.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/tree_model.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/tree_model.h"
 
 using namespace psm;
 using namespace psm_test;

@@ -13,9 +13,9 @@
 #include <sys/sysmacros.h>
 
 #include "meta/sync_point.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/faulty_volume.h"
-#include "tests/unit/tree_model.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/faulty_volume.h"
+#include "tests/common/tree_model.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

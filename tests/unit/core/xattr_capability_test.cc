@@ -9,7 +9,7 @@
 #include "fs/stream/send_stream.h"
 #include "meta/keys.h"
 #include "meta/store.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

@@ -7,7 +7,7 @@
 
 #include "fs/control/scheduler.h"
 #include "fs/base/sha256.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

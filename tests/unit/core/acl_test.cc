@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 
 #include "fs/core/acl.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

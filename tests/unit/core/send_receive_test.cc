@@ -16,8 +16,8 @@
 
 #include "fs/base/crc32c.h"
 #include "fs/stream/send_stream.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/tree_model.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/tree_model.h"
 
 using namespace psm;
 using namespace psm_test;

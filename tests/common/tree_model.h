@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 namespace psm_test {
 using namespace psm;

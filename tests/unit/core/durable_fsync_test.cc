@@ -1,7 +1,7 @@
 // fsync means durable (issue: "fsync must mean durable"), through the core
 // over a FaultDevice whose power cut drops every image write that no
 // completed sync covered, and a RocksDB whose power cut drops every unsynced
-// WAL byte (tests/unit/faulty_volume.h).
+// WAL byte (tests/common/faulty_volume.h).
 //
 //  * An overwrite in place of blocks born at the live epoch commits no
 //    record; its fsync must still sync the image (it used to return at once).
@@ -32,8 +32,8 @@
 #include "fs/device/fault_device.h"
 #include "meta/sync_point.h"
 #include "tests/common/psm_test_util.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/faulty_volume.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/faulty_volume.h"
 
 using namespace psm;
 using psm_test::FaultyVolume;

@@ -39,8 +39,8 @@
 #include "fs/core/filesystem.h"
 #include "fs/base/request_metrics.h"
 #include "tests/common/prom_parser.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/faulty_volume.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/faulty_volume.h"
 
 namespace fsys = std::filesystem;
 using psm::promtest::Exposition;

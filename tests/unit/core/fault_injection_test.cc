@@ -10,8 +10,8 @@
 #include "fs/device/block_device.h"
 #include "fs/device/fault_device.h"
 #include "meta/fault_fs.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/faulty_volume.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/faulty_volume.h"
 
 using namespace psm;
 using psm_test::Pattern;

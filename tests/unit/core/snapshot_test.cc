@@ -5,7 +5,7 @@
 
 #include <chrono>
 
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

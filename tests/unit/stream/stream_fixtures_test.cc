@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

@@ -39,8 +39,8 @@
 #include "fs/device/block_device.h"
 #include "meta/store.h"
 #include "tests/common/psm_test_util.h"
-#include "tests/unit/core_test_util.h"
-#include "tests/unit/faulty_volume.h"
+#include "tests/common/core_test_util.h"
+#include "tests/common/faulty_volume.h"
 
 using namespace psm;
 using psm_test::Pattern;

@@ -8,7 +8,7 @@
 
 #include "meta/store.h"
 #include "tests/common/mount_fixture.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

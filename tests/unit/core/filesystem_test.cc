@@ -4,7 +4,7 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 using psm_test::CoreVolume;

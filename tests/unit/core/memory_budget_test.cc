@@ -12,7 +12,7 @@
 
 #include "fs/core/filesystem.h"
 #include "fs/core/live_cache.h"
-#include "tests/unit/core_test_util.h"
+#include "tests/common/core_test_util.h"
 
 using namespace psm;
 
