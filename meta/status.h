@@ -75,6 +75,16 @@ class [[nodiscard]] Status {
   static Status Stale(std::string m = {}) { return {Code::kStale, std::move(m)}; }
   static Status BadFd(std::string m = {}) { return {Code::kBadFd, std::move(m)}; }
   static Status NoData(std::string m = {}) { return {Code::kNoData, std::move(m)}; }
+  // The status of code `c` (kOk gives Ok() and drops `m`; a value outside
+  // the enum gives kIOError): re-wrapping a status with a new message, or
+  // a code read from the wire.
+  static Status FromCode(Code c, std::string m = {}) {
+    if (c == Code::kOk) return Ok();
+    if (static_cast<int>(c) < 0 || static_cast<int>(c) > static_cast<int>(Code::kNoData)) {
+      return IOError(std::move(m));
+    }
+    return {c, std::move(m)};
+  }
   // From an errno value (for I/O failures of the image and sockets).
   static Status FromErrno(int err, std::string m = {});
   // The one mapping from RocksDB's status into ours.

@@ -253,60 +253,9 @@ inline const char* CodeName(Code c) {
 // switches above; extend them and this.
 inline constexpr int kLastCode = static_cast<int>(Code::kNoData);
 
-// Builds a Status from a code (the factories are the only way in).
-inline Status MakeStatus(Code c, std::string m) {
-  switch (c) {
-    case Code::kOk:
-      return Status::Ok();
-    case Code::kNotFound:
-      return Status::NotFound(std::move(m));
-    case Code::kExists:
-      return Status::Exists(std::move(m));
-    case Code::kNotEmpty:
-      return Status::NotEmpty(std::move(m));
-    case Code::kNotDir:
-      return Status::NotDir(std::move(m));
-    case Code::kIsDir:
-      return Status::IsDir(std::move(m));
-    case Code::kNoSpace:
-      return Status::NoSpace(std::move(m));
-    case Code::kReadOnly:
-      return Status::ReadOnly(std::move(m));
-    case Code::kCorruption:
-      return Status::Corruption(std::move(m));
-    case Code::kIOError:
-      return Status::IOError(std::move(m));
-    case Code::kBusy:
-      return Status::Busy(std::move(m));
-    case Code::kInvalid:
-      return Status::Invalid(std::move(m));
-    case Code::kPermission:
-      return Status::Permission(std::move(m));
-    case Code::kAccess:
-      return Status::Access(std::move(m));
-    case Code::kNameTooLong:
-      return Status::NameTooLong(std::move(m));
-    case Code::kNoAttr:
-      return Status::NoAttr(std::move(m));
-    case Code::kRange:
-      return Status::Range(std::move(m));
-    case Code::kNotSupported:
-      return Status::NotSupported(std::move(m));
-    case Code::kTooBig:
-      return Status::TooBig(std::move(m));
-    case Code::kTooManyLinks:
-      return Status::TooManyLinks(std::move(m));
-    case Code::kCrossDevice:
-      return Status::CrossDevice(std::move(m));
-    case Code::kStale:
-      return Status::Stale(std::move(m));
-    case Code::kBadFd:
-      return Status::BadFd(std::move(m));
-    case Code::kNoData:
-      return Status::NoData(std::move(m));
-  }
-  return Status::IOError(std::move(m));
-}
+// Builds a Status from a code (Status::FromCode; kept for the clients that
+// call it by this name).
+inline Status MakeStatus(Code c, std::string m) { return Status::FromCode(c, std::move(m)); }
 
 // The code named `name`; else the int `code` if in range; else kIOError.
 inline Code CodeFromWire(std::string_view name, int64_t code) {

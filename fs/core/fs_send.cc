@@ -33,7 +33,6 @@
 #include <unordered_set>
 
 #include "fs/json/control_json.h"
-#include "fs/control/control_protocol.h"
 #include "fs/core/fs_impl.h"
 #include "fs/core/record_versions.h"
 #include "fs/stream/send_stream.h"
@@ -536,7 +535,7 @@ class Receiver {
       }
       Status s = One(rec);
       if (!s.ok()) {
-        return ctl::MakeStatus(s.code(), std::string(stream::TypeName(rec.type)) + " record " +
+        return Status::FromCode(s.code(), std::string(stream::TypeName(rec.type)) + " record " +
                                         std::to_string(rec.seq) + ": " + s.message());
       }
       PSM_SYNC_POINT("Receive:Record");
@@ -825,7 +824,7 @@ class Receiver {
         got = m_->alloc->Allocate(left, hint_);
       }
       if (!got.ok()) {
-        return ctl::MakeStatus(got.status().code(),
+        return Status::FromCode(got.status().code(),
                           "the stream does not fit on this volume: " + got.status().message());
       }
       const Range rg = got.value();
