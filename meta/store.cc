@@ -7,6 +7,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_buffer_manager.h>
@@ -58,6 +59,20 @@ class VersionPrefix : public rocksdb::SliceTransform {
   }
   bool InDomain(const rocksdb::Slice& key) const override { return key.size() >= 8; }
 };
+
+// RocksDB counts into a thread-local PerfContext at every key comparison,
+// memtable insert and seek (kEnableCount is each thread's default); psmfs
+// never reads those counts, and from the shared librocksdb each one costs
+// __tls_get_addr calls: about a tenth of the core's CPU per create or
+// unlink (docs/performance.md, "Core cost of a create and an unlink").
+// Turned off once in each thread that calls into the store.
+void NoPerfCounts() {
+  thread_local const bool off = [] {
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+    return true;
+  }();
+  (void)off;
+}
 
 rocksdb::ReadOptions TotalOrder() {
   rocksdb::ReadOptions ro;
@@ -175,6 +190,7 @@ Store::~Store() {
 }
 
 Status Store::Get(Cf cf, std::string_view key, std::string* value) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return Status::FromRocks(
       db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), value));
@@ -211,6 +227,7 @@ Status Store::Failed() {
 Status Store::Failure() { return failed_.load() ? Failed() : Status::Ok(); }
 
 Status Store::Write(rocksdb::WriteBatch* batch) {
+  NoPerfCounts();
   std::shared_lock<std::shared_mutex> wl(wal_mu_);
   if (failed_.load()) return Failed();
   Status s;
@@ -246,12 +263,14 @@ Status Store::FlushAll() {
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return std::unique_ptr<rocksdb::Iterator>(
       tsan::Wrap(db_->NewIterator(TotalOrder(), handle(cf))));
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return std::unique_ptr<rocksdb::Iterator>(
       tsan::Wrap(db_->NewIterator(SamePrefix(), handle(cf))));
@@ -311,6 +330,7 @@ Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string*
 Txn::Txn(Store* store) : store_(store), batch_(rocksdb::BytewiseComparator(), 0, true) {}
 
 Status Txn::Get(Cf cf, std::string_view key, std::string* value) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return Status::FromRocks(batch_.GetFromBatchAndDB(store_->db(), TotalOrder(),
                                                     store_->handle(cf),
@@ -361,6 +381,7 @@ Status GetCounter(Store* store, std::string_view key, uint64_t* value) {
 }
 
 std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   rocksdb::Iterator* base = store_->db()->NewIterator(TotalOrder(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(
@@ -368,6 +389,7 @@ std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
 }
 
 std::unique_ptr<rocksdb::Iterator> Txn::NewVersionIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   rocksdb::Iterator* base = store_->db()->NewIterator(SamePrefix(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(
