@@ -8,11 +8,12 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <string>
 
 #include "cli/cmd_snapshot.h"
+#include "fs/base/gmt_name.h"
 #include "fs/control/control_protocol.h"
-#include "fs/control/scheduler.h"
 
 namespace psmctl {
 namespace {
@@ -36,7 +37,7 @@ int RunCreate(CreateArgs a) {
                 "snapshot create");
   }
   if (!a.gmt && !a.prefix.empty()) return UsageError("snapshot create: --prefix needs --gmt");
-  if (a.gmt) a.name = psm::ScheduledName(a.prefix, psm::Scheduler::RealClock());
+  if (a.gmt) a.name = psm::ScheduledName(a.prefix, std::time(nullptr));
   auto client = ConnectMounted(a.target);
   if (!client.ok()) return Fail(client.status());
   const std::string& mnt = client.value()->mount().mountpoint;

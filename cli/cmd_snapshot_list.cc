@@ -29,10 +29,7 @@ psm::Result<std::vector<psm::SnapshotInfo>> Load(const std::string& target) {
     entry = client.status();
   }
   if (!LooksLikeVolume(target)) return entry.status();
-  PSM_ASSIGN_OR_RETURN(auto fs, OpenOffline(target, /*scan=*/false));
-  std::vector<psm::SnapshotInfo> list = fs->ListSnapshots(true);
-  PSM_RETURN_IF_ERROR(fs->Close());
-  return list;
+  return OfflineSnapshotList(target);
 }
 
 int RunList(const ListArgs& a) {

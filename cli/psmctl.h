@@ -7,6 +7,13 @@
 // PSMCTL_REGISTER_COMMAND(order, SetupFn): adding a command is adding a
 // file, nothing else changes (psmctl_main.cc calls SetupAll()).
 //
+// Two executables share these files (docs/cli.md, "Two executables"):
+// `psmctl`, the front end, links only the control client and serves the
+// commands that talk to a daemon; `psmctl-offline` links the filesystem
+// engine too and serves every command. The front end runs psmctl-offline in
+// its own place (exec, same arguments) for whatever it does not serve: a
+// command it does not have, --help, and an unmounted volume.
+//
 // Thread safety: psmctl is single-threaded; nothing here is meant for threads.
 #pragma once
 
@@ -16,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cli/client.h"
 #include "fs/json/control_json.h"
@@ -48,6 +56,22 @@ CLI::App* AddCommand(CLI::App& parent, const std::string& name, const std::strin
 // Makes `fn` the subcommand's action; a non-zero result is the exit code.
 void SetAction(CLI::App* cmd, std::function<int()> fn);
 
+// ---- the two executables ----
+// True in psmctl-offline (psmctl_offline.cc), false in the front end
+// (psmctl_handoff.cc).
+extern const bool kOfflineEngine;
+// Remembers the command line for RunOfflineEngine (main calls it first).
+void SetCommandLine(int argc, char** argv);
+// The front end: replaces this process by psmctl-offline with the same
+// command line (next to this executable, or in the install's libexec
+// directory). Returns only when that fails, with the reason.
+// psmctl-offline: never called (it has the engine); returns kInternal.
+psm::Status RunOfflineEngine();
+// The front end: whether this executable serves `argv` itself (the command
+// and, for a group, its action are registered in `app`, and no help was
+// asked for); main runs psmctl-offline otherwise.
+bool ServedHere(const CLI::App& app, int argc, char** argv);
+
 // ---- errors ----
 // The exit code for a failed Status: kNotFound -> 4, kCorruption -> 3, else 1.
 int ExitCodeFor(const psm::Status& st);
@@ -74,6 +98,7 @@ bool LooksLikeVolume(const std::string& dir);
 // mount generation stays). Fails, naming the holder, when another process
 // holds the volume. With `scan`, runs the free-space scan and waits for it
 // (space figures are exact only after a scan; it reads the whole alloc map).
+// psmctl-offline only (psmctl_offline.cc).
 psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan);
 // syncfs(2) on a mount point: what the kernel's write-back cache holds
 // reaches the daemon. The error names --no-sync.
@@ -99,6 +124,11 @@ struct VolumeInfo {
 // Mounted: asks the daemon. A volume directory that is not mounted: opens
 // it offline. Else kNotFound.
 psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target);
+// The offline halves of commands that work both ways. psmctl-offline opens
+// the volume (`target` is a volume directory that is not mounted); the
+// front end runs psmctl-offline in its place and returns only on failure.
+psm::Result<VolumeInfo> OfflineVolumeInfo(const std::string& target);
+psm::Result<std::vector<psm::SnapshotInfo>> OfflineSnapshotList(const std::string& target);
 psm::Json VolumeInfoJson(const VolumeInfo& info);
 
 }  // namespace psmctl

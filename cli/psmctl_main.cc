@@ -2,7 +2,8 @@
 //
 // Every subcommand lives in its own cli/cmd_<name>.cc and registers itself
 // (PSMCTL_REGISTER_COMMAND); this file only builds the top-level app, parses
-// and turns CLI11's outcome into psmctl's exit codes (cli/psmctl.h).
+// and turns CLI11's outcome into psmctl's exit codes (cli/psmctl.h). Both
+// executables, psmctl and psmctl-offline, run this main.
 #include <CLI/CLI.hpp>
 #include <string>
 
@@ -19,6 +20,11 @@ int main(int argc, char** argv) {
   app.footer(std::string("Run 'psmctl COMMAND --help' for a command's options.\n\n") +
              psmctl::kExitCodesFooter);
   psmctl::SetupAll(app);
+  // The front end (psmctl) hands what it does not serve to psmctl-offline.
+  psmctl::SetCommandLine(argc, argv);
+  if (!psmctl::kOfflineEngine && !psmctl::ServedHere(app, argc, argv)) {
+    return psmctl::Fail(psmctl::RunOfflineEngine());
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

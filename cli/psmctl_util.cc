@@ -177,64 +177,6 @@ bool LooksLikeVolume(const std::string& dir) {
   return ::stat((dir + "/meta").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-namespace {
-
-// A read-only FileSystem::Open takes no lock (RocksDB allows a read-only
-// open beside a writer), so a volume held by another process would be read
-// as if it were idle. Probe the core's mount lock (VOLUME/psmfs.<uuid>.mount.lock,
-// the name fs_open.cc uses) with a shared lock first and refuse, with the
-// core's wording and holder, if a mount holds it. The probe is released at
-// once: holding it would make a concurrent mount fail with a stale holder.
-psm::Status CheckNotMounted(const std::string& volume) {
-  DIR* d = ::opendir(volume.c_str());
-  if (d == nullptr) return psm::Status::Ok();  // Open reports it
-  psm::Status st;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    const std::string suffix = ".mount.lock";
-    if (n.rfind("psmfs.", 0) != 0 || n.size() <= suffix.size() ||
-        n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) {
-      continue;
-    }
-    std::string path = volume + "/" + n;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
-    if (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
-      char buf[512] = {};
-      ssize_t r = ::pread(fd, buf, sizeof(buf) - 1, 0);
-      std::string holder = r > 0 ? std::string(buf, static_cast<size_t>(r)) : "another process";
-      while (!holder.empty() && holder.back() == '\n') holder.pop_back();
-      st = psm::Status::Busy("volume " + volume + " is already mounted by " + holder);
-    }
-    ::close(fd);
-    if (!st.ok()) break;
-  }
-  ::closedir(d);
-  return st;
-}
-
-}  // namespace
-
-psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan) {
-  PSM_RETURN_IF_ERROR(CheckNotMounted(volume));
-  psm::MountOptions opts;
-  opts.read_only = true;
-  opts.start_scanner = scan;
-  opts.scan_reason = "offline";
-  PSM_ASSIGN_OR_RETURN(auto fs, psm::FileSystem::Open(volume, opts));
-  // Space figures count what the scan has not reached as free: wait for it.
-  while (scan) {
-    psm::ScanStatus st = fs->GetScanStatus();
-    if (!st.last_error.empty()) {
-      (void)fs->Close();
-      return psm::Status::IOError("free-space scan of " + volume + ": " + st.last_error);
-    }
-    if (!st.running) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return fs;
-}
-
 psm::Status SyncMount(const std::string& mountpoint) {
   int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
@@ -294,18 +236,7 @@ psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target) {
     }
     return entry.status();
   }
-  psm::Result<std::unique_ptr<psm::FileSystem>> fs = OpenOffline(target, /*scan=*/true);
-  if (!fs.ok()) {
-    return psm::ctl::MakeStatus(fs.status().code(),
-                                "cannot open " + target + " offline: " + fs.status().message());
-  }
-  info.mounted = false;
-  char buf[PATH_MAX];
-  info.volume = ::realpath(target.c_str(), buf) ? buf : target;
-  info.stats = fs.value()->Stats();
-  info.scan = fs.value()->GetScanStatus();
-  PSM_RETURN_IF_ERROR(fs.value()->Close());
-  return info;
+  return OfflineVolumeInfo(target);
 }
 
 psm::Json VolumeInfoJson(const VolumeInfo& i) {

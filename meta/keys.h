@@ -79,6 +79,12 @@ uint32_t GetLE32(const char* p);
 // ---- versioned keys ----
 // prefix + BE(~epoch)
 std::string VersionKey(std::string_view prefix, Epoch e);
+// The smallest key any version of `prefix` can have (VersionKey at the
+// largest epoch): seeking it finds the newest version. Use it rather than
+// the bare prefix with a prefix-seek iterator (Store::NewVersionIterator).
+inline std::string FirstVersionKey(std::string_view prefix) {
+  return VersionKey(prefix, ~Epoch{0});
+}
 // The epoch at the end of a versioned key.
 Epoch KeyEpoch(std::string_view key);
 // The key without its 8-byte epoch suffix.

@@ -1,7 +1,5 @@
 #include "meta/status.h"
 
-#include <rocksdb/status.h>
-
 #include <cstring>
 
 namespace psm {
@@ -35,17 +33,6 @@ Status Status::FromErrno(int err, std::string m) {
       return IOError(m.empty() ? s : m + ": " + s);
     }
   }
-}
-
-Status Status::FromRocks(const rocksdb::Status& s) {
-  if (s.ok()) return Ok();
-  if (s.IsNotFound()) return NotFound(s.ToString());
-  if (s.IsCorruption()) return Corruption("metadata store: " + s.ToString());
-  if (s.IsNoSpace()) return NoSpace("metadata store: " + s.ToString());
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Busy(s.ToString());
-  if (s.IsInvalidArgument()) return Invalid(s.ToString());
-  if (s.IsNotSupported()) return NotSupported(s.ToString());
-  return IOError("metadata store: " + s.ToString());
 }
 
 int Status::ToErrno() const {

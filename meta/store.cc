@@ -4,8 +4,11 @@
 #include <rocksdb/convenience.h>
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_buffer_manager.h>
 
@@ -36,6 +39,52 @@ class CounterAddOperator : public rocksdb::AssociativeMergeOperator {
   }
   const char* Name() const override { return "psm.CounterAdd"; }
 };
+
+// The prefix of a versioned key (keys.h): the key without its 8-byte epoch
+// suffix, i.e. the record (InodePrefix, DentryPrefix, ChunkPrefix,
+// XattrPrefix). Every key of a versioned column family is record + 8 bytes,
+// and the records of one column family are prefix-free (fixed length, or a
+// name ended by its 0x00), so all versions of a record are one contiguous
+// group: RocksDB's one essential property of a prefix extractor. It is not
+// idempotent (a record is not a key), so a prefix seek must seek a full
+// version key (VersionKey, FirstVersionKey), never a bare record; only the
+// version iterators (Store::NewVersionIterator) seek by prefix, every other
+// iterator is total-order. STORED, by name, in each SST file's properties:
+// a file whose extractor name differs is read without its prefix filter.
+class VersionPrefix : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "psm.VersionPrefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), key.size() - 8);
+  }
+  bool InDomain(const rocksdb::Slice& key) const override { return key.size() >= 8; }
+};
+
+// RocksDB counts into a thread-local PerfContext at every key comparison,
+// memtable insert and seek (kEnableCount is each thread's default); psmfs
+// never reads those counts, and from the shared librocksdb each one costs
+// __tls_get_addr calls: about a tenth of the core's CPU per create or
+// unlink (docs/performance.md, "Core cost of a create and an unlink").
+// Turned off once in each thread that calls into the store.
+void NoPerfCounts() {
+  thread_local const bool off = [] {
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+    return true;
+  }();
+  (void)off;
+}
+
+rocksdb::ReadOptions TotalOrder() {
+  rocksdb::ReadOptions ro;
+  ro.total_order_seek = true;
+  return ro;
+}
+
+rocksdb::ReadOptions SamePrefix() {
+  rocksdb::ReadOptions ro;
+  ro.prefix_same_as_start = true;
+  return ro;
+}
 
 }  // namespace
 
@@ -77,9 +126,28 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   // once a few pile up, so a read never walks a long chain.
   cfo.merge_operator = std::make_shared<CounterAddOperator>();
   cfo.max_successive_merges = 16;
+  // Versioned column families: most reads are one version lookup, and many
+  // of them miss (every create first looks up a name, an inode, a chunk that
+  // do not exist yet). A Bloom filter of record prefixes answers a miss
+  // without searching the memtable's skip list or reading an SST's blocks.
+  // Memory stays in the budget: the memtable filter (2% of a memtable) is
+  // allocated in the memtable, which the WriteBufferManager charges to the
+  // cache; SST filter blocks are cached blocks (cache_index_and_filter_blocks).
+  // No whole-key filter: versioned records are only ever read by seeking.
+  // The other column families keep no filter: their point reads find what
+  // they look for (alloc, dead) or are few (volume, snapshots).
+  rocksdb::BlockBasedTableOptions vbbt = bbt;
+  vbbt.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  vbbt.whole_key_filtering = false;
+  vbbt.optimize_filters_for_memory = true;
+  rocksdb::ColumnFamilyOptions vcfo = cfo;
+  vcfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(vbbt));
+  vcfo.prefix_extractor = std::make_shared<VersionPrefix>();
+  vcfo.memtable_prefix_bloom_size_ratio = 0.02;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
-    cfs.emplace_back(CfName(static_cast<Cf>(i)), cfo);
+    const Cf cf = static_cast<Cf>(i);
+    cfs.emplace_back(CfName(cf), IsVersionedCf(cf) ? vcfo : cfo);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
@@ -122,6 +190,7 @@ Store::~Store() {
 }
 
 Status Store::Get(Cf cf, std::string_view key, std::string* value) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return Status::FromRocks(
       db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), value));
@@ -158,6 +227,7 @@ Status Store::Failed() {
 Status Store::Failure() { return failed_.load() ? Failed() : Status::Ok(); }
 
 Status Store::Write(rocksdb::WriteBatch* batch) {
+  NoPerfCounts();
   std::shared_lock<std::shared_mutex> wl(wal_mu_);
   if (failed_.load()) return Failed();
   Status s;
@@ -193,9 +263,17 @@ Status Store::FlushAll() {
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
   return std::unique_ptr<rocksdb::Iterator>(
-      tsan::Wrap(db_->NewIterator(rocksdb::ReadOptions(), handle(cf))));
+      tsan::Wrap(db_->NewIterator(TotalOrder(), handle(cf))));
+}
+
+std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
+  NoPerfCounts();
+  tsan::RocksCallScope rocks;
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(db_->NewIterator(SamePrefix(), handle(cf))));
 }
 
 size_t Store::cache_capacity() const { return cache_ ? cache_->GetCapacity() : 0; }
@@ -245,15 +323,16 @@ Status GetAtIter(rocksdb::Iterator* it, std::string_view prefix, Epoch e, std::s
 
 Status GetAt(Store* store, Cf cf, std::string_view prefix, Epoch e, std::string* payload,
              Epoch* version) {
-  auto it = store->NewIterator(cf);
+  auto it = store->NewVersionIterator(cf);
   return GetAtIter(it.get(), prefix, e, payload, version);
 }
 
 Txn::Txn(Store* store) : store_(store), batch_(rocksdb::BytewiseComparator(), 0, true) {}
 
 Status Txn::Get(Cf cf, std::string_view key, std::string* value) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
-  return Status::FromRocks(batch_.GetFromBatchAndDB(store_->db(), rocksdb::ReadOptions(),
+  return Status::FromRocks(batch_.GetFromBatchAndDB(store_->db(), TotalOrder(),
                                                     store_->handle(cf),
                                                     rocksdb::Slice(key.data(), key.size()), value));
 }
@@ -302,8 +381,17 @@ Status GetCounter(Store* store, std::string_view key, uint64_t* value) {
 }
 
 std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
+  NoPerfCounts();
   tsan::RocksCallScope rocks;
-  rocksdb::Iterator* base = store_->db()->NewIterator(rocksdb::ReadOptions(), store_->handle(cf));
+  rocksdb::Iterator* base = store_->db()->NewIterator(TotalOrder(), store_->handle(cf));
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(batch_.NewIteratorWithBase(store_->handle(cf), base)));
+}
+
+std::unique_ptr<rocksdb::Iterator> Txn::NewVersionIterator(Cf cf) {
+  NoPerfCounts();
+  tsan::RocksCallScope rocks;
+  rocksdb::Iterator* base = store_->db()->NewIterator(SamePrefix(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(
       tsan::Wrap(batch_.NewIteratorWithBase(store_->handle(cf), base)));
 }
@@ -312,7 +400,7 @@ Status Txn::GetAt(Cf cf, std::string_view prefix, Epoch e, std::string* payload,
   if (batch_.GetWriteBatch()->Count() == 0) {
     return psm::GetAt(store_, cf, prefix, e, payload, version);
   }
-  auto it = NewIterator(cf);
+  auto it = NewVersionIterator(cf);
   return GetAtIter(it.get(), prefix, e, payload, version);
 }
 

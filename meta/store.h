@@ -81,7 +81,14 @@ class Store {
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   // Flush memtables to SST files (clean unmount) and sync.
   Status FlushAll();
+  // A total-order iterator: seeks anywhere, walks across records.
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
+  // An iterator over the versions of one record of a versioned column
+  // family (keys.h), for GetAt and PutVersion: Seek only to a full version
+  // key (VersionKey, FirstVersionKey); it then stays within that record and
+  // is invalid past its last version. Misses are answered by the record
+  // prefix Bloom filters (memtable and SST) without a search.
+  std::unique_ptr<rocksdb::Iterator> NewVersionIterator(Cf cf);
   // Approximate number of keys in a column family.
   uint64_t EstimateKeys(Cf cf);
   // The RocksDB memory budget (StoreOptions::cache_bytes) and what of it is
@@ -144,6 +151,10 @@ class Txn {
   int64_t CounterDelta(std::string_view key) const;
   // Iterator over the database with this Txn's writes merged in.
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
+  // The same over one record's versions (Store::NewVersionIterator); this
+  // Txn's writes may still show keys of other records after the record's
+  // last version: check the prefix of what it finds.
+  std::unique_ptr<rocksdb::Iterator> NewVersionIterator(Cf cf);
 
   // Versioned read: the newest version of `prefix` at or below epoch `e`.
   // kNotFound when there is none or it is a tombstone. On success `payload`

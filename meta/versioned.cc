@@ -13,9 +13,10 @@ bool HasPrefixExact(const rocksdb::Slice& k, std::string_view prefix) {
 
 Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
                   const std::optional<std::string_view>& payload, const EpochSet& snaps) {
-  auto it = txn->NewIterator(cf);
-  // The newest version overall (E is the largest epoch, so seek the prefix).
-  it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  auto it = txn->NewVersionIterator(cf);
+  // The newest version overall (E is the largest epoch, so seek the first
+  // possible version key).
+  it->Seek(FirstVersionKey(prefix));
   bool have_newest = false;
   Epoch newest_epoch = 0;
   bool newest_tomb = false;
@@ -84,8 +85,8 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
 }
 
 Result<std::string> LoneTombstone(Txn* txn, Cf cf, std::string_view prefix) {
-  auto it = txn->NewIterator(cf);
-  it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  auto it = txn->NewVersionIterator(cf);
+  it->Seek(FirstVersionKey(prefix));
   if (!it->Valid() || !HasPrefixExact(it->key(), prefix)) {
     PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
     return std::string();

@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "fs/base/gmt_name.h"
 #include "meta/status.h"
 
 namespace psm {
@@ -76,12 +77,7 @@ Result<int64_t> ParseInterval(std::string_view text);
 // "1h", "15m", "1d 12h" style, the largest whole units.
 std::string FormatInterval(int64_t sec);
 
-// "@GMT-2024.05.06-02.00.00" for `unix_sec` (UTC).
-std::string GmtToken(int64_t unix_sec);
-// PREFIX + GmtToken.
-std::string ScheduledName(std::string_view prefix, int64_t unix_sec);
-// True when `name` is PREFIX + a valid @GMT token; *unix_sec gets its time.
-bool ParseScheduledName(std::string_view name, std::string_view prefix, int64_t* unix_sec);
+// GmtToken, ScheduledName, ParseScheduledName: fs/base/gmt_name.h.
 
 struct RetentionItem {
   std::string name;

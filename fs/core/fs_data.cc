@@ -532,11 +532,16 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
   return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::nullopt, *this);
 }
 
-Status FileSystem::Impl::DestroyOrphan(InodeId ino) {
+Status FileSystem::Impl::DestroyOrphan(InodeId ino, const InodeAttr* known) {
   Txn txn(store.get());
   InodeAttr a;
   std::vector<Range> frees;
-  Status s = LoadAttr(&txn, ino, live(), &a);
+  Status s = Status::Ok();
+  if (known) {
+    a = *known;
+  } else {
+    s = LoadAttr(&txn, ino, live(), &a);
+  }
   if (s.ok() && a.nlink == 0) {
     PSM_RETURN_IF_ERROR(DestroyInode(&txn, ino, &a, &frees));
   } else if (!s.ok() && !s.Is(Code::kNotFound)) {
@@ -763,7 +768,7 @@ Status FileSystem::Impl::MaybeDestroy(InodeId ino) {
   }
   InodeAttr a;
   Status s = LoadAttrAt(ino, live(), &a);
-  if (s.ok() && a.nlink == 0) return DestroyOrphan(ino);
+  if (s.ok() && a.nlink == 0) return DestroyOrphan(ino, &a);
   return Status::Ok();
 }
 

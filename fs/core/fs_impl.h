@@ -371,7 +371,9 @@ struct FileSystem::Impl : public EpochSet {
   // Removes every record of an inode from the live tree (last link gone).
   Status DestroyInode(Txn* txn, InodeId ino, InodeAttr* a, std::vector<Range>* frees);
   // Release of the last handle of an orphan, or mount-time cleanup.
-  Status DestroyOrphan(InodeId ino);
+  // `known`: its live attributes, just read under its locks (MaybeDestroy);
+  // null: read here.
+  Status DestroyOrphan(InodeId ino, const InodeAttr* known = nullptr);
 
   // ---- snapshots (fs_snapshot.cc) ----
   void ReclaimLoop();

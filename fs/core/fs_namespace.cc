@@ -87,11 +87,16 @@ static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::stri
     out.entry_timeout = out.attr_timeout = m->opts.live_timeout;
     return out;
   }
-  InodeAttr pa;
-  PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &pa));
-  if (!S_ISDIR(pa.mode)) return Status::NotDir();
+  // Only a directory has entries: the parent's attributes are read only
+  // when the name is not there, to tell ENOTDIR from ENOENT.
   Dentry d;
-  PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, v.epoch, &d));
+  if (Status ds = GetDentry(m, nullptr, v.ino, name, v.epoch, &d); !ds.ok()) {
+    if (!ds.Is(Code::kNotFound)) return ds;
+    InodeAttr pa;
+    PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &pa));
+    if (!S_ISDIR(pa.mode)) return Status::NotDir();
+    return ds;
+  }
   InodeAttr a;
   Status s = m->LoadAttrAt(d.ino, v.epoch, &a);
   if (s.Is(Code::kNotFound)) return Status::NotFound();  // raced with unlink

@@ -491,7 +491,10 @@ Result<View> FileSystem::Impl::Resolve(NodeId node) {
 
 Status FileSystem::Impl::LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a) {
   std::string payload;
-  if (txn) {
+  // A Txn that has written nothing reads what the store holds, which is
+  // what the cache holds for an open file: a write's first read of its
+  // file's attributes needs no store lookup.
+  if (txn && !txn->empty()) {
     PSM_RETURN_IF_ERROR(txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload));
     return DecodeInode(payload, a);
   }

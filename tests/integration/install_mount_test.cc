@@ -74,7 +74,8 @@ TEST_CASE("make install, mount -t fuse.psmfs, fstab and the mount.fuse.psmfs hel
   REQUIRE_MESSAGE(inst.ok(), inst.output);
 
   // ---- what got installed
-  for (const char* f : {"bin/psmfs", "bin/psmctl", "lib/systemd/system/psmfs@.service",
+  for (const char* f : {"bin/psmfs", "bin/psmctl", "libexec/psmfs/psmctl-offline",
+                        "lib/systemd/system/psmfs@.service",
                         "lib/systemd/system/psmfs-metrics.service",
                         "lib/systemd/system/psmfs-metrics.timer",
                         "share/man/man8/psmfs.8", "share/man/man8/psmctl.8",
