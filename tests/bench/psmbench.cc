@@ -24,9 +24,11 @@
 //
 // Scale benchmark (tests/bench/scale_run.sh), on a tree made by psmpopulate:
 // ROOT/d<i>/f<j>, DIRS directories of PERDIR files.
+// Samples are distinct (nothing is asked twice, so the kernel's caches never
+// answer); ROOT/d<DIRS-1> must hold PERDIR files too.
 //   psmbench scalestat ROOT DIRS PERDIR K  stat K random existing files -> stat files/s
-//   psmbench scalemiss ROOT DIRS PERDIR K  stat K random names that do not exist,
-//                                          in existing directories -> lookup_miss lookups/s
+//   psmbench scalemiss ROOT DIRS PERDIR K  stat K names that do not exist, each in
+//                                          a random directory -> lookup_miss lookups/s
 //   psmbench scalereaddir ROOT DIRS K      list K random directories -> readdir entries/s
 //   psmbench walk ROOT                     every directory listed and every entry
 //                                          lstat'ed (a find / du)   -> walk entries/s
@@ -37,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -285,24 +288,46 @@ size_t Walk(const std::string& dir) {
   return n;
 }
 
+// K distinct indices below n (all of them if K >= n), in random order: no
+// sample may hit what an earlier one left in the kernel's caches.
+std::vector<uint64_t> Sample(uint64_t n, uint64_t k, unsigned seed) {
+  std::vector<uint64_t> all(n);
+  for (uint64_t i = 0; i < n; i++) all[i] = i;
+  std::mt19937_64 rng(seed);
+  k = std::min(k, n);
+  for (uint64_t i = 0; i < k; i++) std::swap(all[i], all[i + rng() % (n - i)]);
+  all.resize(k);
+  return all;
+}
+
+// Existing files: K distinct ones. Missing names: K distinct names, each in
+// a random directory.
 double ScaleStat(const std::string& root, size_t dirs, size_t perdir, size_t k, bool miss) {
-  std::mt19937_64 rng(miss ? 2 : 1);
+  std::vector<std::string> paths;
+  std::mt19937_64 rng(2);
+  if (miss) {
+    for (size_t i = 0; i < k; i++) {
+      paths.push_back(root + "/d" + std::to_string(rng() % dirs) + "/missing" + std::to_string(i));
+    }
+  } else {
+    for (uint64_t x : Sample(dirs * perdir, k, 1)) {
+      paths.push_back(root + "/d" + std::to_string(x / perdir) + "/f" + std::to_string(x % perdir));
+    }
+  }
   struct stat st;
   auto t0 = Clock::now();
-  for (size_t i = 0; i < k; i++) {
-    std::string p = root + "/d" + std::to_string(rng() % dirs) + "/" + (miss ? "missing" : "f") +
-                    std::to_string(rng() % perdir);
+  for (const auto& p : paths) {
     int r = stat(p.c_str(), &st);
     if (miss ? (r == 0 || errno != ENOENT) : r != 0) Die("stat " + p);
   }
-  return k / Seconds(t0);
+  return paths.size() / Seconds(t0);
 }
 
+// K distinct directories (all if K >= DIRS).
 double ScaleReadDir(const std::string& root, size_t dirs, size_t k) {
-  std::mt19937_64 rng(3);
   size_t n = 0;
   auto t0 = Clock::now();
-  for (size_t i = 0; i < k; i++) n += List(root + "/d" + std::to_string(rng() % dirs), [](struct dirent*) {});
+  for (uint64_t d : Sample(dirs, k, 3)) n += List(root + "/d" + std::to_string(d), [](struct dirent*) {});
   return n / Seconds(t0);
 }
 
