@@ -41,7 +41,10 @@
 #   BENCH_WORKLOADS=small  only the small-file rows ("io" only the others;
 #                     default: both)
 #   BENCH_SNAP=0      skip the snapshot, scanner and stream benchmarks
-# Output: a table on stdout and BUILD/bench/results.md (with the machine).
+# For create and unlink the FUSE daemon's CPU time (user + system, from
+# /proc/PID/stat) per file goes into a second table: what the daemon itself
+# spends, apart from the kernel and the round trips.
+# Output: the tables on stdout and BUILD/bench/results.md (with the machine).
 # Everything is unmounted and every daemon stopped on exit, whatever happens.
 set -euo pipefail
 
@@ -170,15 +173,33 @@ cold() {  # cold TARGET: nothing cached, for the target or below it
 }
 
 RES=$OUT/results.txt
-: > "$RES"
+CPU=$OUT/daemon_cpu.txt
+: > "$RES"; : > "$CPU"
+daemon_pid() {
+  case $1 in
+    psmfs) echo "$PSM_PID" ;; passthrough) echo "$PT_PID" ;;
+    passthrough_wb) echo "$PTWB_PID" ;; zfs) echo "$ZFS_PID" ;;
+  esac
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime
+TICK=$(getconf CLK_TCK)
 bench() {  # bench TARGET psmbench-args...
   local t=$1; shift
+  local pid c0="" name
+  pid=$(daemon_pid "$t")
+  # Create and unlink: also the daemon's CPU time per file.
+  if [ -n "$pid" ] && { [ "$1" = create ] || [ "$1" = unlink ]; }; then c0=$(cpu_ticks "$pid"); fi
   if ! on "$t" "$OUT/psmbench" "$@" | while read -r tag name value unit; do
     [ "$tag" = RESULT ] || continue
     echo "$name $t $value $unit" >> "$RES"
     printf '  %-14s %-20s %12s %s\n' "$t" "$name" "$value" "$unit"
   done; then
     die "psmbench $* failed on $t"
+  fi
+  if [ -n "$c0" ]; then
+    name="$1_$4t"; [ "$5" = shared ] && name="${name}_shared"
+    awk -v n="$name" -v t="$t" -v d=$(($(cpu_ticks "$pid") - c0)) -v hz="$TICK" -v f="$3" \
+      'BEGIN { printf "%s %s %.1f us\n", n, t, d / hz * 1e6 / f }' >> "$CPU"
   fi
 }
 
@@ -268,6 +289,34 @@ machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /
         printf " %s | %s |\n", (best > 0 ? sprintf("%.2f", p / best) : "—"), (x > 0 ? sprintf("%.2f", p / x) : "—")
       }
     }' "$RES"
+  echo
+  echo "Daemon CPU per file (user + system time of the FUSE daemon over the phase, divided by the files; µs, lower is better; median of $ROUNDS rounds, tick $((1000 / TICK)) ms):"
+  echo
+  awk -v targets="$TARGETS" '
+    BEGIN {
+      nt = split(targets, T, " ")
+      name["psmfs"] = "psmfs"; name["passthrough"] = "passthrough_ll"
+      name["passthrough_wb"] = "passthrough_ll -o writeback"; name["zfs"] = "zfs-fuse"
+      nw = split("create_1t create_4t create_16t create_8t_shared unlink_1t unlink_4t unlink_16t unlink_8t_shared", W, " ")
+    }
+    { k = $1 " " $2; n[k]++; v[k, n[k]] = $3 }
+    function median(k,   i, j, m, a, t) {
+      m = n[k]; if (!m) return ""
+      for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+    }
+    END {
+      printf "| workload |"; for (i = 1; i <= nt; i++) if (T[i] in name) printf " %s |", name[T[i]]
+      printf "\n|---|"; for (i = 1; i <= nt; i++) if (T[i] in name) printf "---:|"
+      printf "\n"
+      for (w = 1; w <= nw; w++) {
+        if (!((W[w] " psmfs") in n)) continue
+        printf "| %s |", W[w]
+        for (i = 1; i <= nt; i++) if (T[i] in name) { m = median(W[w] " " T[i]); printf " %s |", (m == "" ? "—" : sprintf("%.0f", m)) }
+        printf "\n"
+      }
+    }' "$CPU"
 } > "$OUT/results.md"
 echo
 cat "$OUT/results.md"

@@ -12,17 +12,25 @@
 #   stat            stats of SCALE_SAMPLES distinct random files (all of them
 #                   on a smaller volume), fresh mount and cold caches: each
 #                   is a LOOKUP of a name the kernel has never seen  files/s
+#   stat_warm       the same files again on a fresh daemon, RocksDB's files
+#                   read into the page cache first: the row above less the
+#                   disk reads                                      files/s
 #   lookup_miss     SCALE_SAMPLES names that do not exist (what every create
 #                   asks first), fresh mount, cold                 lookups/s
 #   readdir         listing SCALE_SAMPLES/100 distinct random directories,
 #                   fresh mount, cold, names and types only        entries/s
 #   snapshot_ms     `psmctl snapshot create` end to end, median of 5
 #   diff_ms         `psmctl diff` between two snapshots 100 rewritten files
-#                   apart, end to end, median of 3
-#   walk            every directory listed and every entry lstat'ed  entries/s
+#                   of d0 apart (the same change on both volumes), end to
+#                   end, median of 3
+#   walk            every directory of the live tree listed and every entry
+#                   lstat'ed (.snapshots skipped)                  entries/s
 #   rss_mount_mb    the daemon's VmRSS after mounting and the figures above
-#   rss_walk_mb     its VmRSS after the walk
+#   rss_walk_mb     its VmRSS after the walk (and `psmctl status`'s memory
+#                   line, in the log)
 #   fsck            `psmctl fsck` of the unmounted volume           inodes/s
+#   fsck_cpu_share  its user + system CPU time over its wall time (1 = one
+#                   core busy all along; below: waiting for the disk)
 #
 # Environment:
 #   SCALE_FILES=N       files in the large volume (default 10000000; it takes
@@ -129,29 +137,40 @@ measure() {  # measure TAG FILES
   # each such mount is kept.
   cold_mount "$vol"; mounts+=("$MOUNT_MS")
   record stat "$tag" "$(bench_value scalestat "$MNT" "$full" "$perdir" "$SAMPLES")"
+  # The same files with RocksDB's files in the page cache (a new daemon,
+  # its own caches empty): what the disk reads cost in the row above.
+  cold_mount "$vol"; mounts+=("$MOUNT_MS")
+  cat "$vol"/meta/* > /dev/null
+  record stat_warm "$tag" "$(bench_value scalestat "$MNT" "$full" "$perdir" "$SAMPLES")"
   cold_mount "$vol"; mounts+=("$MOUNT_MS")
   record lookup_miss "$tag" "$(bench_value scalemiss "$MNT" "$full" "$perdir" "$SAMPLES")"
   cold_mount "$vol"; mounts+=("$MOUNT_MS")
   record readdir "$tag" "$(bench_value scalereaddir "$MNT" "$full" $((SAMPLES / 100 > 0 ? SAMPLES / 100 : 1)))"
   record mount_ms "$tag" "$(printf '%s\n' "${mounts[@]}" | median)"
-  local i times=()
-  for i in 1 2 3 4 5; do times+=("$(e2e_ms "$BIN/psmctl" snapshot create "$MNT" "s$i")"); done
+  local i times=() run
+  run=$(date +%s)  # snapshot names of this run (a reused volume has older ones)
+  for i in 1 2 3 4 5; do times+=("$(e2e_ms "$BIN/psmctl" snapshot create "$MNT" "s$run-$i")"); done
   record snapshot_ms "$tag" "$(printf '%s\n' "${times[@]}" | median)"
   times=()
   for i in 1 2 3; do
-    "$BIN/psmctl" snapshot create "$MNT" "before$i" >/dev/null
-    for t in $(seq 0 99); do echo "change $i" >> "$MNT/d$((t % full))/f$((t / full % perdir))"; done
-    "$BIN/psmctl" snapshot create "$MNT" "after$i" >/dev/null
-    times+=("$(e2e_ms "$BIN/psmctl" diff "$MNT" "before$i" "after$i")")
+    # The same change on both volumes: 100 files of d0 rewritten.
+    "$BIN/psmctl" snapshot create "$MNT" "before$run-$i" >/dev/null
+    for t in $(seq 0 99); do echo "change $i" >> "$MNT/d0/f$((t % perdir))"; done
+    "$BIN/psmctl" snapshot create "$MNT" "after$run-$i" >/dev/null
+    times+=("$(e2e_ms "$BIN/psmctl" diff "$MNT" "before$run-$i" "after$run-$i")")
   done
   record diff_ms "$tag" "$(printf '%s\n' "${times[@]}" | median)"
   record rss_mount_mb "$tag" "$(rss_mb)"
   record walk "$tag" "$(bench_value walk "$MNT")"
   record rss_walk_mb "$tag" "$(rss_mb)"
+  "$BIN/psmctl" status "$MNT" | grep -i memory | sed "s/^/  $tag   /"
   unmount
-  local a b
-  a=$(ms); "$BIN/psmctl" fsck "$vol" >"$WORK/fsck-$tag.txt" 2>&1 || die "psmctl fsck $vol failed: see $WORK/fsck-$tag.txt"; b=$(ms)
-  record fsck "$tag" "$(awk -v n=$((n + dirs + 1)) -v ns=$((b - a)) 'BEGIN { printf "%.0f", n / (ns / 1e9) }')"
+  /usr/bin/time -f "%e %U %S" -o "$WORK/fsck-$tag.time" "$BIN/psmctl" fsck "$vol" >"$WORK/fsck-$tag.txt" 2>&1 ||
+    die "psmctl fsck $vol failed: see $WORK/fsck-$tag.txt"
+  local wall cpu
+  read -r wall cpu < <(awk '{ print $1, $2 + $3 }' "$WORK/fsck-$tag.time")
+  record fsck "$tag" "$(awk -v n=$((n + dirs + 1)) -v s="$wall" 'BEGIN { printf "%.0f", n / s }')"
+  record fsck_cpu_share "$tag" "$(awk -v w="$wall" -v c="$cpu" 'BEGIN { printf "%.2f", c / w }')"
 }
 
 measure ref "$REF"
@@ -167,7 +186,7 @@ machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /
     { v[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[n++] = $1 } }
     END {
       unit["populate"] = "files/s"; unit["meta_bytes"] = "bytes per file"; unit["mount_ms"] = "ms"
-      unit["stat"] = "files/s"; unit["lookup_miss"] = "lookups/s"; unit["readdir"] = "entries/s"
+      unit["stat"] = "files/s"; unit["stat_warm"] = "files/s"; unit["fsck_cpu_share"] = "CPU s per s"; unit["lookup_miss"] = "lookups/s"; unit["readdir"] = "entries/s"
       unit["snapshot_ms"] = "ms"; unit["diff_ms"] = "ms"; unit["rss_mount_mb"] = "MB"
       unit["walk"] = "entries/s"; unit["rss_walk_mb"] = "MB"; unit["fsck"] = "inodes/s"
       for (i = 0; i < n; i++) {
