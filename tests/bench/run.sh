@@ -249,6 +249,22 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
+# Both tables: per (workload, target) the median of the rounds' figures
+# (input lines "WORKLOAD TARGET VALUE UNIT"), and the targets' names.
+AWK_MEDIANS='
+  BEGIN {
+    nt = split(targets, T, " ")
+    name["psmfs"] = "psmfs"; name["passthrough"] = "passthrough_ll"
+    name["passthrough_wb"] = "passthrough_ll -o writeback"; name["zfs"] = "zfs-fuse"; name["native"] = "native"
+  }
+  { k = $1 " " $2; n[k]++; v[k, n[k]] = $3; u[$1] = $4 }
+  function median(k,   i, j, m, a, t) {
+    m = n[k]; if (!m) return ""
+    for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+  }
+'
 disk_dev=$(findmnt -rn -o SOURCE -T "$WORK" | head -1)
 machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -rn -o FSTYPE -T "$WORK") on $disk_dev ($(lsblk -dno MODEL,ROTA "$disk_dev" 2>/dev/null | awk '{ r = $NF == 1 ? "rotational" : "non-rotational"; $NF = ""; print ($0 == " " || $0 == "" ? "" : $0) r }'))"
 {
@@ -256,21 +272,11 @@ machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /
   echo
   # Medians per (workload, target); "best FUSE peer" is the highest median
   # among the FUSE targets that ran (passthrough, passthrough_wb, zfs).
-  awk -v targets="$TARGETS" '
+  awk -v targets="$TARGETS" "$AWK_MEDIANS"'
     BEGIN {
-      nt = split(targets, T, " ")
-      name["psmfs"] = "psmfs"; name["passthrough"] = "passthrough_ll"
-      name["passthrough_wb"] = "passthrough_ll -o writeback"; name["zfs"] = "zfs-fuse"; name["native"] = "native"
       nw = split("seqwrite seqread randwrite_1t randwrite_4t randread_1t randread_4t " \
                  "create_1t create_4t create_16t create_8t_shared unlink_1t unlink_4t unlink_16t " \
                  "unlink_8t_shared stat readdir read", W, " ")
-    }
-    { k = $1 " " $2; n[k]++; v[k, n[k]] = $3; u[$1] = $4 }
-    function median(k,   i, j, m, a, t) {
-      m = n[k]; if (!m) return ""
-      for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
     }
     END {
       printf "| workload |"; for (i = 1; i <= nt; i++) printf " %s |", name[T[i]]
@@ -292,19 +298,10 @@ machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /
   echo
   echo "Daemon CPU per file (user + system time of the FUSE daemon over the phase, divided by the files; µs, lower is better; median of $ROUNDS rounds, tick $((1000 / TICK)) ms):"
   echo
-  awk -v targets="$TARGETS" '
+  awk -v targets="$TARGETS" "$AWK_MEDIANS"'
     BEGIN {
-      nt = split(targets, T, " ")
-      name["psmfs"] = "psmfs"; name["passthrough"] = "passthrough_ll"
-      name["passthrough_wb"] = "passthrough_ll -o writeback"; name["zfs"] = "zfs-fuse"
+      delete name["native"]
       nw = split("create_1t create_4t create_16t create_8t_shared unlink_1t unlink_4t unlink_16t unlink_8t_shared", W, " ")
-    }
-    { k = $1 " " $2; n[k]++; v[k, n[k]] = $3 }
-    function median(k,   i, j, m, a, t) {
-      m = n[k]; if (!m) return ""
-      for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
-      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
     }
     END {
       printf "| workload |"; for (i = 1; i <= nt; i++) if (T[i] in name) printf " %s |", name[T[i]]
