@@ -101,6 +101,7 @@ has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 # ---------------------------------------------------------------- mounts
 # shellcheck source=tests/bench/zfs_peer.sh
 . "$REPO/tests/bench/zfs_peer.sh"
+if has "$TARGETS" zfs; then zfs_check; fi  # before anything is mounted
 PSM_PID=""; PT_PID=""; PTWB_PID=""
 is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
 wait_mount() {
