@@ -4,7 +4,10 @@
 #   make stop    unmount var/mnt
 #   make test    install what is missing, build everything with the tests (normal,
 #                ASan+UBSan, TSan), run every suite
-#   make bench   benchmarks against a native directory and passthrough_ll
+#   make bench   benchmarks against a native directory, passthrough_ll (with and
+#                without -o writeback) and zfs-fuse (installs zfs-fuse, for this only)
+#   make bench-scale  SCALE_FILES small files (default 10,000,000) against 10,000:
+#                mount, stat, lookup, readdir, snapshot, diff, fsck, metadata bytes, RSS
 #   make build   just build (build/)
 # Environment: PSMFS_STRESS=N scales stress/soak runs (default 1).
 SHELL := /bin/bash
@@ -14,13 +17,18 @@ DEB_PKGS := libfuse3-dev fuse3 librocksdb-dev libcli11-dev doctest-dev cmake pkg
 VOL ?= var/vol
 MNT ?= var/mnt
 SIZE ?= 2G
+# Only `make bench` needs these (the zfs-fuse peer, tests/bench/zfs_peer.sh).
+BENCH_PKGS := zfs-fuse
 
-.PHONY: all deps build build-asan build-tsan run stop test test-unit test-fuse test-asan test-tsan bench install clean
+.PHONY: all deps bench-deps build build-asan build-tsan run stop test test-unit test-fuse test-asan test-tsan bench bench-scale install clean
 
 all: build
 
 deps:
 	@./.ci/deps.sh $(DEB_PKGS)
+
+bench-deps: deps
+	@./.ci/deps.sh $(BENCH_PKGS)
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -57,8 +65,14 @@ test-unit: build
 test-fuse: build
 	@cd $(BUILD) && ctest -L fuse --output-on-failure
 
-bench: build
+bench: build bench-deps
 	@./tests/bench/run.sh "$(BUILD)/bin"
+
+# docs/performance.md, "Scale". SCALE_FILES=200000 for a try (minutes).
+bench-scale: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target psmfs psmctl psmpopulate
+	@./tests/bench/scale_run.sh "$(BUILD)/bin"
 
 install: build
 	@cmake --install $(BUILD) --prefix "$(or $(PREFIX),/usr/local)"

@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks psmfs against libfuse's passthrough_ll (with its writeback cache)
-# and a native directory, all on the disk that holds the repository
-# (var/bench/). Called by `make bench` as: tests/bench/run.sh BUILD/bin
+# Benchmarks psmfs against its FUSE peers and a native directory, all on the
+# disk that holds the repository (var/bench/). Called by `make bench` as:
+# tests/bench/run.sh BUILD/bin
+#
+# Targets:
+#   psmfs           a fresh volume, default mount options
+#   passthrough     libfuse's passthrough_ll over a native directory
+#   passthrough_wb  the same with -o writeback
+#   zfs             zfs-fuse (Debian's package and default zfsrc), a pool on a
+#                   sparse file, its daemon in a private mount namespace
+#                   (tests/bench/zfs_peer.sh: nothing on the host is touched)
+#   native          a plain directory
 #
 # Workloads (tests/bench/psmbench.cc runs them):
 #   seqwrite      1 GiB in 1 MiB writes, ending with fsync            MB/s
@@ -9,22 +18,34 @@
 #   randwrite     4 KiB random writes on a 256 MiB file, 1 and 4
 #                 threads, ending with fsync                          IOPS
 #   randread      4 KiB random reads of it, cold caches, 1/4 threads  IOPS
-#   smallfiles    create, stat, read, unlink 50,000 4 KiB files in
-#                 10 directories                                      files/s
-# "Cold" means: sync, echo 3 > /proc/sys/vm/drop_caches, and for the two
-# FUSE targets also unmount and mount again (the daemon starts afresh).
+#   create_Tt     N files of 4 KiB made by T threads (1, 4, 16), each
+#                 in its own directory; create_8t_shared: 8 threads in
+#                 one directory                                       files/s
+#   unlink_Tt     unlinking them, the same threads and directories    files/s
+#   stat          stat of the 16-thread set, one thread, cold caches  files/s
+#   readdir       listing its 16 directories (no stat), cold caches   entries/s
+#   read          open + read 4 KiB + close of each, cold caches      files/s
+# "Cold" means: sync, echo 3 > /proc/sys/vm/drop_caches, and for the FUSE
+# targets also unmount and mount again (a new daemon; for zfs-fuse a new
+# daemon, so its ARC is empty too).
 #
 # Environment:
 #   BENCH_SCALE=0.1   shrink every size and count (default 1)
 #   BENCH_DIR=DIR     work directory (default REPO/var/bench)
 #   BENCH_KEEP=1      keep the work directory's data afterwards
 #   BENCH_ROUNDS=N    run every target N times, rounds interleaved
-#                     (psmfs, passthrough, native, psmfs, ...), and report
-#                     each one's best: a disk or CPU hiccup during one run
-#                     then does not decide a ratio (default 2)
+#                     (psmfs, passthrough, ..., native, psmfs, ...), and
+#                     report each one's median (default 2)
+#   BENCH_TARGETS="psmfs zfs"  run only these targets (psmfs is always run;
+#                     default: all five)
+#   BENCH_WORKLOADS=small  only the small-file rows ("io" only the others;
+#                     default: both)
 #   BENCH_SNAP=0      skip the snapshot, scanner and stream benchmarks
-# Output: a table on stdout and BUILD/bench/results.md (with the machine).
-# Everything is unmounted on exit, whatever happens.
+# For create and unlink the FUSE daemon's CPU time (user + system, from
+# /proc/PID/stat) per file goes into a second table: what the daemon itself
+# spends, apart from the kernel and the round trips.
+# Output: the tables on stdout and BUILD/bench/results.md (with the machine).
+# Everything is unmounted and every daemon stopped on exit, whatever happens.
 set -euo pipefail
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -67,8 +88,21 @@ done
 gcc -O2 -Wall -o "$OUT/passthrough_ll" "$OUT/passthrough_ll.c" \
   $(pkg-config fuse3 --cflags) $(pkg-config fuse3 --libs)
 
+# ---------------------------------------------------------------- targets
+ALL_TARGETS="psmfs passthrough passthrough_wb zfs native"
+TARGETS=psmfs
+for t in ${BENCH_TARGETS:-$ALL_TARGETS}; do
+  case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target in BENCH_TARGETS: $t (one of: $ALL_TARGETS)" ;; esac
+  [ "$t" = psmfs ] || TARGETS="$TARGETS $t"
+done
+WORKLOADS=${BENCH_WORKLOADS:-io small}
+has() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
+
 # ---------------------------------------------------------------- mounts
-PSM_PID=""; PT_PID=""
+# shellcheck source=tests/bench/zfs_peer.sh
+. "$REPO/tests/bench/zfs_peer.sh"
+if has "$TARGETS" zfs; then zfs_check; fi  # before anything is mounted
+PSM_PID=""; PT_PID=""; PTWB_PID=""
 is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
 wait_mount() {
   local i
@@ -86,98 +120,206 @@ mount_psm() {
   wait_mount "$WORK/psm"
 }
 mount_pt() {
-  "$OUT/passthrough_ll" -f -o "source=$WORK/pt-src,writeback" "$WORK/pt" >>"$WORK/passthrough.log" 2>&1 &
+  "$OUT/passthrough_ll" -f -o "source=$WORK/pt-src" "$WORK/pt" >>"$WORK/passthrough.log" 2>&1 &
   PT_PID=$!
   wait_mount "$WORK/pt"
+}
+mount_ptwb() {
+  "$OUT/passthrough_ll" -f -o "source=$WORK/ptwb-src,writeback" "$WORK/ptwb" >>"$WORK/passthrough_wb.log" 2>&1 &
+  PTWB_PID=$!
+  wait_mount "$WORK/ptwb"
 }
 cleanup() {
   set +e
   unmount "$WORK/psm" "$PSM_PID"
   unmount "$WORK/pt" "$PT_PID"
-  if [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$WORK/vol" "$WORK/pt-src" "$WORK/native"; fi
+  unmount "$WORK/ptwb" "$PTWB_PID"
+  zfs_stop
+  if [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$WORK/vol" "$WORK/pt-src" "$WORK/ptwb-src" "$WORK/native" "$WORK/zfs"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for m in "$WORK/psm" "$WORK/pt"; do is_mounted "$m" && fusermount3 -uz "$m"; done
-rm -rf "$WORK/vol" "$WORK/pt-src" "$WORK/native" "$WORK"/*.log
-mkdir -p "$WORK/psm" "$WORK/pt" "$WORK/pt-src" "$WORK/native"
+for m in "$WORK/psm" "$WORK/pt" "$WORK/ptwb"; do is_mounted "$m" && fusermount3 -uz "$m"; done
+rm -rf "$WORK/vol" "$WORK/pt-src" "$WORK/ptwb-src" "$WORK/native" "$WORK/zfs" "$WORK"/*.log
+mkdir -p "$WORK/psm" "$WORK/pt" "$WORK/pt-src" "$WORK/ptwb" "$WORK/ptwb-src" "$WORK/native" "$WORK/zfs-mnt"
 "$BIN/psmctl" mkfs "$WORK/vol" --size "${VOL_GIB}G" >/dev/null
 mount_psm
-mount_pt
+has "$TARGETS" passthrough && mount_pt
+has "$TARGETS" passthrough_wb && mount_ptwb
+has "$TARGETS" zfs && zfs_setup "$WORK/zfs" "$WORK/zfs-mnt" "$VOL_GIB"
 
 dir_of() {
   case $1 in
     psmfs) echo "$WORK/psm" ;;
     passthrough) echo "$WORK/pt" ;;
+    passthrough_wb) echo "$WORK/ptwb" ;;
+    zfs) echo "$WORK/zfs-mnt" ;;
     native) echo "$WORK/native" ;;
   esac
+}
+on() {  # on TARGET CMD...: run CMD where TARGET's mount is visible
+  local t=$1; shift
+  if [ "$t" = zfs ]; then zfs_in "$@"; else "$@"; fi
 }
 cold() {  # cold TARGET: nothing cached, for the target or below it
   sync
   case $1 in
     psmfs) unmount "$WORK/psm" "$PSM_PID"; mount_psm ;;
     passthrough) unmount "$WORK/pt" "$PT_PID"; mount_pt ;;
+    passthrough_wb) unmount "$WORK/ptwb" "$PTWB_PID"; mount_ptwb ;;
+    zfs) zfs_cold ;;
   esac
   if [ $ROOT = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
 }
 
 RES=$OUT/results.txt
-: > "$RES"
+CPU=$OUT/daemon_cpu.txt
+: > "$RES"; : > "$CPU"
+daemon_pid() {
+  case $1 in
+    psmfs) echo "$PSM_PID" ;; passthrough) echo "$PT_PID" ;;
+    passthrough_wb) echo "$PTWB_PID" ;; zfs) echo "$ZFS_PID" ;;
+  esac
+}
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # utime + stime
+TICK=$(getconf CLK_TCK)
 bench() {  # bench TARGET psmbench-args...
   local t=$1; shift
-  "$OUT/psmbench" "$@" | while read -r tag name value unit; do
-    [ "$tag" = RESULT ] && echo "$name $t $value $unit" >> "$RES"
-    printf '  %-8s %-20s %12s %s\n' "$t" "$name" "$value" "$unit"
-  done
+  local pid c0="" name
+  pid=$(daemon_pid "$t")
+  # Create and unlink: also the daemon's CPU time per file.
+  if [ -n "$pid" ] && { [ "$1" = create ] || [ "$1" = unlink ]; }; then c0=$(cpu_ticks "$pid"); fi
+  if ! on "$t" "$OUT/psmbench" "$@" | while read -r tag name value unit; do
+    [ "$tag" = RESULT ] || continue
+    echo "$name $t $value $unit" >> "$RES"
+    printf '  %-14s %-20s %12s %s\n' "$t" "$name" "$value" "$unit"
+  done; then
+    die "psmbench $* failed on $t"
+  fi
+  if [ -n "$c0" ]; then
+    name="$1_$4t"; [ "$5" = shared ] && name="${name}_shared"
+    awk -v n="$name" -v t="$t" -v d=$(($(cpu_ticks "$pid") - c0)) -v hz="$TICK" -v f="$3" \
+      'BEGIN { printf "%s %s %.1f us\n", n, t, d / hz * 1e6 / f }' >> "$CPU"
+  fi
 }
 
-[ $ROOT = 1 ] || echo "warning: not root; caches are not dropped, cold reads are warm" >&2
-echo "scale $SCALE: seq ${SEQ_MIB} MiB, random ${RAND_MIB} MiB x ${RAND_OPS} ops, ${SMALL_N} small files, best of $ROUNDS rounds"
-for round in $(seq "$ROUNDS"); do
-for t in psmfs passthrough native; do
-  d=$(dir_of "$t")
+io() {  # the large-file workloads on TARGET
+  local t=$1 d; d=$(dir_of "$1")
   bench "$t" seqwrite "$d/seq" "$SEQ_MIB"
   cold "$t"
   bench "$t" seqread "$d/seq"
-  rm -f "$d/seq"
-  "$OUT/psmbench" fill "$d/rand" "$RAND_MIB"
+  on "$t" rm -f "$d/seq"
+  on "$t" "$OUT/psmbench" fill "$d/rand" "$RAND_MIB"
   bench "$t" randwrite "$d/rand" 1 "$RAND_OPS"
   bench "$t" randwrite "$d/rand" 4 "$RAND_OPS"
   cold "$t"
   bench "$t" randread "$d/rand" 1 "$RAND_OPS"
   cold "$t"
   bench "$t" randread "$d/rand" 4 "$RAND_OPS"
-  rm -f "$d/rand"
-  mkdir -p "$d/small"
-  bench "$t" smallfiles "$d/small" "$SMALL_N" 10
-  rmdir "$d/small"
-done
+  on "$t" rm -f "$d/rand"
+}
+
+small() {  # the small-file workloads on TARGET
+  local t=$1 d cfg; d=$(dir_of "$1")/small
+  on "$t" mkdir -p "$d"
+  for cfg in "1 own" "4 own" "8 shared"; do
+    # shellcheck disable=SC2086
+    bench "$t" create "$d" "$SMALL_N" $cfg
+    # shellcheck disable=SC2086
+    bench "$t" unlink "$d" "$SMALL_N" $cfg
+  done
+  bench "$t" create "$d" "$SMALL_N" 16 own
+  cold "$t"
+  bench "$t" stat "$d" "$SMALL_N" 16 own
+  cold "$t"
+  bench "$t" readdir "$d"
+  cold "$t"
+  bench "$t" read "$d" "$SMALL_N" 16 own
+  bench "$t" unlink "$d" "$SMALL_N" 16 own
+  on "$t" rmdir "$d"
+}
+
+[ $ROOT = 1 ] || echo "warning: not root; caches are not dropped, cold reads are warm" >&2
+echo "scale $SCALE: seq ${SEQ_MIB} MiB, random ${RAND_MIB} MiB x ${RAND_OPS} ops, ${SMALL_N} small files; targets: $TARGETS; median of $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+  for t in $TARGETS; do
+    if has "$WORKLOADS" io; then io "$t"; fi
+    if has "$WORKLOADS" small; then small "$t"; fi
+  done
 done
 
 # ---------------------------------------------------------------- report
+# Both tables: per (workload, target) the median of the rounds' figures
+# (input lines "WORKLOAD TARGET VALUE UNIT"), and the targets' names.
+AWK_MEDIANS='
+  BEGIN {
+    nt = split(targets, T, " ")
+    name["psmfs"] = "psmfs"; name["passthrough"] = "passthrough_ll"
+    name["passthrough_wb"] = "passthrough_ll -o writeback"; name["zfs"] = "zfs-fuse"; name["native"] = "native"
+  }
+  { k = $1 " " $2; n[k]++; v[k, n[k]] = $3; u[$1] = $4 }
+  function median(k,   i, j, m, a, t) {
+    m = n[k]; if (!m) return ""
+    for (i = 1; i <= m; i++) a[i] = v[k, i] + 0
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+  }
+'
 disk_dev=$(findmnt -rn -o SOURCE -T "$WORK" | head -1)
 machine="$(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r), $(findmnt -rn -o FSTYPE -T "$WORK") on $disk_dev ($(lsblk -dno MODEL,ROTA "$disk_dev" 2>/dev/null | awk '{ r = $NF == 1 ? "rotational" : "non-rotational"; $NF = ""; print ($0 == " " || $0 == "" ? "" : $0) r }'))"
 {
-  echo "scale $SCALE, best of $ROUNDS rounds; $machine"
+  echo "scale $SCALE, ${SMALL_N} small files, median of $ROUNDS interleaved rounds; $machine"
   echo
-  echo "| workload | psmfs | passthrough_ll | native | psmfs/passthrough | psmfs/native |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  awk '
-    { k = $1 " " $2; if (!(k in v) || $3 + 0 > v[k] + 0) v[k] = $3
-      u[$1] = $4; if (!($1 in seen)) { seen[$1] = 1; order[n++] = $1 } }
+  # Medians per (workload, target); "best FUSE peer" is the highest median
+  # among the FUSE targets that ran (passthrough, passthrough_wb, zfs).
+  awk -v targets="$TARGETS" "$AWK_MEDIANS"'
+    BEGIN {
+      nw = split("seqwrite seqread randwrite_1t randwrite_4t randread_1t randread_4t " \
+                 "create_1t create_4t create_16t create_8t_shared unlink_1t unlink_4t unlink_16t " \
+                 "unlink_8t_shared stat readdir read", W, " ")
+    }
     END {
-      for (i = 0; i < n; i++) {
-        w = order[i]; p = v[w " psmfs"]; t = v[w " passthrough"]; x = v[w " native"]
-        printf "| %s (%s) | %s | %s | %s | %.2f | %.2f |\n", w, u[w], p, t, x,
-               (t > 0 ? p / t : 0), (x > 0 ? p / x : 0)
+      printf "| workload |"; for (i = 1; i <= nt; i++) printf " %s |", name[T[i]]
+      printf " psmfs / best FUSE peer | psmfs / native |\n|---|"
+      for (i = 1; i <= nt; i++) printf "---:|"
+      printf "---:|---:|\n"
+      for (w = 1; w <= nw; w++) {
+        wl = W[w]; if (!((wl " psmfs") in n)) continue
+        p = median(wl " psmfs"); best = 0; x = ""
+        printf "| %s (%s) |", wl, u[wl]
+        for (i = 1; i <= nt; i++) {
+          m = median(wl " " T[i]); printf " %s |", (m == "" ? "—" : sprintf("%.0f", m))
+          if (T[i] == "native") x = m
+          else if (T[i] != "psmfs" && m != "" && m > best) best = m
+        }
+        printf " %s | %s |\n", (best > 0 ? sprintf("%.2f", p / best) : "—"), (x > 0 ? sprintf("%.2f", p / x) : "—")
       }
     }' "$RES"
+  echo
+  echo "Daemon CPU per file (user + system time of the FUSE daemon over the phase, divided by the files; µs, lower is better; median of $ROUNDS rounds, tick $((1000 / TICK)) ms):"
+  echo
+  awk -v targets="$TARGETS" "$AWK_MEDIANS"'
+    BEGIN {
+      delete name["native"]
+      nw = split("create_1t create_4t create_16t create_8t_shared unlink_1t unlink_4t unlink_16t unlink_8t_shared", W, " ")
+    }
+    END {
+      printf "| workload |"; for (i = 1; i <= nt; i++) if (T[i] in name) printf " %s |", name[T[i]]
+      printf "\n|---|"; for (i = 1; i <= nt; i++) if (T[i] in name) printf "---:|"
+      printf "\n"
+      for (w = 1; w <= nw; w++) {
+        if (!((W[w] " psmfs") in n)) continue
+        printf "| %s |", W[w]
+        for (i = 1; i <= nt; i++) if (T[i] in name) { m = median(W[w] " " T[i]); printf " %s |", (m == "" ? "—" : sprintf("%.0f", m)) }
+        printf "\n"
+      }
+    }' "$CPU"
 } > "$OUT/results.md"
 echo
 cat "$OUT/results.md"
 echo
-echo "(also in $OUT/results.md; higher is better everywhere)"
+echo "(also in $OUT/results.md; raw figures of every round in $RES; higher is better everywhere)"
 
 [ "${BENCH_SNAP:-1}" = 0 ] && exit 0
 # Snapshot and scanner benchmarks (docs/performance.md, second part).
