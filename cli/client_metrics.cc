@@ -241,6 +241,14 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
         "until the volume is mounted again.",
         s.failure.empty() ? "0" : "1");
   counter("psmfs_sync_cycles_total", "Group-commit sync cycles since the mount.", s.sync_cycles);
+  // Left out on a volume without checksums: a zero would claim the data
+  // was checked.
+  if (s.checksums) {
+    counter("psmfs_checksum_errors_total",
+            "Reads of a data block that failed its checksum since the mount (each failed with "
+            "EIO).",
+            s.checksum_errors);
+  }
 
   // FUSE requests.
   if (m.requests) {

@@ -92,6 +92,15 @@ int RunStatus(const StatusArgs& a) {
                         HumanSize(s.metadata_cache_bytes) + ", open-file cache " +
                         HumanSize(s.live_cache_bytes) + ")");
   }
+  if (i.mounted) {
+    line("Checksums:", std::string(s.checksums ? "on" : "off") + ", " +
+                           std::to_string(s.checksum_errors) +
+                           " checksum error(s) since mount" +
+                           (s.checksum_errors ? " (reads failed with EIO; see the daemon's log)"
+                                              : ""));
+  } else {
+    line("Checksums:", s.checksums ? "on" : "off");
+  }
   line("Free-space scan:", ScanLine(i.scan, bs));
   if (!s.restoring.empty()) {
     line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +

@@ -403,7 +403,9 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("memory_budget_bytes", v.memory_budget_bytes)
       .Set("metadata_cache_bytes", v.metadata_cache_bytes)
       .Set("metadata_cache_used_bytes", v.metadata_cache_used_bytes)
-      .Set("live_cache_bytes", v.live_cache_bytes);
+      .Set("live_cache_bytes", v.live_cache_bytes)
+      .Set("checksums", v.checksums)
+      .Set("checksum_errors", v.checksum_errors);
   return j;
 }
 
@@ -434,6 +436,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.metadata_cache_bytes = j.GetUint("metadata_cache_bytes");
   v.metadata_cache_used_bytes = j.GetUint("metadata_cache_used_bytes");
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
+  v.checksums = j.GetBool("checksums", false);
+  v.checksum_errors = j.GetUint("checksum_errors");
   return v;
 }
 

@@ -123,6 +123,7 @@ struct FormatOptions {
   uint64_t chunk_bytes = kDefaultChunkBytes;
   std::string image_path;         // empty: VOLUME/image
   bool force = false;             // overwrite an existing volume
+  bool checksum = true;           // checksum data blocks (docs/integrity.md)
   std::shared_ptr<BlockDevice> device;  // test hook
 };
 
@@ -251,6 +252,9 @@ struct VolumeStats {
   uint64_t metadata_cache_bytes = 0;       // RocksDB's budget (cache_bytes)
   uint64_t metadata_cache_used_bytes = 0;  // what of it is used now
   uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
+  // Data checksums (docs/integrity.md).
+  bool checksums = false;        // the volume checksums its data blocks
+  uint64_t checksum_errors = 0;  // reads that failed their checksum since mount
 };
 
 // Details of the metadata store's (RocksDB's) memory beyond VolumeStats'

@@ -168,6 +168,7 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   txn.Put(Cf::kVolume, kVolBlockSize, LE64(sb.block_size));
   txn.Put(Cf::kVolume, kVolBlockCount, LE64(sb.block_count));
   txn.Put(Cf::kVolume, kVolChunkBlocks, LE64(sb.chunk_blocks));
+  txn.Put(Cf::kVolume, kVolChecksum, LE64(o.checksum ? 1 : 0));
   txn.Put(Cf::kVolume, kVolUsedBlocks, LE64(0));
   txn.Put(Cf::kVolume, kVolFiles, LE64(1));  // the root directory
   InodeAttr root;
@@ -378,6 +379,24 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
       return fail(g);
     }
     impl->capabilities.store(v != "0");
+  }
+
+  {
+    // Data checksums. A volume formatted before they existed has no key:
+    // its first read-write mount turns them on for the blocks written from
+    // then on (docs/integrity.md, "Volumes made before checksums").
+    std::string v;
+    Status g = store->Get(Cf::kVolume, kVolChecksum, &v);
+    if (g.Is(Code::kNotFound)) {
+      v = LE64(1);
+      if (!opts.read_only) {
+        s = store->Put(Cf::kVolume, kVolChecksum, v);
+        if (!s.ok()) return fail(s);
+      }
+    } else if (!g.ok()) {
+      return fail(g);
+    }
+    impl->checksums = v.size() == 8 && GetLE64(v.data()) != 0;
   }
 
   // Orphans: files unlinked while open when the previous owner stopped.

@@ -50,6 +50,7 @@ enum class Cf : int {
   kDead,
   kSnapshots,
   kVolume,
+  kCsums,  // added with data checksums (docs/integrity.md)
   kCount
 };
 const char* CfName(Cf cf);
@@ -103,6 +104,11 @@ void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name);
 // alloc: BE(first block)
 std::string AllocKey(BlockNo start);
 BlockNo AllocKeyBlock(std::string_view key);
+// csums: BE(physical block) -> LE32 CRC-32C of the block as stored in the
+// image. One record per data block written since checksums exist; a block
+// without one is read unverified (docs/integrity.md).
+std::string CsumKey(BlockNo block);
+BlockNo CsumKeyBlock(std::string_view key);
 // snapshots: BE(id)
 std::string SnapshotKey(SnapshotId id);
 SnapshotId SnapshotKeyId(std::string_view key);
@@ -176,6 +182,11 @@ inline constexpr std::string_view kVolRestorePending = "restore_pending";
 // mounted without this key). Lets GetXattr answer the kernel's check before
 // every write without a lookup (fs_xattr.cc). STORED.
 inline constexpr std::string_view kVolCapabilities = "capabilities";
+// Data checksums: LE64 1 (every data block written gets a `csums` record,
+// verified on every read) or 0 (`psmctl mkfs --checksum=off`). Absent on a
+// volume formatted before checksums existed: the first read-write mount
+// writes 1 (blocks written from then on are checksummed). STORED.
+inline constexpr std::string_view kVolChecksum = "checksum";
 inline constexpr std::string_view kCapabilityXattr = "security.capability";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);

@@ -9,6 +9,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_buffer_manager.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "meta/tsan_rocksdb.h"
@@ -43,7 +44,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   std::unique_ptr<Store> s(new Store());
   rocksdb::DBOptions dbo;
   dbo.create_if_missing = opts.create_if_missing;
-  dbo.create_missing_column_families = opts.create_if_missing;
+  // A volume formatted before a column family existed (csums) gets it at
+  // its first read-write open.
+  dbo.create_missing_column_families = !opts.read_only;
   dbo.error_if_exists = opts.error_if_exists;
   dbo.manual_wal_flush = true;
   dbo.max_background_jobs = 2;
@@ -78,8 +81,22 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   cfo.merge_operator = std::make_shared<CounterAddOperator>();
   cfo.max_successive_merges = 16;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  // Read-only opens cannot create a column family a volume formatted before
+  // it existed lacks: such a family reads as the (always empty) default one.
+  std::vector<int> cf_index;
+  std::vector<std::string> existing;
+  if (opts.read_only) {
+    tsan::RocksCallScope rocks;
+    (void)rocksdb::DB::ListColumnFamilies(dbo, dir, &existing);
+  }
   for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
-    cfs.emplace_back(CfName(static_cast<Cf>(i)), cfo);
+    const char* name = CfName(static_cast<Cf>(i));
+    if (opts.read_only && !existing.empty() &&
+        std::find(existing.begin(), existing.end(), name) == existing.end()) {
+      continue;
+    }
+    cfs.emplace_back(name, cfo);
+    cf_index.push_back(i);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
@@ -102,7 +119,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
     return Status::FromErrno(st.ToErrno(), "cannot open metadata store " + dir + ": " + rs.ToString());
   }
   s->db_.reset(raw);
-  for (size_t i = 0; i < hs.size(); ++i) s->handles_[i] = hs[i];
+  for (size_t i = 0; i < hs.size(); ++i) s->handles_[cf_index[i]] = hs[i];
+  for (auto*& h : s->handles_) {
+    if (h == nullptr) h = s->db_->DefaultColumnFamily();
+  }
   s->read_only_ = opts.read_only;
   return s;
 }
@@ -114,7 +134,7 @@ Store::~Store() {
     if (!read_only_ && !failed_.load()) (void)SyncWal();
     tsan::RocksCallScope rocks;
     for (auto* h : handles_) {
-      if (h) (void)db_->DestroyColumnFamilyHandle(h);
+      if (h && h != db_->DefaultColumnFamily()) (void)db_->DestroyColumnFamilyHandle(h);
     }
     (void)db_->Close();
     db_.reset();
