@@ -52,6 +52,7 @@ Result<MountEntry> FindMount(const std::string& path);
 struct VolumeStatus {
   VolumeStats stats;
   ScanStatus scan;
+  ScrubStatus scrub;  // the running or last scrub (docs/integrity.md)
   std::string volume;
   std::string mountpoint;
   int64_t pid = 0;

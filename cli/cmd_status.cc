@@ -102,6 +102,13 @@ int RunStatus(const StatusArgs& a) {
     line("Checksums:", s.checksums ? "on" : "off");
   }
   line("Free-space scan:", ScanLine(i.scan, bs));
+  line("Scrub:", ScrubLine(i.scrub, bs));
+  for (const psm::ScrubDamage& d : i.scrub.damage) {
+    std::string paths;
+    for (const std::string& p : d.paths) paths += (paths.empty() ? "" : ", ") + p;
+    line("", "damaged block " + std::to_string(d.block) + ": " +
+                 (paths.empty() ? std::string("(no file reads it now)") : paths));
+  }
   if (!s.restoring.empty()) {
     line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +
                          " of " + std::to_string(s.restore_total) + " inodes compared so far");

@@ -95,10 +95,14 @@ struct VolumeInfo {
   std::string since;
   psm::VolumeStats stats;
   psm::ScanStatus scan;
+  psm::ScrubStatus scrub;
 };
 // Mounted: asks the daemon. A volume directory that is not mounted: opens
 // it offline. Else kNotFound.
 psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target);
 psm::Json VolumeInfoJson(const VolumeInfo& info);
+// One line about the running or last scrub (cmd_scrub.cc): progress, or
+// when it ended and what it found.
+std::string ScrubLine(const psm::ScrubStatus& s, uint64_t block_size);
 
 }  // namespace psmctl

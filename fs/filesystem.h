@@ -130,6 +130,24 @@ struct FormatOptions {
 // Creates a new volume at `volume_dir`. Prints nothing.
 Status Format(const std::string& volume_dir, const FormatOptions& opts);
 
+// A block scrub found damaged: its physical block and every path that
+// reads it ("d/file (offset N)", ".snapshots/NAME/d/file (offset N)").
+struct ScrubDamage {
+  uint64_t block = 0;
+  std::vector<std::string> paths;
+};
+// The running or last scrub (FileSystem::GetScrubStatus).
+struct ScrubStatus {
+  std::string state;  // "" never ran, "running", "finished", "stopped"
+  uint64_t cursor = 0, end = 0;  // physical blocks: where it is, the image's end
+  uint64_t checked_blocks = 0;     // allocated blocks read and verified
+  uint64_t unverified_blocks = 0;  // allocated blocks read that have no checksum
+  uint64_t damaged_blocks = 0;     // failed their checksum (and still in use)
+  int64_t started_ns = 0, finished_ns = 0;
+  double rate_mb_s = 0;            // throttle; 0 = none
+  std::vector<ScrubDamage> damage;  // every damaged block found so far
+};
+
 struct EntryOut {
   NodeId node = 0;
   struct stat st {};
@@ -402,6 +420,21 @@ class FileSystem {
   // volume is closing). Returns true when idle. A scan started by
   // StartScan() before the call is waited for.
   bool WaitScan(double timeout_sec);
+
+  // Scrub (fs/scrub.cc, docs/integrity.md): reads every allocated block
+  // once, in physical order, and verifies its checksum; damaged blocks are
+  // reported with every live and snapshot path that reads them. Runs in a
+  // thread of its own while the volume serves; resumes after a remount.
+  // StartScrub: kBusy if one runs; kReadOnly on a read-only mount;
+  // kNotSupported on a volume without checksums. `rate_mb_s` 0: as fast as
+  // the image reads.
+  Status StartScrub(double rate_mb_s);
+  // Stops a running scrub (it can be started again from the beginning).
+  // kNotFound if none runs.
+  Status StopScrub();
+  ScrubStatus GetScrubStatus();
+  // Waits until no scrub runs; false on timeout.
+  bool WaitScrub(double timeout_sec);
   // The free ranges (start block, length) of the allocator's index, in
   // order: what the scan and every free since have published (tests,
   // benchmarks; compare with an offline rebuild).

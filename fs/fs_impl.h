@@ -390,6 +390,31 @@ struct FileSystem::Impl : public EpochSet {
   // ("d/file", ".snapshots/NAME/d/file"). A scan of `dentries`: for error
   // reports only. Takes snaps_mu (leaf) and no other lock.
   Status PathsOf(InodeId ino, Epoch e, std::vector<std::string>* out);
+  // ---- scrub (fs/scrub.cc) ----
+  // scrub_mu is a leaf (docs/locking.md): held only around the fields
+  // below, never while reading the store or the image.
+  std::mutex scrub_mu;
+  // StartScrub, StopScrub and ShutdownScrub one at a time (they join the
+  // thread); taken before scrub_mu, with no other core lock held.
+  std::mutex scrub_ctl_mu;
+  bool scrub_shut = false;        // GUARDED_BY(scrub_ctl_mu): unmounting
+  std::condition_variable scrub_cv;
+  ScrubStatus scrub;              // GUARDED_BY(scrub_mu)
+  bool scrub_stop = false;        // GUARDED_BY(scrub_mu): asked to stop
+  std::thread scrub_thread;
+  // The scrub thread's body, from scrub.cursor.
+  void ScrubLoop();
+  // Loads the last scrub's record at mount; resumes a running one.
+  Status LoadScrub();
+  // Stops the thread (unmount): its cursor is stored, it resumes at the
+  // next mount.
+  void ShutdownScrub();
+  // Stores the scrub record (and, with `damage`, the damaged blocks).
+  Status SaveScrub(const ScrubStatus& st, bool damage);
+  // For each block in `blocks` (sorted), every path that reads it now in
+  // the live tree and the active snapshots, with the file offset.
+  Status BlockPaths(const std::vector<BlockNo>& blocks,
+                    std::map<BlockNo, std::vector<std::string>>* out);
   // ---- POSIX ACL upkeep (fs_xattr.cc), inside a modification's txn ----
   // chmod of `ino` to `mode`: a stored access ACL follows the new bits.
   Status AclChmod(Txn* txn, InodeId ino, uint32_t mode);

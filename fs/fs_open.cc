@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "fs/fs_impl.h"
+#include "fs/log.h"
 #include "meta/barrier_fs.h"
 #include "meta/sync_point.h"
 
@@ -427,6 +428,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     impl->reclaim_kick = !to_reclaim.empty();
     impl->reclaim_thread = std::thread([raw] { raw->ReclaimLoop(); });
   }
+  // The last scrub's result; a scrub that was running resumes.
+  s = impl->LoadScrub();
+  if (!s.ok()) PSM_LOG(kLogWarning, "cannot read the last scrub's record: %s", s.ToString().c_str());
   return std::unique_ptr<FileSystem>(new FileSystem(std::move(impl)));
 }
 
@@ -438,6 +442,7 @@ Status FileSystem::Close() {
   Impl* m = impl_.get();
   if (!m || m->closed) return Status::Ok();
   m->closed = true;
+  m->ShutdownScrub();
   {
     std::lock_guard<std::mutex> l(m->reclaim_mu);
     m->reclaim_stop = true;

@@ -187,6 +187,14 @@ inline constexpr std::string_view kVolCapabilities = "capabilities";
 // volume formatted before checksums existed: the first read-write mount
 // writes 1 (blocks written from then on are checksummed). STORED.
 inline constexpr std::string_view kVolChecksum = "checksum";
+// Scrub (fs/scrub.cc): the running or last scrub, LE64s: state (1
+// running, 2 finished, 3 stopped), cursor, end, checked, unverified,
+// damaged, started ns, finished ns, rate in KB/s. A running one resumes at
+// mount. STORED.
+inline constexpr std::string_view kVolScrub = "scrub";
+// scrub_bad/BE64(block): a damaged block the last scrub found, its paths
+// separated by newlines. STORED.
+inline constexpr std::string_view kScrubBadPrefix = "scrub_bad/";
 inline constexpr std::string_view kCapabilityXattr = "security.capability";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);

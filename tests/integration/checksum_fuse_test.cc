@@ -19,11 +19,13 @@
 
 #include "fs/control_json.h"
 #include "tests/common/fuse_files.h"
+#include "tests/common/image_block.h"
 #include "tests/common/mount_fixture.h"
 
 using psm::test::MountedVolume;
 using psm::test::RunProgram;
 using psm::testutil::Ctl;
+using psm::testutil::FlipInImage;
 using psm::testutil::Pattern;
 using psm::testutil::ReadFile;
 using psm::testutil::WriteFile;
@@ -31,28 +33,6 @@ using psm::testutil::WriteFile;
 namespace {
 
 constexpr size_t kBs = 4096;
-
-// Changes byte `at` of the one copy of `block` (kBs bytes, at a block
-// boundary) in `image`. Fails the test unless there is exactly one.
-void FlipInImage(const std::string& image, std::string_view block, size_t at) {
-  const std::string bytes = ReadFile(image);
-  REQUIRE(bytes.size() > kBs);
-  size_t found = 0;
-  int copies = 0;
-  for (size_t o = 0; o + kBs <= bytes.size(); o += kBs) {
-    if (std::memcmp(bytes.data() + o, block.data(), kBs) == 0) {
-      found = o;
-      ++copies;
-    }
-  }
-  REQUIRE_MESSAGE(copies == 1, "the pattern block is in the image " << copies << " times");
-  int fd = ::open(image.c_str(), O_WRONLY);
-  REQUIRE(fd >= 0);
-  const char c = static_cast<char>(block[at] ^ 0xff);
-  REQUIRE(::pwrite(fd, &c, 1, static_cast<off_t>(found + at)) == 1);
-  REQUIRE(::fsync(fd) == 0);
-  ::close(fd);
-}
 
 // Reads `path` sequentially in 4 KiB read(2)s until EOF or an error: the
 // bytes returned, and the errno that stopped it (0 at EOF).
@@ -163,7 +143,22 @@ TEST_CASE("checksums: a changed byte in the image is EIO through the mount and .
                            stream + "'"});
   CHECK(s.exit_code != 0);
   CHECK_MESSAGE(s.output.find(".snapshots/s1/snapfile") != std::string::npos, s.output);
-  CHECK(ReadFile(stream).find(old.substr(3 * kBs, kBs)) == std::string::npos);
+  {
+    // Neither the damaged block's bytes nor its good ones are in the stream.
+    std::string damaged = old.substr(3 * kBs, kBs);
+    damaged[17] = static_cast<char>(damaged[17] ^ 0xff);
+    const std::string bytes = ReadFile(stream);
+    CHECK(bytes.find(damaged.substr(0, 64)) == std::string::npos);
+    CHECK(bytes.find(old.substr(3 * kBs, 64)) == std::string::npos);
+    // And receive takes nothing from it.
+    auto other = MountedVolume::Create("64M");
+    auto rcv = RunProgram({"/bin/sh", "-c",
+                           "'" + psm::test::BinDir() + "/psmctl' receive '" + other->mnt +
+                               "' < '" + stream + "'"});
+    CHECK(rcv.exit_code != 0);
+    CHECK(ReadFile(other->mnt + "/.snapshots/s1/snapfile").find("No such file") !=
+          std::string::npos);
+  }
 
   // A whole-block rewrite of the damaged block heals the live file.
   const std::string fresh = Pattern(kBs, 5);

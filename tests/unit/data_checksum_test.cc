@@ -18,6 +18,7 @@
 
 #include "meta/keys.h"
 #include "meta/store.h"
+#include "tests/common/image_block.h"
 #include "tests/unit/core_test_util.h"
 
 using namespace psm;
@@ -27,43 +28,12 @@ namespace {
 
 constexpr size_t kBs = 4096;
 
-// `blocks` blocks of bytes from seed: no two blocks of any two seeds alike.
 std::string Pattern(uint64_t seed, size_t blocks) {
-  std::mt19937_64 g(seed * 7919 + 1);
-  std::string s(blocks * kBs, '\0');
-  for (size_t i = 0; i < s.size(); i += 8) {
-    uint64_t v = g();
-    std::memcpy(&s[i], &v, 8);
-  }
-  return s;
+  return psm_test::Pattern(blocks * kBs, static_cast<uint32_t>(seed));
 }
 
-std::string ReadFileBytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-// Flips byte `at` of the first copy of `block` (kBs bytes) found in the
-// image, at a block boundary. Returns the image offset; fails the test if
-// the block is not there exactly once.
 uint64_t FlipInImage(const std::string& dir, std::string_view block, size_t at = 100) {
-  const std::string img = dir + "/image";
-  const std::string bytes = ReadFileBytes(img);
-  uint64_t found = ~0ull;
-  int copies = 0;
-  for (size_t o = 0; o + kBs <= bytes.size(); o += kBs) {
-    if (std::memcmp(bytes.data() + o, block.data(), kBs) == 0) {
-      found = o;
-      ++copies;
-    }
-  }
-  REQUIRE_MESSAGE(copies == 1, "pattern block found " << copies << " times in the image");
-  int fd = ::open(img.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
-  char c = static_cast<char>(block[at] ^ 0x5a);
-  REQUIRE(::pwrite(fd, &c, 1, static_cast<off_t>(found + at)) == 1);
-  ::close(fd);
-  return found;
+  return psm::testutil::FlipInImage(dir + "/image", block, at, 0x5a);
 }
 
 // Reads [off, off+n) of `node`; the status, and the bytes on success.
