@@ -160,6 +160,21 @@ TEST_CASE("checksums: a changed byte in the image is EIO through the mount and .
           std::string::npos);
   }
 
+  // scrub: names every path of each damaged block, and no intact file.
+  auto sc = Ctl({"scrub", mv->mnt, "--wait"});
+  CHECK_MESSAGE(sc.exit_code == 1, sc.output);
+  CHECK_MESSAGE(sc.output.find("  d/victim (offset 36864)\n") != std::string::npos, sc.output);
+  CHECK_MESSAGE(sc.output.find("  .snapshots/s1/d/victim (offset 36864)\n") != std::string::npos,
+                sc.output);
+  CHECK_MESSAGE(sc.output.find("  .snapshots/s1/snapfile (offset 12288)\n") != std::string::npos,
+                sc.output);
+  CHECK(sc.output.find("intact") == std::string::npos);
+  CHECK(sc.output.find("2 damaged block(s)") != std::string::npos);
+  auto st = Ctl({"status", mv->mnt});
+  CHECK_MESSAGE(st.output.find("damaged block") != std::string::npos, st.output);
+  CHECK(Ctl({"scrub", mv->mnt, "--stop"}).exit_code == 4);  // none runs
+  CHECK(Ctl({"scrub", mv->mnt, "--rate", "-3"}).exit_code == 2);
+
   // A whole-block rewrite of the damaged block heals the live file.
   const std::string fresh = Pattern(kBs, 5);
   WriteFile(mv->Path("d/victim"), fresh, 9 * kBs, false);
@@ -170,6 +185,14 @@ TEST_CASE("checksums: a changed byte in the image is EIO through the mount and .
   REQUIRE(mv->Remount());
   CHECK(ReadFile(mv->Path("d/victim")) == want);
   CHECK(StatusErrors(*mv) == 0);
+  // The snapshots still hold the damaged blocks: the last scrub's result
+  // survived the remount, and a new scrub finds them again, the live file
+  // no more.
+  CHECK(Ctl({"status", mv->mnt}).output.find("finished") != std::string::npos);
+  auto again = Ctl({"scrub", mv->mnt, "--wait"});
+  CHECK(again.exit_code == 1);
+  CHECK_MESSAGE(again.output.find("\n  d/victim") == std::string::npos, again.output);
+  CHECK(again.output.find("  .snapshots/s1/d/victim (offset 36864)\n") != std::string::npos);
 }
 
 TEST_CASE("checksums: mkfs --checksum=off checks nothing") {
@@ -195,4 +218,7 @@ TEST_CASE("checksums: mkfs --checksum=off checks nothing") {
   CHECK(ReadFile(mv->Path("f")) == want);
   auto m = Ctl({"metrics", mv->mnt});
   CHECK(m.output.find("psmfs_checksum_errors_total") == std::string::npos);
+  auto sc = Ctl({"scrub", mv->mnt});
+  CHECK(sc.exit_code == 1);
+  CHECK_MESSAGE(sc.output.find("--checksum=off") != std::string::npos, sc.output);
 }
