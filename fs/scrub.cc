@@ -254,6 +254,16 @@ void FileSystem::Impl::ScrubLoop() {
         const Range& r = used[i];
         buf.resize(r.len * bs);
         s = dev->Read(r.start * bs, buf.data(), buf.size());
+        std::vector<bool> unreadable;
+        if (s.Is(Code::kIOError)) {
+          // A bad sector: block by block, and a block that cannot be read
+          // is damaged as one that fails its checksum.
+          unreadable.assign(r.len, false);
+          s = Status::Ok();
+          for (uint64_t k = 0; k < r.len; ++k) {
+            if (!dev->Read((r.start + k) * bs, buf.data() + k * bs, bs).ok()) unreadable[k] = true;
+          }
+        }
         // Tests free the blocks just read here (a snapshot deleted and
         // reclaimed) and write so as to reuse them: the hold must keep
         // them from being rewritten before their checksums are read.
@@ -262,7 +272,10 @@ void FileSystem::Impl::ScrubLoop() {
         if (!s.ok()) break;
         bytes_read += buf.size();
         for (uint64_t k = 0; k < r.len; ++k) {
-          if (!want[k]) {
+          if (!unreadable.empty() && unreadable[k]) {
+            ++checked;
+            bad.push_back(r.start + k);
+          } else if (!want[k]) {
             ++unverified;
           } else {
             ++checked;
@@ -321,7 +334,6 @@ void FileSystem::Impl::ScrubLoop() {
       scrub_cv.wait_until(l, t0 + std::chrono::duration<double>(due), [&] { return scrub_stop; });
     }
   }
-  bool stopped_by_user = false;
   {
     std::lock_guard<std::mutex> l(scrub_mu);
     if (c >= end || !failed.ok()) {
@@ -330,7 +342,6 @@ void FileSystem::Impl::ScrubLoop() {
     } else if (scrub.state == "stopped") {
       st.state = "stopped";  // StopScrub
       st.finished_ns = NowNs();
-      stopped_by_user = true;
     }  // else: unmount; stays "running" and resumes at the next mount
     scrub.state = st.state;
     scrub.finished_ns = st.finished_ns;
@@ -343,7 +354,6 @@ void FileSystem::Impl::ScrubLoop() {
             sb.uuid.c_str(), static_cast<unsigned long long>(st.checked_blocks),
             static_cast<unsigned long long>(st.damaged_blocks));
   }
-  (void)stopped_by_user;
   (void)SaveScrub(st, false);
   scrub_cv.notify_all();
 }
