@@ -639,7 +639,8 @@ Json ControlServer::Metrics(const Json& req) {
       .Set("since", since_)
       .Set("since_ns", since_ns_)
       .Set("stats", ctl::ToJson(stats))
-      .Set("scan", ctl::ToJson(fs_->GetScanStatus()));
+      .Set("scan", ctl::ToJson(fs_->GetScanStatus()))
+      .Set("scrub", ctl::ToJson(fs_->GetScrubStatus()));
   // Per-snapshot space costs one pass over the alloc records; "space":
   // false skips it (the snapshots then come without used/referenced).
   const bool space = req.GetBool("space", true);

@@ -172,6 +172,9 @@ TEST_CASE("checksums: a changed byte in the image is EIO through the mount and .
   CHECK(sc.output.find("2 damaged block(s)") != std::string::npos);
   auto st = Ctl({"status", mv->mnt});
   CHECK_MESSAGE(st.output.find("damaged block") != std::string::npos, st.output);
+  auto sm = Ctl({"metrics", mv->mnt});
+  CHECK_MESSAGE(sm.output.find("psmfs_scrub_damaged_blocks{") != std::string::npos, sm.output);
+  CHECK(sm.output.find("\npsmfs_scrub_running{") != std::string::npos);
   CHECK(Ctl({"scrub", mv->mnt, "--stop"}).exit_code == 4);  // none runs
   CHECK(Ctl({"scrub", mv->mnt, "--rate", "-3"}).exit_code == 2);
 
