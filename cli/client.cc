@@ -370,6 +370,7 @@ Result<VolumeStatus> Client::GetStatus() {
   VolumeStatus s;
   if (const Json* j = r.Find("stats")) s.stats = ctl::StatsFromJson(*j);
   if (const Json* j = r.Find("scan")) s.scan = ctl::ScanFromJson(*j);
+  if (const Json* j = r.Find("scrub")) s.scrub = ctl::ScrubFromJson(*j);
   s.volume = r.GetString("volume");
   s.mountpoint = r.GetString("mountpoint");
   s.pid = r.GetInt("pid");

@@ -52,6 +52,7 @@ Result<MountEntry> FindMount(const std::string& path);
 struct VolumeStatus {
   VolumeStats stats;
   ScanStatus scan;
+  ScrubStatus scrub;  // the running or last scrub (docs/integrity.md)
   std::string volume;
   std::string mountpoint;
   int64_t pid = 0;
@@ -69,6 +70,7 @@ struct VolumeMetrics {
   int64_t since_ns = 0;  // the same in nanoseconds since the epoch
   VolumeStats stats;
   ScanStatus scan;
+  ScrubStatus scrub;  // the running or last scrub
   // Every snapshot, oldest first, those being deleted included (`deleting`);
   // used/referenced only when `snapshot_space`.
   std::vector<SnapshotInfo> snapshots;

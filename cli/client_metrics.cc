@@ -39,6 +39,7 @@ Result<VolumeMetrics> Client::GetMetrics(bool snapshot_space) {
   }
   m.stats = ctl::StatsFromJson(*stats);
   m.scan = ctl::ScanFromJson(*scan);
+  if (const Json* sc = r.Find("scrub")) m.scrub = ctl::ScrubFromJson(*sc);
   m.snapshot_space = r.GetBool("space");
   if (const Json* l = r.Find("snapshots")) {
     for (const Json& s : l->items()) m.snapshots.push_back(ctl::SnapshotFromJson(s));
@@ -241,6 +242,29 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
         "until the volume is mounted again.",
         s.failure.empty() ? "0" : "1");
   counter("psmfs_sync_cycles_total", "Group-commit sync cycles since the mount.", s.sync_cycles);
+  // Left out on a volume without checksums: a zero would claim the data
+  // was checked.
+  if (s.checksums) {
+    counter("psmfs_checksum_errors_total",
+            "Reads of a data block that failed its checksum since the mount (each failed with "
+            "EIO).",
+            s.checksum_errors);
+    // Scrub (docs/integrity.md).
+    const ScrubStatus& sc = m.scrub;
+    gauge("psmfs_scrub_running", "1 while a scrub runs.", sc.state == "running" ? "1" : "0");
+    gauge("psmfs_scrub_progress_ratio", "Progress of the running (or last) scrub, 0 to 1.",
+          Number(sc.end ? static_cast<double>(sc.cursor) / static_cast<double>(sc.end) : 0.0));
+    gauge("psmfs_scrub_verified_bytes", "Data the running (or last) scrub has verified.",
+          Number(sc.checked_blocks * bs));
+    gauge("psmfs_scrub_damaged_blocks",
+          "Blocks the running (or last) scrub found damaged (see psmctl status for their paths).",
+          Number(sc.damaged_blocks));
+    if (sc.finished_ns > 0) {
+      gauge("psmfs_scrub_last_finished_timestamp_seconds",
+            "When the last scrub ended, seconds since the epoch.",
+            Number(static_cast<double>(sc.finished_ns) / 1e9));
+    }
+  }
 
   // FUSE requests.
   if (m.requests) {

@@ -1,4 +1,4 @@
-// psmctl mkfs VOLUME --size SIZE [--block-size N] [--image PATH] [--force]
+// psmctl mkfs VOLUME --size SIZE [--block-size N] [--image PATH] [--checksum=on|off] [--force]
 //
 // Creates a volume (psm::Format). Refuses to overwrite an existing volume
 // without --force, a mounted one even with it, and a non-empty directory
@@ -24,6 +24,7 @@ struct MkfsArgs {
   std::string size;
   std::string block_size = "4K";
   std::string image;
+  std::string checksum = "on";
   bool force = false;
 };
 
@@ -59,6 +60,9 @@ int RunMkfs(const MkfsArgs& a) {
   uint64_t block_size = bs.value();
   if (block_size < 512 || block_size > 65536 || (block_size & (block_size - 1)) != 0) {
     return UsageError("--block-size must be a power of two from 512 to 64K, not " + a.block_size);
+  }
+  if (a.checksum != "on" && a.checksum != "off") {
+    return UsageError("--checksum must be 'on' or 'off', not '" + a.checksum + "'");
   }
   struct stat ist;
   bool image_is_blockdev = ::stat(image.c_str(), &ist) == 0 && S_ISBLK(ist.st_mode);
@@ -106,6 +110,7 @@ int RunMkfs(const MkfsArgs& a) {
   opts.block_size = static_cast<uint32_t>(block_size);
   opts.image_path = a.image;
   opts.force = a.force;
+  opts.checksum = a.checksum == "on";
   if (psm::Status st = psm::Format(a.volume, opts); !st.ok()) return Fail(st, "mkfs " + a.volume);
 
   std::string uuid = ImageUuid(image);
@@ -116,6 +121,7 @@ int RunMkfs(const MkfsArgs& a) {
     std::printf("  size        %s (%llu bytes)\n", HumanSize(size).c_str(),
                 static_cast<unsigned long long>(size));
   std::printf("  block size  %llu\n", static_cast<unsigned long long>(block_size));
+  std::printf("  checksums   %s\n", a.checksum.c_str());
   return kExitOk;
 }
 
@@ -139,6 +145,12 @@ void SetupMkfs(CLI::App& app) {
                   "Put the data in this file or block device instead of VOLUME/image; the path is "
                   "recorded in the volume's metadata.")
       ->type_name("PATH");
+  cmd->add_option("--checksum", a->checksum,
+                  "on: every data block written gets a CRC-32C kept in the metadata and verified "
+                  "on every read (a mismatch fails the read with EIO; every write goes to a new "
+                  "block). off: no checksums, overwrites in place. Fixed for the volume's life.")
+      ->type_name("on|off")
+      ->default_str("on");
   cmd->add_flag("-f,--force", a->force,
                 "Overwrite an existing psmfs volume (all its files and snapshots are lost). Never "
                 "overwrites a mounted volume or a non-empty directory that is not a volume.");

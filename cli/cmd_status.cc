@@ -92,7 +92,23 @@ int RunStatus(const StatusArgs& a) {
                         HumanSize(s.metadata_cache_bytes) + ", open-file cache " +
                         HumanSize(s.live_cache_bytes) + ")");
   }
+  if (i.mounted) {
+    line("Checksums:", std::string(s.checksums ? "on" : "off") + ", " +
+                           std::to_string(s.checksum_errors) +
+                           " checksum error(s) since mount" +
+                           (s.checksum_errors ? " (reads failed with EIO; see the daemon's log)"
+                                              : ""));
+  } else {
+    line("Checksums:", s.checksums ? "on" : "off");
+  }
   line("Free-space scan:", ScanLine(i.scan, bs));
+  line("Scrub:", ScrubLine(i.scrub, bs));
+  for (const psm::ScrubDamage& d : i.scrub.damage) {
+    std::string paths;
+    for (const std::string& p : d.paths) paths += (paths.empty() ? "" : ", ") + p;
+    line("", "damaged block " + std::to_string(d.block) + ": " +
+                 (paths.empty() ? std::string("(no file reads it now)") : paths));
+  }
   if (!s.restoring.empty()) {
     line("Restore:", "to snapshot '" + s.restoring + "', " + std::to_string(s.restore_done) +
                          " of " + std::to_string(s.restore_total) + " inodes compared so far");

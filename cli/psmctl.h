@@ -120,6 +120,7 @@ struct VolumeInfo {
   std::string since;
   psm::VolumeStats stats;
   psm::ScanStatus scan;
+  psm::ScrubStatus scrub;
 };
 // Mounted: asks the daemon. A volume directory that is not mounted: opens
 // it offline. Else kNotFound.
@@ -130,5 +131,8 @@ psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target);
 psm::Result<VolumeInfo> OfflineVolumeInfo(const std::string& target);
 psm::Result<std::vector<psm::SnapshotInfo>> OfflineSnapshotList(const std::string& target);
 psm::Json VolumeInfoJson(const VolumeInfo& info);
+// One line about the running or last scrub (cmd_scrub.cc): progress, or
+// when it ended and what it found.
+std::string ScrubLine(const psm::ScrubStatus& s, uint64_t block_size);
 
 }  // namespace psmctl

@@ -96,6 +96,7 @@ psm::Result<VolumeInfo> OfflineVolumeInfo(const std::string& target) {
   info.volume = ::realpath(target.c_str(), buf) ? buf : target;
   info.stats = fs.value()->Stats();
   info.scan = fs.value()->GetScanStatus();
+  info.scrub = fs.value()->GetScrubStatus();
   PSM_RETURN_IF_ERROR(fs.value()->Close());
   return info;
 }

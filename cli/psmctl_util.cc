@@ -227,6 +227,7 @@ psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target) {
     info.since = st.since;
     info.stats = st.stats;
     info.scan = st.scan;
+    info.scrub = st.scrub;
     return info;
   }
   if (!LooksLikeVolume(target)) {
@@ -260,7 +261,8 @@ psm::Json VolumeInfoJson(const VolumeInfo& i) {
       .Set("reclaiming", i.stats.reclaiming)
       .Set("reclaim_freed_bytes", i.stats.reclaim_blocks_freed * bs)
       .Set("stats", psm::ctl::ToJson(i.stats))
-      .Set("scan", psm::ctl::ToJson(i.scan));
+      .Set("scan", psm::ctl::ToJson(i.scan))
+      .Set("scrub", psm::ctl::ToJson(i.scrub));
   return j;
 }
 

@@ -15,6 +15,7 @@ const char* CfName(Cf cf) {
     case Cf::kDead: return "dead";
     case Cf::kSnapshots: return "snapshots";
     case Cf::kVolume: return "volume";
+    case Cf::kCsums: return "csums";
     case Cf::kCount: break;
   }
   return "?";
@@ -121,6 +122,9 @@ void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name) {
 
 std::string AllocKey(BlockNo start) { return InodePrefix(start); }
 BlockNo AllocKeyBlock(std::string_view key) { return GetBE64(key.data()); }
+
+std::string CsumKey(BlockNo block) { return InodePrefix(block); }
+BlockNo CsumKeyBlock(std::string_view key) { return GetBE64(key.data()); }
 
 std::string SnapshotKey(SnapshotId id) { return InodePrefix(id); }
 SnapshotId SnapshotKeyId(std::string_view key) { return GetBE64(key.data()); }

@@ -50,6 +50,7 @@ enum class Cf : int {
   kDead,
   kSnapshots,
   kVolume,
+  kCsums,  // added with data checksums (docs/integrity.md)
   kCount
 };
 const char* CfName(Cf cf);
@@ -109,6 +110,11 @@ void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name);
 // alloc: BE(first block)
 std::string AllocKey(BlockNo start);
 BlockNo AllocKeyBlock(std::string_view key);
+// csums: BE(physical block) -> LE32 CRC-32C of the block as stored in the
+// image. One record per data block written since checksums exist; a block
+// without one is read unverified (docs/integrity.md).
+std::string CsumKey(BlockNo block);
+BlockNo CsumKeyBlock(std::string_view key);
 // snapshots: BE(id)
 std::string SnapshotKey(SnapshotId id);
 SnapshotId SnapshotKeyId(std::string_view key);
@@ -182,6 +188,19 @@ inline constexpr std::string_view kVolRestorePending = "restore_pending";
 // mounted without this key). Lets GetXattr answer the kernel's check before
 // every write without a lookup (fs_xattr.cc). STORED.
 inline constexpr std::string_view kVolCapabilities = "capabilities";
+// Data checksums: LE64 1 (every data block written gets a `csums` record,
+// verified on every read) or 0 (`psmctl mkfs --checksum=off`). Absent on a
+// volume formatted before checksums existed: the first read-write mount
+// writes 1 (blocks written from then on are checksummed). STORED.
+inline constexpr std::string_view kVolChecksum = "checksum";
+// Scrub (fs/core/scrub.cc): the running or last scrub, LE64s: state (1
+// running, 2 finished, 3 stopped), cursor, end, checked, unverified,
+// damaged, started ns, finished ns, rate in KB/s. A running one resumes at
+// mount. STORED.
+inline constexpr std::string_view kVolScrub = "scrub";
+// scrub_bad/BE64(block): a damaged block the last scrub found, its paths
+// separated by newlines. STORED.
+inline constexpr std::string_view kScrubBadPrefix = "scrub_bad/";
 inline constexpr std::string_view kCapabilityXattr = "security.capability";
 // Orphans: inodes unlinked while open; removed at last close or next mount.
 std::string OrphanKey(InodeId ino);

@@ -12,6 +12,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_buffer_manager.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "meta/tsan_rocksdb.h"
@@ -92,7 +93,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   std::unique_ptr<Store> s(new Store());
   rocksdb::DBOptions dbo;
   dbo.create_if_missing = opts.create_if_missing;
-  dbo.create_missing_column_families = opts.create_if_missing;
+  // A volume formatted before a column family existed (csums) gets it at
+  // its first read-write open.
+  dbo.create_missing_column_families = !opts.read_only;
   dbo.error_if_exists = opts.error_if_exists;
   dbo.manual_wal_flush = true;
   dbo.max_background_jobs = 2;
@@ -145,9 +148,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   vcfo.prefix_extractor = std::make_shared<VersionPrefix>();
   vcfo.memtable_prefix_bloom_size_ratio = 0.02;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  // Read-only opens cannot create a column family a volume formatted before
+  // it existed lacks: such a family reads as the (always empty) default one.
+  std::vector<int> cf_index;
+  std::vector<std::string> existing;
+  if (opts.read_only) {
+    tsan::RocksCallScope rocks;
+    (void)rocksdb::DB::ListColumnFamilies(dbo, dir, &existing);
+  }
   for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
     const Cf cf = static_cast<Cf>(i);
-    cfs.emplace_back(CfName(cf), IsVersionedCf(cf) ? vcfo : cfo);
+    const char* name = CfName(cf);
+    if (opts.read_only && !existing.empty() &&
+        std::find(existing.begin(), existing.end(), name) == existing.end()) {
+      continue;
+    }
+    cfs.emplace_back(name, IsVersionedCf(cf) ? vcfo : cfo);
+    cf_index.push_back(i);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
   rocksdb::DB* raw = nullptr;
@@ -170,7 +187,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
     return Status::FromErrno(st.ToErrno(), "cannot open metadata store " + dir + ": " + rs.ToString());
   }
   s->db_.reset(raw);
-  for (size_t i = 0; i < hs.size(); ++i) s->handles_[i] = hs[i];
+  for (size_t i = 0; i < hs.size(); ++i) s->handles_[cf_index[i]] = hs[i];
+  for (auto*& h : s->handles_) {
+    if (h == nullptr) h = s->db_->DefaultColumnFamily();
+  }
   s->read_only_ = opts.read_only;
   return s;
 }
@@ -182,7 +202,7 @@ Store::~Store() {
     if (!read_only_ && !failed_.load()) (void)SyncWal();
     tsan::RocksCallScope rocks;
     for (auto* h : handles_) {
-      if (h) (void)db_->DestroyColumnFamilyHandle(h);
+      if (h && h != db_->DefaultColumnFamily()) (void)db_->DestroyColumnFamilyHandle(h);
     }
     (void)db_->Close();
     db_.reset();

@@ -69,6 +69,9 @@ inline constexpr std::string_view kOpSnapshotList = "snapshot.list";
 inline constexpr std::string_view kOpScanStart = "scan.start";
 inline constexpr std::string_view kOpScanStatus = "scan.status";
 inline constexpr std::string_view kOpSync = "sync";
+// {"op":"scrub","action":"start"|"stop"|"status","rate_mb_s":N} ->
+// {"scrub": ScrubStatus} (docs/integrity.md).
+inline constexpr std::string_view kOpScrub = "scrub";
 inline constexpr std::string_view kOpRestore = "restore";
 // Figures for monitoring (psmctl metrics, docs/monitoring.md); open to all.
 inline constexpr std::string_view kOpMetrics = "metrics";
@@ -352,8 +355,59 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("memory_budget_bytes", v.memory_budget_bytes)
       .Set("metadata_cache_bytes", v.metadata_cache_bytes)
       .Set("metadata_cache_used_bytes", v.metadata_cache_used_bytes)
-      .Set("live_cache_bytes", v.live_cache_bytes);
+      .Set("live_cache_bytes", v.live_cache_bytes)
+      .Set("checksums", v.checksums)
+      .Set("checksum_errors", v.checksum_errors);
   return j;
+}
+
+inline Json ToJson(const ScrubStatus& s) {
+  Json damage = Json::Array();
+  for (const ScrubDamage& d : s.damage) {
+    Json paths = Json::Array();
+    for (const std::string& p : d.paths) paths.Push(p);
+    Json e = Json::Object();
+    e.Set("block", d.block).Set("paths", std::move(paths));
+    damage.Push(std::move(e));
+  }
+  Json j = Json::Object();
+  j.Set("state", s.state)
+      .Set("cursor", s.cursor)
+      .Set("end", s.end)
+      .Set("checked_blocks", s.checked_blocks)
+      .Set("unverified_blocks", s.unverified_blocks)
+      .Set("damaged_blocks", s.damaged_blocks)
+      .Set("started_ns", s.started_ns)
+      .Set("finished_ns", s.finished_ns)
+      .Set("rate_mb_s", s.rate_mb_s)
+      .Set("damage", std::move(damage));
+  return j;
+}
+
+inline ScrubStatus ScrubFromJson(const Json& j) {
+  ScrubStatus s;
+  s.state = j.GetString("state");
+  s.cursor = j.GetUint("cursor");
+  s.end = j.GetUint("end");
+  s.checked_blocks = j.GetUint("checked_blocks");
+  s.unverified_blocks = j.GetUint("unverified_blocks");
+  s.damaged_blocks = j.GetUint("damaged_blocks");
+  s.started_ns = j.GetInt("started_ns");
+  s.finished_ns = j.GetInt("finished_ns");
+  s.rate_mb_s = j.GetDouble("rate_mb_s");
+  if (const Json* d = j.Find("damage"); d != nullptr && d->is_array()) {
+    for (const Json& e : d->items()) {
+      ScrubDamage x;
+      x.block = e.GetUint("block");
+      if (const Json* p = e.Find("paths"); p != nullptr && p->is_array()) {
+        for (const Json& q : p->items()) {
+          if (q.is_string()) x.paths.push_back(q.AsString());
+        }
+      }
+      s.damage.push_back(std::move(x));
+    }
+  }
+  return s;
 }
 
 inline VolumeStats StatsFromJson(const Json& j) {
@@ -383,6 +437,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.metadata_cache_bytes = j.GetUint("metadata_cache_bytes");
   v.metadata_cache_used_bytes = j.GetUint("metadata_cache_used_bytes");
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
+  v.checksums = j.GetBool("checksums", false);
+  v.checksum_errors = j.GetUint("checksum_errors");
   return v;
 }
 

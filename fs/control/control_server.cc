@@ -141,6 +141,7 @@ ControlServer::~ControlServer() { Stop(); }
 bool ControlServer::IsModifying(std::string_view op) {
   return op == ctl::kOpSnapshotCreate || op == ctl::kOpSnapshotDelete || op == ctl::kOpScanStart ||
          op == ctl::kOpSync || op == ctl::kOpRestore || op == ctl::kOpReceive ||
+         op == ctl::kOpScrub ||
          ctl::IsFileServerModifying(op);
 }
 
@@ -519,6 +520,7 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
   if (op == ctl::kOpStatus) {
     reply.Set("stats", ctl::ToJson(fs_->Stats()))
         .Set("scan", ctl::ToJson(fs_->GetScanStatus()))
+        .Set("scrub", ctl::ToJson(fs_->GetScrubStatus()))
         .Set("volume", volume_dir_)
         .Set("mountpoint", mountpoint_)
         .Set("pid", static_cast<int64_t>(::getpid()))
@@ -594,6 +596,20 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
     reply.Set("scan", ctl::ToJson(fs_->GetScanStatus()));
     return reply;
   }
+  if (op == ctl::kOpScrub) {
+    const std::string action = req.GetString("action", "status");
+    Status st;
+    if (action == "start") {
+      st = fs_->StartScrub(req.GetDouble("rate_mb_s", 0));
+    } else if (action == "stop") {
+      st = fs_->StopScrub();
+    } else if (action != "status") {
+      st = Status::Invalid("scrub action must be start, stop or status, not '" + action + "'");
+    }
+    if (!st.ok()) return ctl::ErrorReply(st);
+    reply.Set("scrub", ctl::ToJson(fs_->GetScrubStatus()));
+    return reply;
+  }
   if (op == ctl::kOpSync) {
     Status st = fs_->SyncAll();
     return st.ok() ? reply : ctl::ErrorReply(st);
@@ -623,7 +639,8 @@ Json ControlServer::Metrics(const Json& req) {
       .Set("since", since_)
       .Set("since_ns", since_ns_)
       .Set("stats", ctl::ToJson(stats))
-      .Set("scan", ctl::ToJson(fs_->GetScanStatus()));
+      .Set("scan", ctl::ToJson(fs_->GetScanStatus()))
+      .Set("scrub", ctl::ToJson(fs_->GetScrubStatus()));
   // Per-snapshot space costs one pass over the alloc records; "space":
   // false skips it (the snapshots then come without used/referenced).
   const bool space = req.GetBool("space", true);

@@ -123,11 +123,30 @@ struct FormatOptions {
   uint64_t chunk_bytes = kDefaultChunkBytes;
   std::string image_path;         // empty: VOLUME/image
   bool force = false;             // overwrite an existing volume
+  bool checksum = true;           // checksum data blocks (docs/integrity.md)
   std::shared_ptr<BlockDevice> device;  // test hook
 };
 
 // Creates a new volume at `volume_dir`. Prints nothing.
 Status Format(const std::string& volume_dir, const FormatOptions& opts);
+
+// A block scrub found damaged: its physical block and every path that
+// reads it ("d/file (offset N)", ".snapshots/NAME/d/file (offset N)").
+struct ScrubDamage {
+  uint64_t block = 0;
+  std::vector<std::string> paths;
+};
+// The running or last scrub (FileSystem::GetScrubStatus).
+struct ScrubStatus {
+  std::string state;  // "" never ran, "running", "finished", "stopped"
+  uint64_t cursor = 0, end = 0;  // physical blocks: where it is, the image's end
+  uint64_t checked_blocks = 0;     // allocated blocks read and verified
+  uint64_t unverified_blocks = 0;  // allocated blocks read that have no checksum
+  uint64_t damaged_blocks = 0;     // failed their checksum (and still in use)
+  int64_t started_ns = 0, finished_ns = 0;
+  double rate_mb_s = 0;            // throttle; 0 = none
+  std::vector<ScrubDamage> damage;  // every damaged block found so far
+};
 
 struct EntryOut {
   NodeId node = 0;
@@ -251,6 +270,9 @@ struct VolumeStats {
   uint64_t metadata_cache_bytes = 0;       // RocksDB's budget (cache_bytes)
   uint64_t metadata_cache_used_bytes = 0;  // what of it is used now
   uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
+  // Data checksums (docs/integrity.md).
+  bool checksums = false;        // the volume checksums its data blocks
+  uint64_t checksum_errors = 0;  // reads that failed their checksum since mount
 };
 
 // Details of the metadata store's (RocksDB's) memory beyond VolumeStats'
@@ -398,6 +420,21 @@ class FileSystem {
   // volume is closing). Returns true when idle. A scan started by
   // StartScan() before the call is waited for.
   bool WaitScan(double timeout_sec);
+
+  // Scrub (fs/core/scrub.cc, docs/integrity.md): reads every allocated block
+  // once, in physical order, and verifies its checksum; damaged blocks are
+  // reported with every live and snapshot path that reads them. Runs in a
+  // thread of its own while the volume serves; resumes after a remount.
+  // StartScrub: kBusy if one runs; kReadOnly on a read-only mount;
+  // kNotSupported on a volume without checksums. `rate_mb_s` 0: as fast as
+  // the image reads.
+  Status StartScrub(double rate_mb_s);
+  // Stops a running scrub (it can be started again from the beginning).
+  // kNotFound if none runs.
+  Status StopScrub();
+  ScrubStatus GetScrubStatus();
+  // Waits until no scrub runs; false on timeout.
+  bool WaitScrub(double timeout_sec);
   // The free ranges (start block, length) of the allocator's index, in
   // order: what the scan and every free since have published (tests,
   // benchmarks; compare with an offline rebuild).

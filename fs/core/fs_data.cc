@@ -4,7 +4,9 @@
 // back as one new version. The rule of DESIGN §3: a block born before the
 // live epoch may be seen by a snapshot and is never written again; writes to
 // it go to a newly allocated block (redirect-on-write) and the old block is
-// killed (KillRange). Blocks born at the live epoch are overwritten in place.
+// killed (KillRange). Blocks born at the live epoch are overwritten in place,
+// except on a volume with checksums, where every write is redirected
+// (docs/integrity.md).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <unistd.h>
@@ -228,7 +230,10 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
     PSM_RETURN_IF_ERROR(LoadMap(this, txn, ino, idx, e, &map));
     uint32_t b0 = static_cast<uint32_t>((pos - cstart) / bs);
     uint32_t b1 = static_cast<uint32_t>((cend - cstart + bs - 1) / bs);
-    for (uint32_t b = b0; b < b1; ++b) need[b] = !(map[b].p && map[b].birth == e);
+    // With checksums every block written goes to a new one: an overwrite in
+    // place would leave a durable checksum that the bytes on disk may no
+    // longer match after a crash (docs/integrity.md).
+    for (uint32_t b = b0; b < b1; ++b) need[b] = checksums || !(map[b].p && map[b].birth == e);
     // Allocate runs of blocks that need new space, near their neighbours.
     for (uint32_t i = b0; i < b1;) {
       if (!need[i]) {
@@ -254,6 +259,7 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
     auto flush_run = [&]() -> Status {
       if (run_n == 0) return Status::Ok();
       Status s = dev->Write(run_p * bs, stage.data(), stage.size());
+      if (s.ok()) PutChecksums(txn, run_p, stage.data(), run_n);
       run_n = 0;
       stage.clear();
       return s;
@@ -283,7 +289,8 @@ Status FileSystem::Impl::WriteData(Txn* txn, InodeId ino, InodeAttr* a, uint64_t
         // Merge with the old contents (zeros for holes and unwritten blocks).
         stage.resize(at + bs, '\0');
         if (sl.p && !(sl.flags & kExtentUnwritten)) {
-          PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs, stage.data() + at, bs));
+          PSM_RETURN_IF_ERROR(
+              ReadBlocks(sl.p, 1, stage.data() + at, BlockUse{ino, e, idx * chunk_blocks + b}));
         }
         memcpy(stage.data() + at + (lo - bstart), src, hi - lo);
       }
@@ -314,6 +321,7 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
                                   size_t n, char* buf) {
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   std::vector<Slot> map;
+  std::string whole;
   uint64_t pos = off;
   const uint64_t end = off + n;
   while (pos < end) {
@@ -337,7 +345,19 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
       uint32_t j = b + 1;
       while (j < b1 && map[j].p == sl.p + (j - b) && !(map[j].flags & kExtentUnwritten)) ++j;
       uint64_t hi = std::min(cend, cstart + uint64_t{j} * bs);
-      PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs + (lo - bstart), buf + (lo - off), hi - lo));
+      const BlockUse use{ino, e, idx * chunk_blocks + b};
+      if (!checksums) {
+        PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs + (lo - bstart), buf + (lo - off), hi - lo));
+      } else if (lo == bstart && hi == cstart + uint64_t{j} * bs) {
+        // Whole blocks: straight into the caller's buffer, verified there.
+        PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
+      } else {
+        // A partial first or last block: every block is verified whole, so
+        // read the run into a buffer of its own and copy the bytes asked.
+        whole.resize(uint64_t{j - b} * bs);
+        PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, whole.data(), use));
+        memcpy(buf + (lo - off), whole.data() + (lo - bstart), hi - lo);
+      }
       b = j;
     }
     pos = cend;
@@ -617,6 +637,7 @@ Result<size_t> FileSystem::Read(uint64_t fh, uint64_t off, size_t size, char* bu
 
 Result<bool> FileSystem::Impl::WriteInPlace(InodeId ino, uint64_t off, const char* buf,
                                             size_t n) {
+  if (checksums) return false;  // every write is redirected (WriteData)
   const Epoch e = live();
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   // Every block of the range must be mapped, written, and born at the live

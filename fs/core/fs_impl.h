@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -360,6 +361,60 @@ struct FileSystem::Impl : public EpochSet {
   // Kills physical blocks [p, p+len) born at `birth`: dead entry if a
   // snapshot can see them, else freed.
   Status KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birth, std::vector<Range>* frees);
+  // ---- data checksums (fs_checksum.cc, docs/integrity.md) ----
+  // The volume checksums its data blocks (kVolChecksum); fixed at mount.
+  // While on, every write goes to a new block (WriteData never overwrites
+  // in place, WriteInPlace declines): the crash rule of docs/integrity.md.
+  bool checksums = false;
+  std::atomic<uint64_t> checksum_errors{0};  // mismatches since mount
+  // What a block read is for, for the error report.
+  static constexpr uint64_t kNoFileBlock = ~uint64_t{0};
+  struct BlockUse {
+    InodeId ino = 0;   // 0: unknown (scrub finds owners itself)
+    Epoch epoch = 0;   // the tree read
+    uint64_t fblock = kNoFileBlock;  // file block of the first block read
+  };
+  // Puts the checksums of n whole blocks `data`, written at physical blocks
+  // [p, p+n), into txn. No-op without checksums.
+  void PutChecksums(Txn* txn, BlockNo p, const char* data, uint64_t n);
+  // Reads whole blocks [p, p+n) into buf and verifies each that has a
+  // checksum: kIOError (counted, logged) on a mismatch.
+  Status ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
+  // The verification of ReadBlocks for bytes already read.
+  Status VerifyBlocks(BlockNo p, uint64_t n, const char* buf, const BlockUse& use);
+  // Counts and logs a mismatch of physical block p; returns the EIO status.
+  Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
+  // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.
+  std::string SnapshotNameAt(Epoch e);
+  // Every path of inode `ino` in the tree at epoch e, relative to the mount
+  // ("d/file", ".snapshots/NAME/d/file"). A scan of `dentries`: for error
+  // reports only. Takes snaps_mu (leaf) and no other lock.
+  Status PathsOf(InodeId ino, Epoch e, std::vector<std::string>* out);
+  // ---- scrub (fs/core/scrub.cc) ----
+  // scrub_mu is a leaf (docs/locking.md): held only around the fields
+  // below, never while reading the store or the image.
+  std::mutex scrub_mu;
+  // StartScrub, StopScrub and ShutdownScrub one at a time (they join the
+  // thread); taken before scrub_mu, with no other core lock held.
+  std::mutex scrub_ctl_mu;
+  bool scrub_shut = false;        // GUARDED_BY(scrub_ctl_mu): unmounting
+  std::condition_variable scrub_cv;
+  ScrubStatus scrub;              // GUARDED_BY(scrub_mu)
+  bool scrub_stop = false;        // GUARDED_BY(scrub_mu): asked to stop
+  std::thread scrub_thread;
+  // The scrub thread's body, from scrub.cursor.
+  void ScrubLoop();
+  // Loads the last scrub's record at mount; resumes a running one.
+  Status LoadScrub();
+  // Stops the thread (unmount): its cursor is stored, it resumes at the
+  // next mount.
+  void ShutdownScrub();
+  // Stores the scrub record (and, with `damage`, the damaged blocks).
+  Status SaveScrub(const ScrubStatus& st, bool damage);
+  // For each block in `blocks` (sorted), every path that reads it now in
+  // the live tree and the active snapshots, with the file offset.
+  Status BlockPaths(const std::vector<BlockNo>& blocks,
+                    std::map<BlockNo, std::vector<std::string>>* out);
   // ---- POSIX ACL upkeep (fs_xattr.cc), inside a modification's txn ----
   // chmod of `ino` to `mode`: a stored access ACL follows the new bits.
   Status AclChmod(Txn* txn, InodeId ino, uint32_t mode);
@@ -440,6 +495,14 @@ class LockSet {
 };
 
 Status ValidateName(std::string_view name);
+
+// CRC-32C of one block as stored in the image (fs_checksum.cc).
+uint32_t BlockCrc(const char* data, size_t bs);
+// Records `crc` as the checksum of physical block p in txn.
+void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
+// The checksums of physical blocks [p, p+n) (nullopt: none recorded).
+Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
+                     std::vector<std::optional<uint32_t>>* out);
 
 // Reads the exact volume counters (keys.h); counts and stores them once for
 // a volume formatted before they existed.

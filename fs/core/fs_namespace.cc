@@ -785,6 +785,8 @@ VolumeStats FileSystem::Stats() {
     s.metadata_cache_used_bytes = m->store->cache_usage();
   }
   s.live_cache_bytes = m->cache.bytes_cached();
+  s.checksums = m->checksums;
+  s.checksum_errors = m->checksum_errors.load();
   if (m->committer) {
     Status f = m->committer->Failure();
     if (!f.ok()) s.failure = f.message();

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "fs/core/fs_impl.h"
+#include "fs/base/log.h"
 #include "meta/barrier_fs.h"
 #include "meta/sync_point.h"
 
@@ -168,6 +169,7 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   txn.Put(Cf::kVolume, kVolBlockSize, LE64(sb.block_size));
   txn.Put(Cf::kVolume, kVolBlockCount, LE64(sb.block_count));
   txn.Put(Cf::kVolume, kVolChunkBlocks, LE64(sb.chunk_blocks));
+  txn.Put(Cf::kVolume, kVolChecksum, LE64(o.checksum ? 1 : 0));
   txn.Put(Cf::kVolume, kVolUsedBlocks, LE64(0));
   txn.Put(Cf::kVolume, kVolFiles, LE64(1));  // the root directory
   InodeAttr root;
@@ -380,6 +382,24 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     impl->capabilities.store(v != "0");
   }
 
+  {
+    // Data checksums. A volume formatted before they existed has no key:
+    // its first read-write mount turns them on for the blocks written from
+    // then on (docs/integrity.md, "Volumes made before checksums").
+    std::string v;
+    Status g = store->Get(Cf::kVolume, kVolChecksum, &v);
+    if (g.Is(Code::kNotFound)) {
+      v = LE64(1);
+      if (!opts.read_only) {
+        s = store->Put(Cf::kVolume, kVolChecksum, v);
+        if (!s.ok()) return fail(s);
+      }
+    } else if (!g.ok()) {
+      return fail(g);
+    }
+    impl->checksums = v.size() == 8 && GetLE64(v.data()) != 0;
+  }
+
   // Orphans: files unlinked while open when the previous owner stopped.
   if (!opts.read_only) {
     std::vector<InodeId> orphans;
@@ -408,6 +428,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     impl->reclaim_kick = !to_reclaim.empty();
     impl->reclaim_thread = std::thread([raw] { raw->ReclaimLoop(); });
   }
+  // The last scrub's result; a scrub that was running resumes.
+  s = impl->LoadScrub();
+  if (!s.ok()) PSM_LOG(kLogWarning, "cannot read the last scrub's record: %s", s.ToString().c_str());
   return std::unique_ptr<FileSystem>(new FileSystem(std::move(impl)));
 }
 
@@ -419,6 +442,7 @@ Status FileSystem::Close() {
   Impl* m = impl_.get();
   if (!m || m->closed) return Status::Ok();
   m->closed = true;
+  m->ShutdownScrub();
   {
     std::lock_guard<std::mutex> l(m->reclaim_mu);
     m->reclaim_stop = true;

@@ -349,7 +349,9 @@ class Sender {
       return Add(Type::kData, head, std::string_view(zeros_.data(), len));
     }
     buf_.resize(len);
-    PSM_RETURN_IF_ERROR(m_->dev->Read(p * bs, buf_.data(), len));
+    // Verified: a damaged block fails the send (naming the path), never
+    // goes into a stream whose CRC would vouch for it.
+    PSM_RETURN_IF_ERROR(m_->ReadBlocks(p, n, buf_.data(), Impl::BlockUse{ino, en_, fblock}));
     // Past the end of the file the stream carries zeros, whatever the
     // block holds.
     if (off + len > a.size) std::memset(buf_.data() + (a.size - off), 0, off + len - a.size);
@@ -830,6 +832,9 @@ class Receiver {
       const Range rg = got.value();
       allocs_.push_back(rg);
       PSM_RETURN_IF_ERROR(m_->dev->Write(rg.start * bs, src, rg.len * bs));
+      for (uint64_t i = 0; i < rg.len; ++i) {
+        staged_crcs_.emplace_back(rg.start + i, BlockCrc(src + i * bs, bs));
+      }
       r.runs.push_back(RInode::Run{fblock, rg.start, rg.len});
       hint_ = rg.end();
       src += rg.len * bs;
@@ -844,6 +849,10 @@ class Receiver {
     const Epoch L = m_->live();
     for (const Range& r : allocs_) {
       txn->Put(Cf::kAlloc, AllocKey(r.start), EncodeAlloc(AllocRec{r.len, L, 0}));
+    }
+    // The staged blocks' checksums, of the bytes as written.
+    if (m_->checksums) {
+      for (const auto& [b, crc] : staged_crcs_) PutChecksum(txn, b, crc);
     }
     auto inv_inode = [&](InodeId ino) { inval->push_back({MakeNode(0, ino), {}}); };
     // 1. Entries that go.
@@ -1075,6 +1084,7 @@ class Receiver {
   std::map<InodeId, RInode> inodes_;
   std::map<std::pair<InodeId, std::string>, std::optional<Dentry>> ents_;
   std::vector<Range> allocs_;
+  std::vector<std::pair<BlockNo, uint32_t>> staged_crcs_;  // staged blocks' CRC-32C
   std::map<InodeId, std::set<InodeId>> known_by_dir_;  // see NameInvalidations
   BlockNo hint_ = 0;
   uint64_t data_bytes_ = 0;

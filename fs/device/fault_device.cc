@@ -2,6 +2,7 @@
 #include "fs/device/fault_device.h"
 
 #include <cerrno>
+#include <random>
 
 namespace psm {
 
@@ -175,6 +176,31 @@ Status FaultDevice::DropUnsynced() {
   for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) {
     PSM_RETURN_IF_ERROR(base_->Write(it->off, it->bytes.data(), it->bytes.size()));
   }
+  unsynced_.clear();
+  lost_.clear();
+  c_.unsynced_writes = 0;
+  return base_->Sync();
+}
+
+Status FaultDevice::DropSomeUnsynced(uint64_t seed) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::mt19937_64 rng(seed);
+  std::vector<std::pair<uint64_t, uint64_t>> kept;  // [lo, hi) of kept writes
+  auto revert_or_keep = [&](const PreImage& p) -> Status {
+    const uint64_t lo = p.off, hi = p.off + p.bytes.size();
+    bool under_kept = false;
+    for (const auto& [klo, khi] : kept) under_kept |= lo < khi && klo < hi;
+    if (under_kept || rng() % 2 == 0) {
+      kept.emplace_back(lo, hi);
+      return Status::Ok();
+    }
+    return base_->Write(p.off, p.bytes.data(), p.bytes.size());
+  };
+  // Newest first, as DropUnsynced.
+  for (auto it = unsynced_.rbegin(); it != unsynced_.rend(); ++it) {
+    PSM_RETURN_IF_ERROR(revert_or_keep(*it));
+  }
+  for (auto it = lost_.rbegin(); it != lost_.rend(); ++it) PSM_RETURN_IF_ERROR(revert_or_keep(*it));
   unsynced_.clear();
   lost_.clear();
   c_.unsynced_writes = 0;

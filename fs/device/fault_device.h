@@ -84,6 +84,11 @@ class FaultDevice : public BlockDevice {
   // ---- power cut ----
   // Reverts every byte written since the last successful Sync.
   Status DropUnsynced();
+  // A power cut after the kernel wrote back some of the unsynced writes:
+  // each is reverted or kept at random (from `seed`), except that one
+  // overlapping a newer kept write is kept (a disk block shows the bytes
+  // of some prefix of its writes, never an older one's over a newer one's).
+  Status DropSomeUnsynced(uint64_t seed);
 
   FaultDeviceCounters counters() const;
   BlockDevice* base() { return base_.get(); }

@@ -172,10 +172,30 @@ void Allocator::CancelFree(const Range& r) {
   RemoveQuarantineLocked(r);
 }
 
+void Allocator::HoldReleases() {
+  std::lock_guard<std::mutex> l(mu_);
+  ++release_holds_;
+}
+
+void Allocator::UnholdReleases() {
+  uint64_t seq = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (--release_holds_ > 0) return;
+    seq = deferred_release_;
+    deferred_release_ = 0;
+  }
+  if (seq) ReleaseDurable(seq);
+}
+
 void Allocator::ReleaseDurable(uint64_t seq) {
   bool released = false;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (release_holds_ > 0) {
+      deferred_release_ = std::max(deferred_release_, seq);
+      return;
+    }
     auto end = quarantine_seq_.upper_bound(seq);
     for (auto it = quarantine_seq_.begin(); it != end;) {
       auto q = quarantine_.find(it->second);

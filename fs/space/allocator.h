@@ -85,8 +85,16 @@ class Allocator {
   void Free(const Range& r, uint64_t seq);
   // The write that would have freed `r` failed: forget the quarantine.
   void CancelFree(const Range& r);
-  // Everything freed at sequence <= seq is durable: release it.
+  // Everything freed at sequence <= seq is durable: release it (deferred
+  // while a hold is active, see HoldReleases).
   void ReleaseDurable(uint64_t seq);
+  // Scrub (fs/core/scrub.cc): while at least one hold is active, no quarantined
+  // range is released, so no block that was allocated when the hold began
+  // can be allocated again and rewritten: a block read under the hold keeps
+  // the contents its checksum describes. UnholdReleases() of the last hold
+  // releases what was deferred. Holds are short (one scrub step).
+  void HoldReleases();
+  void UnholdReleases();
 
   // ---- used by the Scanner ----
   // Resets the index and cursor to `first` (a new scan).
@@ -152,6 +160,8 @@ class Allocator {
   std::multimap<uint64_t, BlockNo> quarantine_seq_;  // seq -> start
   uint64_t quarantined_blocks_ = 0;
   uint64_t inflight_blocks_ = 0;
+  int release_holds_ = 0;           // HoldReleases() active
+  uint64_t deferred_release_ = 0;   // highest seq ReleaseDurable was asked while held
   // Bumped by every change a prefetched read cannot have seen (ScanGen).
   uint64_t scan_gen_ = 0;
   uint64_t prefetched_taken_ = 0, prefetched_refused_ = 0;

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "fs/device/block_device.h"
@@ -60,12 +61,14 @@ struct FaultyVolume {
   }
   // The machine loses power: nothing more reaches either medium, the
   // process goes away, and what was not synced is gone.
-  void PowerCut() {
+  // With `landed_seed`, the kernel had written back a random part of the
+  // unsynced image writes before the cut (FaultDevice::DropSomeUnsynced).
+  void PowerCut(std::optional<uint64_t> landed_seed = std::nullopt) {
     dev->SetOffline(true);
     ffs->SetActive(false);
     (void)fs->Close();  // fails: the media are gone; must not hang or crash
     fs.reset();
-    REQUIRE(dev->DropUnsynced().ok());
+    REQUIRE((landed_seed ? dev->DropSomeUnsynced(*landed_seed) : dev->DropUnsynced()).ok());
     REQUIRE(ffs->DropUnsyncedData().ok());
     dev->ClearFaults();
     dev->SetOffline(false);

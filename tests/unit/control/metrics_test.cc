@@ -250,9 +250,8 @@ TEST_CASE("metrics: a daemon's figures follow what was done to its volume") {
   CHECK(before.Value("psmfs_rocksdb_memtable_bytes", vol) > 0);
   CHECK(before.Value("psmfs_volume_info", {{"volume_dir", fsys::canonical(v.dir).string()}}) == 1);
   CHECK(before.Value("psmfs_requests_total", {{"op", "write"}}) == 0);
-  // Issue 15 brings checksums; until then there is no such figure at all.
-  CHECK(before.Find("psmfs_checksum_errors_total").empty());
-  CHECK(before.families.count("psmfs_checksum_errors_total") == 0);
+  // A new volume checksums its data (docs/integrity.md): no error yet.
+  CHECK(before.Value("psmfs_checksum_errors_total", vol) == 0);
 
   // N writes as the adapter records them (the mount test drives the real
   // adapter); M new bytes in 3 new files through the core.

@@ -1,0 +1,171 @@
+// Data checksums: the CRC-32C of every data block written to the image,
+// kept in the `csums` column family by physical block, verified on every
+// read of a data block from the image (live and snapshot reads, the old
+// contents a partial write merges, send, history). docs/integrity.md says
+// why per physical block and how the crash rule holds (every write of a
+// checksummed volume goes to a new block: no record ever has to describe
+// bytes that are not yet durable).
+//
+// A mismatch is never served: the read fails with kIOError (EIO), the
+// volume's error counter goes up, and the daemon logs the volume, inode,
+// path(s), snapshot, file offset and physical block.
+#include <cstring>
+#include <set>
+
+#include "fs/base/crc32c.h"
+#include "fs/core/fs_impl.h"
+#include "fs/base/log.h"
+
+namespace psm {
+namespace {
+
+// Path lookups on the read path are a scan of `dentries`: done for the
+// first errors of a mount only, so a program retrying a damaged file
+// cannot make every retry a scan.
+constexpr uint64_t kErrorsWithPaths = 64;
+
+}  // namespace
+
+uint32_t BlockCrc(const char* data, size_t bs) { return Crc32c(0, data, bs); }
+
+void PutChecksum(Txn* txn, BlockNo p, uint32_t crc) {
+  std::string v;
+  PutLE32(&v, crc);
+  txn->Put(Cf::kCsums, CsumKey(p), v);
+}
+
+void FileSystem::Impl::PutChecksums(Txn* txn, BlockNo p, const char* data, uint64_t n) {
+  if (!checksums) return;
+  for (uint64_t i = 0; i < n; ++i) PutChecksum(txn, p + i, BlockCrc(data + i * bs, bs));
+}
+
+Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out) {
+  out->assign(n, std::nullopt);
+  auto it = store->NewIterator(Cf::kCsums);
+  for (it->Seek(CsumKey(p)); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k.size() != 8) return Status::Corruption("bad key in csums");
+    const BlockNo b = CsumKeyBlock(k);
+    if (b >= p + n) break;
+    if (it->value().size() != 4) {
+      return Status::Corruption("bad checksum record of block " + std::to_string(b));
+    }
+    (*out)[b - p] = GetLE32(it->value().data());
+  }
+  return Status::FromRocks(it->status());
+}
+
+Status FileSystem::Impl::VerifyBlocks(BlockNo p, uint64_t n, const char* buf,
+                                      const BlockUse& use) {
+  if (!checksums) return Status::Ok();
+  std::vector<std::optional<uint32_t>> want;
+  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want));
+  for (uint64_t i = 0; i < n; ++i) {
+    if (!want[i] || *want[i] == BlockCrc(buf + i * bs, bs)) continue;
+    return ChecksumError(p + i, use.ino, use.epoch, use.fblock == kNoFileBlock
+                                                        ? kNoFileBlock
+                                                        : use.fblock + i);
+  }
+  return Status::Ok();
+}
+
+Status FileSystem::Impl::ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use) {
+  PSM_RETURN_IF_ERROR(dev->Read(p * bs, buf, n * bs));
+  return VerifyBlocks(p, n, buf, use);
+}
+
+Status FileSystem::Impl::ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock) {
+  const uint64_t nth = checksum_errors.fetch_add(1) + 1;
+  std::string where;
+  if (ino != 0) {
+    where = " of inode " + std::to_string(ino);
+    if (nth <= kErrorsWithPaths) {
+      std::vector<std::string> paths;
+      if (PathsOf(ino, e, &paths).ok() && !paths.empty()) {
+        where += " (";
+        for (size_t i = 0; i < paths.size(); ++i) where += (i ? ", " : "") + paths[i];
+        where += ")";
+      }
+    }
+    if (fblock != kNoFileBlock) where += " at offset " + std::to_string(fblock * bs);
+    where += e == live() ? " in the live tree" : " in snapshot " + SnapshotNameAt(e);
+  }
+  PSM_LOG(kLogError, "volume %s: checksum mismatch in physical block %llu%s: read fails with EIO",
+          sb.uuid.c_str(), static_cast<unsigned long long>(p), where.c_str());
+  return Status::IOError("checksum mismatch in block " + std::to_string(p) + where);
+}
+
+std::string FileSystem::Impl::SnapshotNameAt(Epoch e) {
+  std::lock_guard<std::mutex> l(snaps_mu);
+  for (const auto& [id, s] : snaps) {
+    if (s.rec.epoch == e) return "'" + s.rec.name + "'";
+  }
+  return "at epoch " + std::to_string(e);
+}
+
+// The newest version <= e of every dentry in the range the iterator
+// covers from `from`, while keys start with `prefix`: fn(parent, name,
+// child) for each present one. Keys of one entry are adjacent, newest
+// first.
+static Status VisibleEntries(rocksdb::Iterator* it, std::string_view prefix, Epoch e,
+                             const std::function<void(InodeId, std::string_view, InodeId)>& fn) {
+  std::string cur;  // prefix of the entry decided already
+  for (it->Seek(std::string(prefix)); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k.substr(0, prefix.size()) != prefix) break;
+    if (k.size() < 17) continue;
+    std::string_view kp = KeyPrefix(k);
+    if (kp == cur || KeyEpoch(k) > e) continue;
+    cur.assign(kp);
+    std::string_view v(it->value().data(), it->value().size());
+    if (v.empty() || v[0] != kTagValue) continue;
+    Dentry d;
+    if (!DecodeDentry(v.substr(1), &d).ok()) continue;
+    InodeId parent;
+    std::string_view name;
+    ParseDentryKey(k, &parent, &name);
+    fn(parent, name, d.ino);
+  }
+  return Status::FromRocks(it->status());
+}
+
+Status FileSystem::Impl::PathsOf(InodeId ino, Epoch e, std::vector<std::string>* out) {
+  out->clear();
+  std::string top = e == live() ? "" : ".snapshots/";
+  if (e != live()) {
+    std::string name = SnapshotNameAt(e);
+    if (name.size() < 2 || name[0] != '\'') return Status::NotFound("no snapshot at that epoch");
+    top += name.substr(1, name.size() - 2) + "/";
+  }
+  // Every entry naming ino (hard links: several).
+  std::vector<std::pair<InodeId, std::string>> links;
+  {
+    auto it = store->NewIterator(Cf::kDentries);
+    PSM_RETURN_IF_ERROR(VisibleEntries(it.get(), "", e,
+                                       [&](InodeId parent, std::string_view name, InodeId child) {
+                                         if (child == ino) links.emplace_back(parent, name);
+                                       }));
+  }
+  for (auto& [dir, name] : links) {
+    std::string path = name;
+    InodeId d = dir;
+    for (int depth = 0; d != kRootIno && depth < 4096; ++depth) {
+      InodeAttr a;
+      PSM_RETURN_IF_ERROR(LoadAttrAt(d, e, &a));
+      std::string dname;
+      auto it = store->NewIterator(Cf::kDentries);
+      PSM_RETURN_IF_ERROR(VisibleEntries(
+          it.get(), DentryDirPrefix(a.parent), e,
+          [&](InodeId, std::string_view n, InodeId child) {
+            if (child == d && dname.empty()) dname = n;
+          }));
+      if (dname.empty()) break;
+      path = dname + "/" + path;
+      d = a.parent;
+    }
+    if (d == kRootIno) out->push_back(top + path);
+  }
+  return Status::Ok();
+}
+
+}  // namespace psm

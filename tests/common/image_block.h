@@ -1,0 +1,49 @@
+// Changing a block of a volume's image behind psmfs's back, as a bad sector
+// or a stray dd would, for the checksum and scrub tests. The block is found
+// by searching the image for bytes the test wrote, never by asking psmfs
+// where it is. Header-only: uses doctest assertions.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <string_view>
+
+namespace psm::testutil {
+
+// Changes byte `at` of the one copy of `block` (its size is the block size)
+// in `image`, at a multiple of the block size, by XOR with `mask`, and
+// returns the copy's offset. Fails the test unless there is exactly one
+// copy. Flipping the changed block again restores it.
+inline uint64_t FlipInImage(const std::string& image, std::string_view block, size_t at,
+                            unsigned char mask = 0xff) {
+  const size_t bs = block.size();
+  REQUIRE(bs > 0);
+  REQUIRE(at < bs);
+  std::ifstream f(image, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  uint64_t found = 0;
+  int copies = 0;
+  for (size_t o = 0; o + bs <= bytes.size(); o += bs) {
+    if (std::memcmp(bytes.data() + o, block.data(), bs) == 0) {
+      found = o;
+      ++copies;
+    }
+  }
+  REQUIRE_MESSAGE(copies == 1, "the block is in " << image << " " << copies << " times");
+  int fd = ::open(image.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  const char c = static_cast<char>(static_cast<unsigned char>(block[at]) ^ mask);
+  REQUIRE(::pwrite(fd, &c, 1, static_cast<off_t>(found + at)) == 1);
+  REQUIRE(::fsync(fd) == 0);
+  ::close(fd);
+  return found;
+}
+
+}  // namespace psm::testutil
