@@ -6,9 +6,10 @@
 // sends the daemon the dirty pages it holds, but no sync request
 // (docs/crash-consistency.md, "What sync(1) means on psmfs").
 //
-// Two steps: syncfs(2) on the mount point (the kernel's writeback cache
-// reaches the daemon, which has answered every WRITE before syncfs returns),
-// then the daemon's "sync" request: one group-commit cycle that covers every
+// Two steps: the kernel's writeback cache reaches the daemon (SyncMount:
+// syncfs(2) on the mount point, then fsync(2) of every file of the mount a
+// process holds open or mapped, because syncfs can return before the daemon
+// has answered the WRITEs it started), then the daemon's "sync" request: one group-commit cycle that covers every
 // commit and image write completed before it (image fdatasync, then the
 // metadata log's). Exit 1, with the daemon's reason, when the volume cannot
 // be synced (for instance after an earlier sync failure: see psmctl status).

@@ -100,8 +100,10 @@ bool LooksLikeVolume(const std::string& dir);
 // (space figures are exact only after a scan; it reads the whole alloc map).
 // psmctl-offline only (psmctl_offline.cc).
 psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& volume, bool scan);
-// syncfs(2) on a mount point: what the kernel's write-back cache holds
-// reaches the daemon. The error names --no-sync.
+// Everything written to the mount so far reaches the daemon: syncfs(2) on
+// the mount point, then fsync(2) of every file of the mount a process holds
+// open or mapped (syncfs may return before the daemon has answered the
+// WRITEs it started; fsync waits for them). The error names --no-sync.
 psm::Status SyncMount(const std::string& mountpoint);
 // For commands that work online and offline: the daemon serving `target`
 // if it is mounted and answers; null when it is not mounted (or its daemon

@@ -177,17 +177,70 @@ bool LooksLikeVolume(const std::string& dir) {
   return ::stat((dir + "/meta").c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+namespace {
+
+// fsync(2) of every regular file of the mount (device `dev`) that some
+// process holds open or mapped, each inode once: the only files that can
+// still have dirty pages, since the kernel writes an inode's dirty pages back
+// and waits for their WRITEs at every close (fuse_flush). syncfs(2) alone is
+// not enough: on a /dev/fuse mount it starts the write-back of dirty pages
+// but may return before the daemon has received or answered those WRITEs,
+// while fsync waits for every WRITE of the inode in flight
+// (fuse_sync_writes). Files of processes this user may not look at are not
+// seen; root sees all. Returns the first fsync error other than a file gone
+// meanwhile.
+psm::Status FsyncOpenFiles(dev_t dev, const std::string& mountpoint) {
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return psm::Status::Ok();  // no /proc: syncfs is all there is
+  std::vector<std::pair<dev_t, ino_t>> done;
+  psm::Status first;
+  const pid_t self = ::getpid();
+  while (dirent* p = ::readdir(proc)) {
+    if (!std::isdigit(static_cast<unsigned char>(p->d_name[0]))) continue;
+    if (std::atoi(p->d_name) == self) continue;
+    for (const char* sub : {"/fd", "/map_files"}) {
+      const std::string dir = std::string("/proc/") + p->d_name + sub;
+      DIR* d = ::opendir(dir.c_str());
+      if (d == nullptr) continue;  // gone, or not ours to see
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        const std::string link = dir + "/" + e->d_name;
+        struct stat st {};
+        if (::stat(link.c_str(), &st) != 0 || st.st_dev != dev || !S_ISREG(st.st_mode)) continue;
+        const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+        if (std::find(done.begin(), done.end(), id) != done.end()) continue;
+        done.push_back(id);
+        int fd = ::open(link.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) continue;  // closed meanwhile: its close wrote it back
+        if (::fsync(fd) != 0 && first.ok() && errno != ENOENT && errno != ESTALE) {
+          first = psm::Status::FromErrno(errno, "fsync of an open file (inode " +
+                                                    std::to_string(st.st_ino) + ") of " +
+                                                    mountpoint);
+        }
+        ::close(fd);
+      }
+      ::closedir(d);
+    }
+  }
+  ::closedir(proc);
+  return first;
+}
+
+}  // namespace
+
 psm::Status SyncMount(const std::string& mountpoint) {
   int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     return psm::Status::FromErrno(errno, "cannot open mount point " + mountpoint +
                                              " to flush the kernel's cache (--no-sync skips this)");
   }
-  int rc = ::syncfs(fd);
+  struct stat st {};
+  int rc = ::fstat(fd, &st);
+  if (rc == 0) rc = ::syncfs(fd);
   int err = errno;
   ::close(fd);
   if (rc != 0) return psm::Status::FromErrno(err, "syncfs " + mountpoint);
-  return psm::Status::Ok();
+  return FsyncOpenFiles(st.st_dev, mountpoint);
 }
 
 psm::Result<std::unique_ptr<psm::Client>> DaemonOrOffline(const std::string& target) {

@@ -79,6 +79,13 @@ class ImageSyncTracer {
     }
     return n;
   }
+  // The whole strace log, for failure messages.
+  std::string Log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
 
  private:
   bool AllTraced() const {
@@ -148,7 +155,8 @@ TEST_CASE("psmctl sync MOUNTPOINT: syncs the image after a write nobody fsynced"
   auto r = Ctl({"sync", mv->mnt});
   CHECK_MESSAGE(r.exit_code == 0, r.output);
   const int syncs = tracer.Stop();
-  CHECK_MESSAGE(syncs >= 1, "psmctl sync returned without syncing the image");
+  CHECK_MESSAGE(syncs >= 1, "psmctl sync returned without syncing the image; strace saw:\n"
+                                << tracer.Log() << "psmctl: " << r.output);
   REQUIRE(::close(fd) == 0);
   // Not mounted: a clear error, exit 4.
   auto bad = Ctl({"sync", mv->dir + "/nowhere"});
