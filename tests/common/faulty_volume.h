@@ -32,7 +32,9 @@ struct FaultyVolume {
   std::unique_ptr<FileSystem> fs;
   Credentials cred;
 
-  FaultyVolume() {
+  // `checksum`: the volume checksums its data blocks (then every write is
+  // redirected; without, overwrites of live blocks are made in place).
+  explicit FaultyVolume(bool checksum = true) {
     char t[] = "/tmp/psm-fault-XXXXXX";
     dir = mkdtemp(t);
     dev = std::make_shared<FaultDevice>(NewMemDevice(64ull << 20));
@@ -41,6 +43,7 @@ struct FaultyVolume {
     fo.size_bytes = 64ull << 20;
     fo.chunk_bytes = 1u << 20;
     fo.device = dev;
+    fo.checksum = checksum;
     Status s = Format(dir, fo);
     REQUIRE_MESSAGE(s.ok(), s.ToString());
     Open();
