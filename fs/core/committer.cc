@@ -98,8 +98,11 @@ void Committer::Stop() {
 void Committer::Loop(uint32_t interval_ms) {
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
-    cv_.wait_for(l, std::chrono::milliseconds(interval_ms));
-    if (stop_) break;
+    // A real interval: cv_ is also notified at the end of every sync cycle
+    // (each fsync's), and waking on those would start one background cycle
+    // after every fsync instead of one per interval.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+    if (cv_.wait_until(l, deadline, [&] { return stop_; })) break;
     const uint64_t seq = last_seq_.load();
     const uint64_t writes = dev_->WritesCompleted();
     if (seq <= durable_seq_ && writes <= durable_writes_) continue;

@@ -31,10 +31,15 @@ struct FaultyVolume {
   std::shared_ptr<FaultInjectionFileSystem> ffs;
   std::unique_ptr<FileSystem> fs;
   Credentials cred;
+  uint32_t commit_interval_ms;
 
   // `checksum`: the volume checksums its data blocks (then every write is
   // redirected; without, overwrites of live blocks are made in place).
-  explicit FaultyVolume(bool checksum = true) {
+  // `commit_interval_ms`: the committer's background cycle; a test that
+  // arms a one-shot fault for the fsync it calls sets it far beyond its own
+  // run time, so that no background sync can consume the fault first.
+  explicit FaultyVolume(bool checksum = true, uint32_t commit_interval_ms = 20)
+      : commit_interval_ms(commit_interval_ms) {
     char t[] = "/tmp/psm-fault-XXXXXX";
     dir = mkdtemp(t);
     dev = std::make_shared<FaultDevice>(NewMemDevice(64ull << 20));
@@ -55,7 +60,7 @@ struct FaultyVolume {
   }
   void Open() {
     MountOptions o;
-    o.commit_interval_ms = 20;
+    o.commit_interval_ms = commit_interval_ms;
     o.device = dev;
     o.meta_fs = ffs;
     auto r = FileSystem::Open(dir, o);
