@@ -1,4 +1,5 @@
-// psmctl mkfs VOLUME --size SIZE [--block-size N] [--image PATH] [--checksum=on|off] [--force]
+// psmctl mkfs VOLUME --size SIZE [--block-size N] [--image PATH] [--checksum=on|off]
+//              [--mirror PATH] [--force]
 //
 // Creates a volume (psm::Format). Refuses to overwrite an existing volume
 // without --force, a mounted one even with it, and a non-empty directory
@@ -25,6 +26,7 @@ struct MkfsArgs {
   std::string block_size = "4K";
   std::string image;
   std::string checksum = "on";
+  std::string mirror;
   bool force = false;
 };
 
@@ -105,7 +107,15 @@ int RunMkfs(const MkfsArgs& a) {
     }
   }
 
+  if (!a.mirror.empty()) {
+    if (std::string uuid = ImageUuid(a.mirror); !uuid.empty() && !a.force) {
+      return Fail(psm::Status::Exists("the mirror " + a.mirror + " already holds a psmfs volume (uuid " +
+                                      uuid + "); add --force to overwrite it"));
+    }
+  }
+
   psm::FormatOptions opts;
+  opts.mirror_path = a.mirror;
   opts.size_bytes = size;
   opts.block_size = static_cast<uint32_t>(block_size);
   opts.image_path = a.image;
@@ -122,6 +132,7 @@ int RunMkfs(const MkfsArgs& a) {
                 static_cast<unsigned long long>(size));
   std::printf("  block size  %llu\n", static_cast<unsigned long long>(block_size));
   std::printf("  checksums   %s\n", a.checksum.c_str());
+  if (!a.mirror.empty()) std::printf("  mirror      %s\n", a.mirror.c_str());
   return kExitOk;
 }
 
@@ -151,6 +162,12 @@ void SetupMkfs(CLI::App& app) {
                   "block). off: no checksums, overwrites in place. Fixed for the volume's life.")
       ->type_name("on|off")
       ->default_str("on");
+  cmd->add_option("--mirror", a->mirror,
+                  "Keep a second image holding the same blocks (a file, created with the image's "
+                  "size, or a block device at least as large), normally on another disk: a block "
+                  "that fails its checksum or cannot be read on one side is read from the other "
+                  "and rewritten. See psmctl mirror.")
+      ->type_name("PATH");
   cmd->add_flag("-f,--force", a->force,
                 "Overwrite an existing psmfs volume (all its files and snapshots are lost). Never "
                 "overwrites a mounted volume or a non-empty directory that is not a volume.");

@@ -101,6 +101,11 @@ int RunStatus(const StatusArgs& a) {
   } else {
     line("Checksums:", s.checksums ? "on" : "off");
   }
+  line("Mirror:", MirrorLine(s.mirror));
+  if (s.mirror.mirrored) {
+    line("", "image:  " + MirrorSideLine(s.mirror.sides[0]));
+    line("", "mirror: " + MirrorSideLine(s.mirror.sides[1]));
+  }
   line("Free-space scan:", ScanLine(i.scan, bs));
   line("Scrub:", ScrubLine(i.scrub, bs));
   for (const psm::ScrubDamage& d : i.scrub.damage) {

@@ -132,9 +132,16 @@ psm::Result<VolumeInfo> GetVolumeInfo(const std::string& target);
 // front end runs psmctl-offline in its place and returns only on failure.
 psm::Result<VolumeInfo> OfflineVolumeInfo(const std::string& target);
 psm::Result<std::vector<psm::SnapshotInfo>> OfflineSnapshotList(const std::string& target);
+// psmctl mirror on an unmounted volume: opens it, does `action` (attach
+// waits for the resilver, with a progress bar on a terminal), closes it.
+psm::Result<psm::MirrorInfo> OfflineMirror(const std::string& action, const std::string& target,
+                                           const std::string& path, bool force);
 psm::Json VolumeInfoJson(const VolumeInfo& info);
 // One line about the running or last scrub (cmd_scrub.cc): progress, or
 // when it ended and what it found.
 std::string ScrubLine(const psm::ScrubStatus& s, uint64_t block_size);
+// The mirror in one line, and one side's errors (cmd_mirror.cc).
+std::string MirrorLine(const psm::MirrorInfo& m);
+std::string MirrorSideLine(const psm::MirrorSideInfo& s);
 
 }  // namespace psmctl

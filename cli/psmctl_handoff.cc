@@ -109,4 +109,10 @@ psm::Result<std::vector<psm::SnapshotInfo>> OfflineSnapshotList(const std::strin
   return RunOfflineEngine();
 }
 
+psm::Result<psm::MirrorInfo> OfflineMirror(const std::string& /*action*/,
+                                           const std::string& /*target*/,
+                                           const std::string& /*path*/, bool /*force*/) {
+  return RunOfflineEngine();
+}
+
 }  // namespace psmctl

@@ -108,4 +108,47 @@ psm::Result<std::vector<psm::SnapshotInfo>> OfflineSnapshotList(const std::strin
   return list;
 }
 
+psm::Result<psm::MirrorInfo> OfflineMirror(const std::string& action, const std::string& target,
+                                           const std::string& path, bool force) {
+  if (action == "status") {
+    PSM_ASSIGN_OR_RETURN(auto fs, OpenOffline(target, /*scan=*/false));
+    psm::MirrorInfo m = fs->Stats().mirror;
+    PSM_RETURN_IF_ERROR(fs->Close());
+    return m;
+  }
+  if (action == "attach" && ::geteuid() != 0) {
+    return psm::Status::Permission("permission denied: mirror attach requires root");
+  }
+  // Writable, with the volume's mount lock (a mount meanwhile is refused);
+  // no free-space scan is needed for this.
+  psm::MountOptions opts;
+  opts.start_scanner = false;
+  opts.scan_reason = "offline";
+  PSM_ASSIGN_OR_RETURN(auto fs, psm::FileSystem::Open(target, opts));
+  psm::Status st = action == "attach" ? fs->MirrorAttach(path, force) : fs->MirrorDetach();
+  if (st.ok() && action == "attach") {
+    const bool tty = ::isatty(2) == 1;
+    while (true) {
+      psm::MirrorInfo m = fs->Stats().mirror;
+      if (!m.resilvering) break;
+      if (tty) {
+        std::fprintf(stderr, "\r\033[K%5.1f%%  resilvering %s",
+                     m.resilver_total ? 100.0 * static_cast<double>(m.resilver_done) /
+                                            static_cast<double>(m.resilver_total)
+                                      : 0.0,
+                     path.c_str());
+        std::fflush(stderr);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    st = fs->MirrorWait();
+  }
+  psm::MirrorInfo m = fs->Stats().mirror;
+  psm::Status c = fs->Close();
+  PSM_RETURN_IF_ERROR(st);
+  PSM_RETURN_IF_ERROR(c);
+  return m;
+}
+
 }  // namespace psmctl

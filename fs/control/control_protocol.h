@@ -72,6 +72,9 @@ inline constexpr std::string_view kOpSync = "sync";
 // {"op":"scrub","action":"start"|"stop"|"status","rate_mb_s":N} ->
 // {"scrub": ScrubStatus} (docs/integrity.md).
 inline constexpr std::string_view kOpScrub = "scrub";
+// {"op":"mirror","action":"attach"|"detach"|"status","path":P,"force":B} ->
+// {"mirror": MirrorInfo} (docs/integrity.md, "Mirror"). Owner or root.
+inline constexpr std::string_view kOpMirror = "mirror";
 inline constexpr std::string_view kOpRestore = "restore";
 // Figures for monitoring (psmctl metrics, docs/monitoring.md); open to all.
 inline constexpr std::string_view kOpMetrics = "metrics";
@@ -329,6 +332,55 @@ inline SnapshotInfo SnapshotFromJson(const Json& j) {
   return s;
 }
 
+inline Json ToJson(const MirrorInfo& m) {
+  Json sides = Json::Array();
+  for (const MirrorSideInfo& x : m.sides) {
+    Json e = Json::Object();
+    e.Set("path", x.path)
+        .Set("health", x.health)
+        .Set("reason", x.reason)
+        .Set("read_errors", x.read_errors)
+        .Set("write_errors", x.write_errors)
+        .Set("checksum_errors", x.checksum_errors)
+        .Set("repaired_blocks", x.repaired_blocks);
+    sides.Push(std::move(e));
+  }
+  Json j = Json::Object();
+  j.Set("mirrored", m.mirrored)
+      .Set("degraded", m.degraded)
+      .Set("resilvering", m.resilvering)
+      .Set("resilver_done", m.resilver_done)
+      .Set("resilver_total", m.resilver_total)
+      .Set("stale", static_cast<int64_t>(m.stale))
+      .Set("sides", std::move(sides));
+  return j;
+}
+
+inline MirrorInfo MirrorFromJson(const Json& j) {
+  MirrorInfo m;
+  m.mirrored = j.GetBool("mirrored", false);
+  m.degraded = j.GetBool("degraded", false);
+  m.resilvering = j.GetBool("resilvering", false);
+  m.resilver_done = j.GetUint("resilver_done");
+  m.resilver_total = j.GetUint("resilver_total");
+  m.stale = static_cast<int>(j.GetInt("stale", -1));
+  if (const Json* a = j.Find("sides"); a != nullptr && a->is_array()) {
+    size_t i = 0;
+    for (const Json& e : a->items()) {
+      if (i >= 2) break;
+      MirrorSideInfo& x = m.sides[i++];
+      x.path = e.GetString("path");
+      x.health = e.GetString("health");
+      x.reason = e.GetString("reason");
+      x.read_errors = e.GetUint("read_errors");
+      x.write_errors = e.GetUint("write_errors");
+      x.checksum_errors = e.GetUint("checksum_errors");
+      x.repaired_blocks = e.GetUint("repaired_blocks");
+    }
+  }
+  return m;
+}
+
 inline Json ToJson(const VolumeStats& v) {
   Json j = Json::Object();
   j.Set("uuid", v.uuid)
@@ -357,7 +409,8 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("metadata_cache_used_bytes", v.metadata_cache_used_bytes)
       .Set("live_cache_bytes", v.live_cache_bytes)
       .Set("checksums", v.checksums)
-      .Set("checksum_errors", v.checksum_errors);
+      .Set("checksum_errors", v.checksum_errors)
+      .Set("mirror", ToJson(v.mirror));
   return j;
 }
 
@@ -377,6 +430,7 @@ inline Json ToJson(const ScrubStatus& s) {
       .Set("checked_blocks", s.checked_blocks)
       .Set("unverified_blocks", s.unverified_blocks)
       .Set("damaged_blocks", s.damaged_blocks)
+      .Set("repaired_blocks", s.repaired_blocks)
       .Set("started_ns", s.started_ns)
       .Set("finished_ns", s.finished_ns)
       .Set("rate_mb_s", s.rate_mb_s)
@@ -392,6 +446,7 @@ inline ScrubStatus ScrubFromJson(const Json& j) {
   s.checked_blocks = j.GetUint("checked_blocks");
   s.unverified_blocks = j.GetUint("unverified_blocks");
   s.damaged_blocks = j.GetUint("damaged_blocks");
+  s.repaired_blocks = j.GetUint("repaired_blocks");
   s.started_ns = j.GetInt("started_ns");
   s.finished_ns = j.GetInt("finished_ns");
   s.rate_mb_s = j.GetDouble("rate_mb_s");
@@ -439,6 +494,7 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
   v.checksums = j.GetBool("checksums", false);
   v.checksum_errors = j.GetUint("checksum_errors");
+  if (const Json* m = j.Find("mirror"); m != nullptr && m->is_object()) v.mirror = MirrorFromJson(*m);
   return v;
 }
 

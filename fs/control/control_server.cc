@@ -141,7 +141,7 @@ ControlServer::~ControlServer() { Stop(); }
 bool ControlServer::IsModifying(std::string_view op) {
   return op == ctl::kOpSnapshotCreate || op == ctl::kOpSnapshotDelete || op == ctl::kOpScanStart ||
          op == ctl::kOpSync || op == ctl::kOpRestore || op == ctl::kOpReceive ||
-         op == ctl::kOpScrub ||
+         op == ctl::kOpScrub || op == ctl::kOpMirror ||
          ctl::IsFileServerModifying(op);
 }
 
@@ -496,6 +496,13 @@ void ControlServer::ServeStream(int fd, const Json& req, const PeerCred& peer) {
 Json ControlServer::Handle(const Json& request, const PeerCred& peer) {
   if (Status st = Admit(request, peer); !st.ok()) return ctl::ErrorReply(st);
   const std::string op = request.GetString("op");
+  if (op == ctl::kOpMirror && request.GetString("action") == "attach" && peer.uid != 0) {
+    // The daemon opens (and may create or overwrite) the path: only a
+    // caller who could do that himself, root, may name it.
+    return ctl::ErrorReply(Status::Permission(
+        "permission denied: mirror attach requires root (the daemon opens and overwrites the "
+        "path you name); you are uid " + std::to_string(peer.uid)));
+  }
   Json reply = Dispatch(op, request);
   if (op == ctl::kOpHello && reply.GetBool("ok")) {
     reply.Set("peer_uid", static_cast<uint64_t>(peer.uid))
@@ -608,6 +615,21 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
     }
     if (!st.ok()) return ctl::ErrorReply(st);
     reply.Set("scrub", ctl::ToJson(fs_->GetScrubStatus()));
+    return reply;
+  }
+  if (op == ctl::kOpMirror) {
+    const std::string action = req.GetString("action", "status");
+    Status st;
+    if (action == "attach") {
+      // Root only (checked in Handle).
+      st = fs_->MirrorAttach(req.GetString("path"), req.GetBool("force", false));
+    } else if (action == "detach") {
+      st = fs_->MirrorDetach();
+    } else if (action != "status") {
+      st = Status::Invalid("mirror action must be attach, detach or status, not '" + action + "'");
+    }
+    if (!st.ok()) return ctl::ErrorReply(st);
+    reply.Set("mirror", ctl::ToJson(fs_->Stats().mirror));
     return reply;
   }
   if (op == ctl::kOpSync) {

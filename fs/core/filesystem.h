@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/device/mirror_device.h"
 #include "fs/space/scanner.h"
 #include "meta/keys.h"
 #include "meta/status.h"
@@ -92,6 +93,10 @@ struct MountOptions {
   // image and the default file system. Default: null.
   std::shared_ptr<BlockDevice> device;
   std::shared_ptr<rocksdb::FileSystem> meta_fs;
+  // Test hook: the mirror named by VOLUME/mirror is this device. Default: null.
+  std::shared_ptr<BlockDevice> mirror_device;
+  // Resilver speed limit, bytes/s; 0 = none. Default: 0.
+  uint64_t resilver_rate = 0;
   // Why the free-space scan runs ("mount", "failover", ...). Default: chosen
   // from the volume's state.
   std::string scan_reason;
@@ -125,6 +130,10 @@ struct FormatOptions {
   bool force = false;             // overwrite an existing volume
   bool checksum = true;           // checksum data blocks (docs/integrity.md)
   std::shared_ptr<BlockDevice> device;  // test hook
+  // A mirror: a second image holding the same blocks (docs/integrity.md,
+  // "Mirror"), a file (created, `size_bytes`) or a block device. "": none.
+  std::string mirror_path;
+  std::shared_ptr<BlockDevice> mirror_device;  // test hook: used as mirror_path
 };
 
 // Creates a new volume at `volume_dir`. Prints nothing.
@@ -143,6 +152,7 @@ struct ScrubStatus {
   uint64_t checked_blocks = 0;     // allocated blocks read and verified
   uint64_t unverified_blocks = 0;  // allocated blocks read that have no checksum
   uint64_t damaged_blocks = 0;     // failed their checksum (and still in use)
+  uint64_t repaired_blocks = 0;    // bad on one side of a mirror, rewritten from the other
   int64_t started_ns = 0, finished_ns = 0;
   double rate_mb_s = 0;            // throttle; 0 = none
   std::vector<ScrubDamage> damage;  // every damaged block found so far
@@ -273,6 +283,8 @@ struct VolumeStats {
   // Data checksums (docs/integrity.md).
   bool checksums = false;        // the volume checksums its data blocks
   uint64_t checksum_errors = 0;  // reads that failed their checksum since mount
+  // The image and its mirror (docs/integrity.md, "Mirror").
+  MirrorInfo mirror;
 };
 
 // Details of the metadata store's (RocksDB's) memory beyond VolumeStats'
@@ -433,6 +445,17 @@ class FileSystem {
   // kNotFound if none runs.
   Status StopScrub();
   ScrubStatus GetScrubStatus();
+
+  // Mirror (docs/integrity.md). Attach: `path` (a file, created with the
+  // image's size when absent, or a block device) becomes the mirror and is
+  // resilvered while the volume serves; kExists when one is attached,
+  // kInvalid when too small or (without `force`) holding another volume.
+  Status MirrorAttach(const std::string& path, bool force);
+  // Forgets the mirror (its contents stay as they are); kBusy while it
+  // holds the only complete copy.
+  Status MirrorDetach();
+  // Waits for a running resilver (offline attach, tests).
+  Status MirrorWait();
   // Waits until no scrub runs; false on timeout.
   bool WaitScrub(double timeout_sec);
   // The free ranges (start block, length) of the allocator's index, in

@@ -70,6 +70,7 @@ Status FileSystem::Impl::VerifyBlocks(BlockNo p, uint64_t n, const char* buf,
 }
 
 Status FileSystem::Impl::ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use) {
+  if (mirror->mirrored()) return ReadBlocksMirrored(p, n, buf, use);
   PSM_RETURN_IF_ERROR(dev->Read(p * bs, buf, n * bs));
   return VerifyBlocks(p, n, buf, use);
 }

@@ -225,6 +225,9 @@ struct FileSystem::Impl : public EpochSet {
   void NoteXattrName(Txn* txn, std::string_view name);
 
   std::unique_ptr<TrackedDevice> dev;
+  // The MirrorDevice under `dev` (every volume has one; a mirror may be
+  // attached to it): fs_mirror.cc.
+  MirrorDevice* mirror = nullptr;
   std::unique_ptr<Store> store;
   std::unique_ptr<Allocator> alloc;
   std::unique_ptr<Scanner> scanner;
@@ -382,6 +385,16 @@ struct FileSystem::Impl : public EpochSet {
   Status ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
   // The verification of ReadBlocks for bytes already read.
   Status VerifyBlocks(BlockNo p, uint64_t n, const char* buf, const BlockUse& use);
+  // ReadBlocks of a mirrored volume (fs_mirror.cc): a block that fails its
+  // checksum or cannot be read on one side is served from the other and the
+  // bad copy rewritten.
+  Status ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
+  // Scrub of one allocated range on a mirrored volume: every side read and
+  // verified; a block bad on one side only is repaired from the other
+  // (*repaired), one bad on every side is returned in *bad. Under the
+  // caller's release hold.
+  Status ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad, uint64_t* checked,
+                            uint64_t* unverified, uint64_t* repaired);
   // Counts and logs a mismatch of physical block p; returns the EIO status.
   Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
   // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.
@@ -497,6 +510,26 @@ class LockSet {
 Status ValidateName(std::string_view name);
 
 // CRC-32C of one block as stored in the image (fs_checksum.cc).
+// VOLUME/image and VOLUME/mirror (the mirror's state, fs/device/mirror_device.h).
+inline std::string ImagePath(const std::string& dir) { return dir + "/image"; }
+inline std::string MirrorStatePath(const std::string& dir) { return dir + "/mirror"; }
+// Opens the mirror VOLUME/mirror names and sets `md` up with it (fs_mirror.cc).
+Status OpenMirror(const std::string& dir, const MountOptions& opts, MirrorDevice* md);
+
+// Forwards to a shared device (test hooks pass shared_ptr devices).
+class SharedDevice : public BlockDevice {
+ public:
+  explicit SharedDevice(std::shared_ptr<BlockDevice> d) : d_(std::move(d)) {}
+  Status Read(uint64_t off, void* buf, size_t n) override { return d_->Read(off, buf, n); }
+  Status Write(uint64_t off, const void* buf, size_t n) override { return d_->Write(off, buf, n); }
+  Status Sync() override { return d_->Sync(); }
+  uint64_t size() const override { return d_->size(); }
+  int fd() const override { return d_->fd(); }
+
+ private:
+  std::shared_ptr<BlockDevice> d_;
+};
+
 uint32_t BlockCrc(const char* data, size_t bs);
 // Records `crc` as the checksum of physical block p in txn.
 void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);

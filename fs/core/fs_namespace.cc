@@ -787,6 +787,7 @@ VolumeStats FileSystem::Stats() {
   s.live_cache_bytes = m->cache.bytes_cached();
   s.checksums = m->checksums;
   s.checksum_errors = m->checksum_errors.load();
+  s.mirror = m->mirror->Info();
   if (m->committer) {
     Status f = m->committer->Failure();
     if (!f.ok()) s.failure = f.message();

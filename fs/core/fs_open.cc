@@ -18,7 +18,6 @@ namespace {
 
 constexpr uint64_t kInoReserveBatch = 4096;
 
-std::string ImagePath(const std::string& dir) { return dir + "/image"; }
 std::string MetaPath(const std::string& dir) { return dir + "/meta"; }
 std::string LockPath(const std::string& dir, const std::string& uuid) {
   return dir + "/psmfs." + uuid + ".mount.lock";
@@ -124,6 +123,7 @@ Status Format(const std::string& dir, const FormatOptions& o) {
       }
     }
     fsys::remove_all(MetaPath(dir), ec);
+    fsys::remove(MirrorStatePath(dir), ec);
     if (!o.image_path.empty() || !fsys::is_symlink(ImagePath(dir), ec)) {
       fsys::remove(ImagePath(dir), ec);
     }
@@ -145,6 +145,25 @@ Status Format(const std::string& dir, const FormatOptions& o) {
     }
     PSM_ASSIGN_OR_RETURN(auto d, OpenPosixDevice(img, create, o.size_bytes));
     dev = std::move(d);
+  }
+  std::shared_ptr<BlockDevice> mdev = o.mirror_device;
+  std::string mirror_path;
+  if (!o.mirror_path.empty()) {
+    mirror_path = fsys::absolute(o.mirror_path, ec).lexically_normal().string();
+    if (!mdev) {
+      if (fsys::equivalent(mirror_path, ImagePath(dir), ec)) {
+        return Status::Invalid(mirror_path + " is the volume's own image");
+      }
+      struct stat mst;
+      const bool blockdev = ::stat(mirror_path.c_str(), &mst) == 0 && S_ISBLK(mst.st_mode);
+      PSM_ASSIGN_OR_RETURN(auto d, OpenPosixDevice(mirror_path, !blockdev, dev->size()));
+      mdev = std::move(d);
+    }
+    if (mdev->size() < dev->size()) {
+      return Status::NoSpace("the mirror " + mirror_path + " holds " +
+                             std::to_string(mdev->size()) + " bytes, less than the image's " +
+                             std::to_string(dev->size()));
+    }
   }
   uint64_t bytes = o.size_bytes ? std::min<uint64_t>(o.size_bytes, dev->size()) : dev->size();
   Superblock sb;
@@ -183,26 +202,13 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   PSM_RETURN_IF_ERROR(txn.Commit());
   PSM_RETURN_IF_ERROR(store->FlushAll());
   store.reset();
-  return WriteSuperblock(dev.get(), sb);
+  PSM_RETURN_IF_ERROR(WriteSuperblock(dev.get(), sb));
+  if (!mdev) return Status::Ok();
+  // A new image is zeros but for its superblock: the mirror holds the same
+  // blocks once it holds the superblock too.
+  PSM_RETURN_IF_ERROR(WriteSuperblock(mdev.get(), sb));
+  return SaveMirrorState(MirrorStatePath(dir), MirrorState{mirror_path, -1, 0});
 }
-
-namespace {
-
-// Forwards to a shared device (test hooks pass shared_ptr devices).
-class SharedDevice : public BlockDevice {
- public:
-  explicit SharedDevice(std::shared_ptr<BlockDevice> d) : d_(std::move(d)) {}
-  Status Read(uint64_t off, void* buf, size_t n) override { return d_->Read(off, buf, n); }
-  Status Write(uint64_t off, const void* buf, size_t n) override { return d_->Write(off, buf, n); }
-  Status Sync() override { return d_->Sync(); }
-  uint64_t size() const override { return d_->size(); }
-  int fd() const override { return d_->fd(); }
-
- private:
-  std::shared_ptr<BlockDevice> d_;
-};
-
-}  // namespace
 
 Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
                                                      const MountOptions& opts) {
@@ -229,7 +235,14 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     }
     PSM_ASSIGN_OR_RETURN(base, OpenPosixDevice(ImagePath(dir), false, 0));
   }
-  impl->dev = std::make_unique<TrackedDevice>(std::move(base));
+  {
+    // Every volume's image goes through a MirrorDevice (a mirror can be
+    // attached to a mounted volume); the mirror itself is set up once the
+    // mount lock is held (below).
+    auto md = std::make_unique<MirrorDevice>(std::move(base), ImagePath(dir), MirrorStatePath(dir));
+    impl->mirror = md.get();
+    impl->dev = std::make_unique<TrackedDevice>(std::move(md));
+  }
   {
     Status s = ReadSuperblock(impl->dev.get(), &impl->sb);
     if (!s.ok()) return Status::Corruption(dir + ": " + s.message());
@@ -262,6 +275,14 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
       return Status::IOError("cannot write lock file " + lp);
     }
     impl->lock_fd = fd;
+  }
+
+  {
+    Status s = OpenMirror(dir, opts, impl->mirror);
+    if (!s.ok()) {
+      if (impl->lock_fd >= 0) ::close(impl->lock_fd);
+      return Status::IOError(dir + ": " + s.message());
+    }
   }
 
   StoreOptions so;
@@ -427,6 +448,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     Impl* raw = impl.get();
     impl->reclaim_kick = !to_reclaim.empty();
     impl->reclaim_thread = std::thread([raw] { raw->ReclaimLoop(); });
+    // A stale side that is online (a mirror back after a failure, an
+    // attach or a resilver the last unmount or a crash interrupted).
+    impl->mirror->StartResilver(opts.resilver_rate);
   }
   // The last scrub's result; a scrub that was running resumes.
   s = impl->LoadScrub();
@@ -443,6 +467,7 @@ Status FileSystem::Close() {
   if (!m || m->closed) return Status::Ok();
   m->closed = true;
   m->ShutdownScrub();
+  m->mirror->StopResilver();  // stores how far it got
   {
     std::lock_guard<std::mutex> l(m->reclaim_mu);
     m->reclaim_stop = true;

@@ -91,7 +91,7 @@ Status FileSystem::Impl::SaveScrub(const ScrubStatus& st, bool damage) {
   for (uint64_t x : {StateCode(st.state), st.cursor, st.end, st.checked_blocks,
                      st.unverified_blocks, st.damaged_blocks, static_cast<uint64_t>(st.started_ns),
                      static_cast<uint64_t>(st.finished_ns),
-                     static_cast<uint64_t>(st.rate_mb_s * 1024)}) {
+                     static_cast<uint64_t>(st.rate_mb_s * 1024), st.repaired_blocks}) {
     PutLE64(&v, x);
   }
   txn.Put(Cf::kVolume, kVolScrub, v);
@@ -122,6 +122,7 @@ Status FileSystem::Impl::LoadScrub() {
   st.started_ns = static_cast<int64_t>(at(6));
   st.finished_ns = static_cast<int64_t>(at(7));
   st.rate_mb_s = static_cast<double>(at(8)) / 1024;
+  if (v.size() >= 10 * 8) st.repaired_blocks = at(9);  // since the mirror
   auto it = store->NewIterator(Cf::kVolume);
   PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), kScrubBadPrefix,
                                     [&](std::string_view k, std::string_view val) {
@@ -252,6 +253,16 @@ void FileSystem::Impl::ScrubLoop() {
       Status s = AllocatedIn(store.get(), c, hi, &used);
       for (size_t i = 0; s.ok() && i < used.size(); ++i) {
         const Range& r = used[i];
+        if (mirror->mirrored() && mirror->ReadableSides(r.start * bs, r.len * bs).size() > 1) {
+          // Both copies, each verified; one bad copy is rewritten from the
+          // other (fs_mirror.cc).
+          uint64_t repaired = 0;
+          PSM_SYNC_POINT("Scrub::AfterBlockRead");
+          s = ScrubMirroredRange(r, &bad, &checked, &unverified, &repaired);
+          bytes_read += 2 * r.len * bs;
+          st.repaired_blocks += repaired;
+          continue;
+        }
         buf.resize(r.len * bs);
         s = dev->Read(r.start * bs, buf.data(), buf.size());
         std::vector<bool> unreadable;
@@ -324,6 +335,7 @@ void FileSystem::Impl::ScrubLoop() {
       scrub.checked_blocks = st.checked_blocks;
       scrub.unverified_blocks = st.unverified_blocks;
       scrub.damaged_blocks = st.damaged_blocks;
+      scrub.repaired_blocks = st.repaired_blocks;
       scrub.damage = st.damage;
     }
     if (++steps % kSaveEverySteps == 0 || !bad.empty()) (void)SaveScrub(st, !bad.empty());

@@ -10,8 +10,17 @@ Status FaultDevice::Read(uint64_t off, void* buf, size_t n) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (offline_) return Status::FromErrno(EIO, "fault device offline: read");
+    if (off < bad_hi_ && bad_lo_ < off + n) {
+      return Status::FromErrno(EIO, "fault device: bad sector at " + std::to_string(bad_lo_));
+    }
   }
   return base_->Read(off, buf, n);
+}
+
+void FaultDevice::SetBadRange(uint64_t lo, uint64_t hi) {
+  std::lock_guard<std::mutex> l(mu_);
+  bad_lo_ = lo;
+  bad_hi_ = hi;
 }
 
 Status FaultDevice::Write(uint64_t off, const void* buf, size_t n) {
@@ -164,6 +173,7 @@ void FaultDevice::ClearFaults() {
   fail_syncs_ = 0;
   tear_armed_ = false;
   offline_ = false;
+  bad_lo_ = bad_hi_ = 0;
 }
 
 Status FaultDevice::DropUnsynced() {

@@ -78,6 +78,9 @@ class FaultDevice : public BlockDevice {
   void TearNextWrite(size_t k);
   // While offline, every Read/Write/Sync fails with EIO (the machine is off).
   void SetOffline(bool offline);
+  // Bad sectors: every Read() that meets [lo, hi) fails with EIO (the bytes
+  // stay as they are; a write over them is taken). lo == hi: none.
+  void SetBadRange(uint64_t lo, uint64_t hi);
   // Disarms every switch (does not touch unsynced data).
   void ClearFaults();
 
@@ -115,6 +118,7 @@ class FaultDevice : public BlockDevice {
   bool tear_armed_ = false;
   size_t tear_bytes_ = 0;
   bool offline_ = false;
+  uint64_t bad_lo_ = 0, bad_hi_ = 0;
   FaultDeviceCounters c_;
 };
 
