@@ -265,6 +265,34 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
             Number(static_cast<double>(sc.finished_ns) / 1e9));
     }
   }
+  // Mirror (docs/integrity.md, "Mirror"); left out without one.
+  if (s.mirror.mirrored) {
+    const MirrorInfo& mi = s.mirror;
+    gauge("psmfs_mirror_degraded",
+          "1 while the volume has one complete copy of its data only (a side missing, faulted or "
+          "being resilvered).",
+          mi.degraded ? "1" : "0");
+    gauge("psmfs_mirror_resilver_progress_ratio",
+          "Progress of the resilver of the stale side, 0 to 1 (1 when none is needed).",
+          Number(mi.stale < 0 || !mi.resilver_total
+                     ? 1.0
+                     : static_cast<double>(mi.resilver_done) / static_cast<double>(mi.resilver_total)));
+    const char* names[2] = {"image", "mirror"};
+    for (int i = 0; i < 2; ++i) {
+      const MirrorSideInfo& x = mi.sides[i];
+      counter("psmfs_mirror_read_errors_total", "Reads of a side that failed (EIO), by side.",
+              x.read_errors, Label("side", names[i]));
+      counter("psmfs_mirror_write_errors_total",
+              "Writes and syncs of a side that failed (the side is then faulted), by side.",
+              x.write_errors, Label("side", names[i]));
+      counter("psmfs_mirror_checksum_errors_total",
+              "Blocks read from a side that failed their checksum, by side.", x.checksum_errors,
+              Label("side", names[i]));
+      counter("psmfs_mirror_repaired_blocks_total",
+              "Blocks of a side rewritten from the other side's good copy, by side.",
+              x.repaired_blocks, Label("side", names[i]));
+    }
+  }
 
   // FUSE requests.
   if (m.requests) {

@@ -23,7 +23,11 @@ std::string ScrubLine(const psm::ScrubStatus& s, uint64_t bs) {
   char buf[512];
   const double pct =
       s.end > 0 ? 100.0 * static_cast<double>(s.cursor) / static_cast<double>(s.end) : 0.0;
-  const std::string found = std::to_string(s.damaged_blocks) + " damaged block(s)";
+  const std::string found =
+      std::to_string(s.damaged_blocks) + " damaged block(s)" +
+      (s.repaired_blocks ? ", " + std::to_string(s.repaired_blocks) +
+                               " repaired from the other side of the mirror"
+                         : "");
   if (s.state.empty()) return "never run";
   if (s.state == "running") {
     std::snprintf(buf, sizeof(buf), "running since %s: %.1f%%, %s verified, %s%s",

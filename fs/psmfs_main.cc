@@ -185,6 +185,8 @@ void PrintHelp() {
       "  ro                     refuse every change (EROFS); also mounts read-only\n"
       "  commit_interval=MS     unsynced writes become durable within MS ms\n"
       "                         (default 1000)\n"
+      "  resilver_rate=MB/s     copy at most MB/s to a mirror being resilvered\n"
+      "                         (default: as fast as the disks go)\n"
       "  memory=SIZE            the daemon's memory budget: metadata cache,\n"
       "                         memtables and open-file cache stay within it\n"
       "                         (default 256M, at least 32M)\n"
@@ -338,6 +340,12 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
       UsageError("commit_interval=" + val + ": expected milliseconds, 1..3600000");
     }
     cl->mount.commit_interval_ms = static_cast<uint32_t>(n);
+  } else if (key == "resilver_rate") {
+    need_val();
+    if (!ParseUnsigned(val, 1ull << 20, &n) || n == 0) {
+      UsageError("resilver_rate=" + val + ": expected MB/s, 1..1048576");
+    }
+    cl->mount.resilver_rate = static_cast<uint64_t>(n) << 20;
   } else if (key == "memory") {
     need_val();
     uint64_t bytes = 0;
