@@ -1,4 +1,4 @@
-// psmctl scrub MOUNTPOINT [--wait] [--stop] [--rate MB/s] [--json]
+// psmctl scrub MOUNTPOINT [--wait] [--stop] [--rate MB/s] [--rewrite] [--json]
 //
 // Starts a scrub of a mounted volume (docs/integrity.md): the daemon reads
 // every allocated block once, in physical order, and verifies its
@@ -27,7 +27,10 @@ std::string ScrubLine(const psm::ScrubStatus& s, uint64_t bs) {
       std::to_string(s.damaged_blocks) + " damaged block(s)" +
       (s.repaired_blocks ? ", " + std::to_string(s.repaired_blocks) +
                                " repaired from the other side of the mirror"
-                         : "");
+                         : "") +
+      (s.rewritten_blocks ? ", " + std::to_string(s.rewritten_blocks) +
+                                " block(s) without a checksum given one (--rewrite)"
+                          : "");
   if (s.state.empty()) return "never run";
   if (s.state == "running") {
     std::snprintf(buf, sizeof(buf), "running since %s: %.1f%%, %s verified, %s%s",
@@ -53,6 +56,7 @@ struct ScrubArgs {
   bool wait = false;
   bool stop = false;
   bool json = false;
+  bool rewrite = false;
   double rate = 0;
 };
 
@@ -68,9 +72,10 @@ void DrawBar(const psm::ScrubStatus& s) {
   std::fflush(stderr);
 }
 
-psm::Result<psm::ScrubStatus> Ask(psm::Client& c, const std::string& action, double rate) {
+psm::Result<psm::ScrubStatus> Ask(psm::Client& c, const std::string& action, double rate,
+                                  bool rewrite = false) {
   psm::Json req = psm::ctl::Request(psm::ctl::kOpScrub);
-  req.Set("action", action).Set("rate_mb_s", rate);
+  req.Set("action", action).Set("rate_mb_s", rate).Set("rewrite", rewrite);
   PSM_ASSIGN_OR_RETURN(psm::Json r, c.Call(std::move(req), action == "status"));
   const psm::Json* s = r.Find("scrub");
   if (s == nullptr) return psm::Status::IOError("scrub reply without a status");
@@ -86,7 +91,9 @@ void PrintDamage(const psm::ScrubStatus& s) {
 }
 
 int RunScrub(const ScrubArgs& a) {
-  if (a.stop && (a.wait || a.rate > 0)) return UsageError("--stop takes no --wait or --rate");
+  if (a.stop && (a.wait || a.rate > 0 || a.rewrite)) {
+    return UsageError("--stop takes no --wait, --rate or --rewrite");
+  }
   if (a.rate < 0) return UsageError("--rate must not be negative");
   auto client = ConnectMounted(a.target);
   if (!client.ok()) return Fail(client.status());
@@ -100,7 +107,7 @@ int RunScrub(const ScrubArgs& a) {
     std::printf("scrub stopped: %s\n", ScrubLine(r.value(), bs).c_str());
     return kExitOk;
   }
-  auto started = Ask(c, "start", a.rate);
+  auto started = Ask(c, "start", a.rate, a.rewrite);
   if (!started.ok()) return Fail(started.status(), "scrub");
   const std::string where = c.mount().mountpoint.empty() ? c.mount().volume : c.mount().mountpoint;
   if (!a.wait) {
@@ -151,6 +158,10 @@ void SetupScrub(CLI::App& app) {
                   "Read at most MB megabytes (2^20 bytes) per second. Default: as fast as the "
                   "image reads.")
       ->type_name("MB/s");
+  cmd->add_flag("--rewrite", a->rewrite,
+                "Also give every block that has no checksum (written before the volume had "
+                "checksums) one, from the bytes read; on a mirror only where both copies agree. "
+                "Run it once after upgrading a volume made before checksums.");
   cmd->add_flag("--json", a->json, "Print the scrub status as JSON.");
   SetAction(cmd, [a] { return RunScrub(*a); });
 }

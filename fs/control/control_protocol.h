@@ -69,7 +69,7 @@ inline constexpr std::string_view kOpSnapshotList = "snapshot.list";
 inline constexpr std::string_view kOpScanStart = "scan.start";
 inline constexpr std::string_view kOpScanStatus = "scan.status";
 inline constexpr std::string_view kOpSync = "sync";
-// {"op":"scrub","action":"start"|"stop"|"status","rate_mb_s":N} ->
+// {"op":"scrub","action":"start"|"stop"|"status","rate_mb_s":N,"rewrite":B} ->
 // {"scrub": ScrubStatus} (docs/integrity.md).
 inline constexpr std::string_view kOpScrub = "scrub";
 // {"op":"mirror","action":"attach"|"detach"|"status","path":P,"force":B} ->
@@ -431,6 +431,8 @@ inline Json ToJson(const ScrubStatus& s) {
       .Set("unverified_blocks", s.unverified_blocks)
       .Set("damaged_blocks", s.damaged_blocks)
       .Set("repaired_blocks", s.repaired_blocks)
+      .Set("rewrite", s.rewrite)
+      .Set("rewritten_blocks", s.rewritten_blocks)
       .Set("started_ns", s.started_ns)
       .Set("finished_ns", s.finished_ns)
       .Set("rate_mb_s", s.rate_mb_s)
@@ -447,6 +449,8 @@ inline ScrubStatus ScrubFromJson(const Json& j) {
   s.unverified_blocks = j.GetUint("unverified_blocks");
   s.damaged_blocks = j.GetUint("damaged_blocks");
   s.repaired_blocks = j.GetUint("repaired_blocks");
+  s.rewrite = j.GetBool("rewrite", false);
+  s.rewritten_blocks = j.GetUint("rewritten_blocks");
   s.started_ns = j.GetInt("started_ns");
   s.finished_ns = j.GetInt("finished_ns");
   s.rate_mb_s = j.GetDouble("rate_mb_s");

@@ -607,7 +607,7 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
     const std::string action = req.GetString("action", "status");
     Status st;
     if (action == "start") {
-      st = fs_->StartScrub(req.GetDouble("rate_mb_s", 0));
+      st = fs_->StartScrub(req.GetDouble("rate_mb_s", 0), req.GetBool("rewrite", false));
     } else if (action == "stop") {
       st = fs_->StopScrub();
     } else if (action != "status") {

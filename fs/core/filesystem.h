@@ -153,6 +153,8 @@ struct ScrubStatus {
   uint64_t unverified_blocks = 0;  // allocated blocks read that have no checksum
   uint64_t damaged_blocks = 0;     // failed their checksum (and still in use)
   uint64_t repaired_blocks = 0;    // bad on one side of a mirror, rewritten from the other
+  bool rewrite = false;            // started with --rewrite
+  uint64_t rewritten_blocks = 0;   // blocks without a checksum that got one (--rewrite)
   int64_t started_ns = 0, finished_ns = 0;
   double rate_mb_s = 0;            // throttle; 0 = none
   std::vector<ScrubDamage> damage;  // every damaged block found so far
@@ -439,8 +441,10 @@ class FileSystem {
   // thread of its own while the volume serves; resumes after a remount.
   // StartScrub: kBusy if one runs; kReadOnly on a read-only mount;
   // kNotSupported on a volume without checksums. `rate_mb_s` 0: as fast as
-  // the image reads.
-  Status StartScrub(double rate_mb_s);
+  // the image reads. `rewrite`: a block without a checksum (written before
+  // the volume had checksums) gets one, from the bytes read (on a mirror:
+  // only when both copies agree); see docs/integrity.md, "Formats".
+  Status StartScrub(double rate_mb_s, bool rewrite = false);
   // Stops a running scrub (it can be started again from the beginning).
   // kNotFound if none runs.
   Status StopScrub();

@@ -393,8 +393,11 @@ struct FileSystem::Impl : public EpochSet {
   // verified; a block bad on one side only is repaired from the other
   // (*repaired), one bad on every side is returned in *bad. Under the
   // caller's release hold.
+  // With `rewrite`, a block without a checksum whose copies agree gets one
+  // in *txn (*rewritten).
   Status ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad, uint64_t* checked,
-                            uint64_t* unverified, uint64_t* repaired);
+                            uint64_t* unverified, uint64_t* repaired, Txn* rewrite,
+                            uint64_t* rewritten);
   // Counts and logs a mismatch of physical block p; returns the EIO status.
   Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
   // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.

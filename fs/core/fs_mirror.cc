@@ -113,7 +113,8 @@ Status FileSystem::Impl::ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf,
 
 Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad,
                                             uint64_t* checked, uint64_t* unverified,
-                                            uint64_t* repaired) {
+                                            uint64_t* repaired, Txn* rewrite,
+                                            uint64_t* rewritten) {
   const std::vector<int> sides = mirror->ReadableSides(r.start * bs, r.len * bs);
   std::vector<std::optional<uint32_t>> want;
   PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), r.start, r.len, &want));
@@ -134,7 +135,16 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
     bool everywhere = true;
     for (size_t i = 0; i < sides.size(); ++i) everywhere = everywhere && readable[i][k];
     if (!want[k] && everywhere) {
-      ++*unverified;  // no checksum, readable everywhere: nothing to tell good from bad
+      // No checksum, readable everywhere: nothing tells good from bad. With
+      // --rewrite, copies that agree get one.
+      const bool agree =
+          sides.size() < 2 || data[0].compare(k * bs, bs, data[1], k * bs, bs) == 0;
+      if (rewrite && agree) {
+        PutChecksum(rewrite, b, BlockCrc(data[0].data() + k * bs, bs));
+        ++*rewritten;
+      } else {
+        ++*unverified;
+      }
       continue;
     }
     ++*checked;  // an unreadable copy is damage (or a repair) as a failed checksum is

@@ -91,7 +91,8 @@ Status FileSystem::Impl::SaveScrub(const ScrubStatus& st, bool damage) {
   for (uint64_t x : {StateCode(st.state), st.cursor, st.end, st.checked_blocks,
                      st.unverified_blocks, st.damaged_blocks, static_cast<uint64_t>(st.started_ns),
                      static_cast<uint64_t>(st.finished_ns),
-                     static_cast<uint64_t>(st.rate_mb_s * 1024), st.repaired_blocks}) {
+                     static_cast<uint64_t>(st.rate_mb_s * 1024), st.repaired_blocks,
+                     static_cast<uint64_t>(st.rewrite), st.rewritten_blocks}) {
     PutLE64(&v, x);
   }
   txn.Put(Cf::kVolume, kVolScrub, v);
@@ -123,6 +124,10 @@ Status FileSystem::Impl::LoadScrub() {
   st.finished_ns = static_cast<int64_t>(at(7));
   st.rate_mb_s = static_cast<double>(at(8)) / 1024;
   if (v.size() >= 10 * 8) st.repaired_blocks = at(9);  // since the mirror
+  if (v.size() >= 12 * 8) {                             // since --rewrite
+    st.rewrite = at(10) != 0;
+    st.rewritten_blocks = at(11);
+  }
   auto it = store->NewIterator(Cf::kVolume);
   PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), kScrubBadPrefix,
                                     [&](std::string_view k, std::string_view val) {
@@ -247,9 +252,10 @@ void FileSystem::Impl::ScrubLoop() {
     }
     const BlockNo hi = std::min<BlockNo>(end, c + kStepBlocks);
     std::vector<BlockNo> bad;
-    uint64_t checked = 0, unverified = 0;
+    uint64_t checked = 0, unverified = 0, rewritten = 0;
     {
       ReleaseHold hold(alloc.get());
+      Txn rewrite_txn(store.get());
       Status s = AllocatedIn(store.get(), c, hi, &used);
       for (size_t i = 0; s.ok() && i < used.size(); ++i) {
         const Range& r = used[i];
@@ -258,7 +264,8 @@ void FileSystem::Impl::ScrubLoop() {
           // other (fs_mirror.cc).
           uint64_t repaired = 0;
           PSM_SYNC_POINT("Scrub::AfterBlockRead");
-          s = ScrubMirroredRange(r, &bad, &checked, &unverified, &repaired);
+          s = ScrubMirroredRange(r, &bad, &checked, &unverified, &repaired,
+                                 st.rewrite ? &rewrite_txn : nullptr, &rewritten);
           bytes_read += 2 * r.len * bs;
           st.repaired_blocks += repaired;
           continue;
@@ -286,6 +293,15 @@ void FileSystem::Impl::ScrubLoop() {
           if (!unreadable.empty() && unreadable[k]) {
             ++checked;
             bad.push_back(r.start + k);
+          } else if (!want[k] && st.rewrite) {
+            // --rewrite: the bytes read become the block's checksum. Safe
+            // under the hold: the block cannot be allocated again (and
+            // rewritten) before the commit below, and no block of a
+            // checksummed volume is overwritten in place; the record is
+            // durable only after the image sync that makes these bytes
+            // durable (the committer syncs the image before the WAL).
+            PutChecksum(&rewrite_txn, r.start + k, BlockCrc(buf.data() + k * bs, bs));
+            ++rewritten;
           } else if (!want[k]) {
             ++unverified;
           } else {
@@ -294,6 +310,7 @@ void FileSystem::Impl::ScrubLoop() {
           }
         }
       }
+      if (s.ok() && rewritten > 0) s = rewrite_txn.Commit();
       if (s.ok() && !bad.empty()) {
         // Only blocks still in use are damage worth a report.
         std::vector<BlockNo> still;
@@ -317,6 +334,7 @@ void FileSystem::Impl::ScrubLoop() {
     }
     st.checked_blocks += checked;
     st.unverified_blocks += unverified;
+    st.rewritten_blocks += rewritten;
     for (BlockNo b : bad) {
       ScrubDamage d{b, paths[b]};
       std::string list;
@@ -336,6 +354,7 @@ void FileSystem::Impl::ScrubLoop() {
       scrub.unverified_blocks = st.unverified_blocks;
       scrub.damaged_blocks = st.damaged_blocks;
       scrub.repaired_blocks = st.repaired_blocks;
+      scrub.rewritten_blocks = st.rewritten_blocks;
       scrub.damage = st.damage;
     }
     if (++steps % kSaveEverySteps == 0 || !bad.empty()) (void)SaveScrub(st, !bad.empty());
@@ -370,7 +389,7 @@ void FileSystem::Impl::ScrubLoop() {
   scrub_cv.notify_all();
 }
 
-Status FileSystem::StartScrub(double rate_mb_s) {
+Status FileSystem::StartScrub(double rate_mb_s, bool rewrite) {
   Impl* m = impl_.get();
   if (m->opts.read_only) return Status::ReadOnly();
   if (!m->checksums) {
@@ -395,6 +414,7 @@ Status FileSystem::StartScrub(double rate_mb_s) {
   st.end = m->sb.block_count;
   st.started_ns = NowNs();
   st.rate_mb_s = rate_mb_s;
+  st.rewrite = rewrite;
   m->scrub = st;
   m->scrub_stop = false;
   l.unlock();

@@ -144,6 +144,11 @@ TEST_CASE("mirror: changed bytes in the image read right, live and in .snapshots
                 s.output);
   auto st = Ctl({"status", mv->mnt});
   CHECK(st.output.find("ONLINE") != std::string::npos);
+  // --rewrite on a volume whose blocks all have checksums gives none.
+  auto rw = Ctl({"scrub", mv->mnt, "--wait", "--rewrite"});
+  CHECK_MESSAGE(rw.exit_code == 0, rw.output);
+  CHECK(rw.output.find("given one") == std::string::npos);
+  CHECK(Ctl({"scrub", mv->mnt, "--stop", "--rewrite"}).exit_code == 2);
   REQUIRE(mv->Unmount());
   CHECK(BytesAt(mirror, at_i, kBs) == ib);
   CHECK(FileBytes(image) == FileBytes(mirror));
