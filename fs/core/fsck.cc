@@ -4,6 +4,29 @@
 // (entries point at inodes, link counts, directory sizes) and every
 // snapshot's entries. --repair removes leaked alloc ranges and stale dead
 // entries, the only damage that is safe to fix without guessing.
+//
+// How it walks the metadata: every column family it checks is read from
+// start to end in key order, by scan iterators (Store::NewScanIterator:
+// read ahead, no block cache fill); there is no lookup or iterator per
+// inode. What one family says about another is checked by merging sorted
+// streams:
+//  * chunks -> block references (Ref), sorted by block, against `alloc`
+//    (two passes over it in block order, UnionCursor / AllocFloor);
+//  * live chunk and xattr records -> the inodes, read alongside in inode
+//    order (InodeScan);
+//  * entries -> (child, trees that read the entry) (EntryRef), sorted by
+//    child, and each directory's live entry count (DirCount, in key order),
+//    against one pass over the inodes.
+// The point reads left are per dead-index entry and per dead alloc range
+// (what snapshots hold), not per inode.
+//
+// Memory, for a volume of small files (one extent, one entry each): 36
+// bytes per file (Ref) while the blocks are checked, freed before the
+// namespace is; then 16 bytes per file (EntryRef) and 16 per directory
+// (DirCount). Besides: the key of every version the dead index names
+// (old versions held by snapshots), one extent list, RocksDB's cache. At
+// 10,000,000 files: ~360 MB at the peak (both vectors reserve from
+// RocksDB's key estimate and grow by a quarter, not by doubling).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -25,6 +48,15 @@
 
 namespace psm {
 namespace {
+
+// Appends to a vector that may hold one element per file: grows by a
+// quarter (std::vector doubles: up to twice the memory needed, three times
+// while it moves).
+template <typename T>
+void Append(std::vector<T>* v, const T& x) {
+  if (v->size() == v->capacity()) v->reserve(std::max<size_t>(1024, v->capacity() + v->capacity() / 4));
+  v->push_back(x);
+}
 
 // One extent of one chunk record, read by the trees of span `span`
 // (Checker::spans_): the read epochs (the live one and the active
@@ -263,11 +295,13 @@ class Checker {
         rec[w++] = rec[i];
       }
       for (size_t i = 0; i < w; ++i) {
-        refs_.push_back(Ref{rec[i].p, rec_ino, rec_idx, rec[i].off, rec[i].len,
-                            Span(rec[i].r0, rec[i].r1)});
+        Append(&refs_, Ref{rec[i].p, rec_ino, rec_idx, rec[i].off, rec[i].len,
+                           Span(rec[i].r0, rec[i].r1)});
       }
       rec.clear();
     };
+    // Small files: one reference per chunk record (RocksDB's estimate).
+    refs_.reserve(st_->EstimateKeys(Cf::kChunks) * 9 / 8);
     auto it = st_->NewScanIterator(Cf::kChunks);
     std::string prev_prefix;
     Epoch newer = UINT64_MAX;
@@ -620,6 +654,7 @@ class Checker {
       return static_cast<uint32_t>(std::lower_bound(trees.begin(), trees.end(), e) - trees.begin());
     };
     std::vector<EntryRef> refs;
+    refs.reserve(st_->EstimateKeys(Cf::kDentries) * 9 / 8);
     std::vector<DirCount> dirs;
     uint64_t unreadable = 0;
     // Calls fn(key, until, dentry) for every readable entry version,
@@ -654,7 +689,7 @@ class Checker {
         [&](std::string_view k, Epoch e, Epoch until, const Dentry& d) {
           const bool live = until == ~Epoch{0};
           const uint32_t t0 = tree_index(e), t1 = tree_index(until);  // e <= tree < until
-          if (t0 < t1 || live) refs.push_back(EntryRef{d.ino, t0, t1 | (live ? EntryRef::kLive : 0)});
+          if (t0 < t1 || live) Append(&refs, EntryRef{d.ino, t0, t1 | (live ? EntryRef::kLive : 0)});
           if (live) {
             const InodeId parent = GetBE64(k.data());
             if (dirs.empty() || dirs.back().ino != parent) dirs.push_back(DirCount{parent, 0, 0});
