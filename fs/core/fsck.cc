@@ -78,8 +78,14 @@ struct __attribute__((packed, aligned(4))) Ref {
   // Block order. References equal in all of these are one extent at one
   // place of one file: they never conflict with each other, so their order
   // among themselves changes no finding.
+  // (Compared by value: a reference to a member of a packed struct may be
+  // misaligned for its type.)
   bool operator<(const Ref& o) const {
-    return std::tie(p, len, ino, idx, off) < std::tie(o.p, o.len, o.ino, o.idx, o.off);
+    if (p != o.p) return p < o.p;
+    if (len != o.len) return len < o.len;
+    if (ino != o.ino) return ino < o.ino;
+    if (idx != o.idx) return idx < o.idx;
+    return off < o.off;
   }
 };
 static_assert(sizeof(Ref) == 36);
