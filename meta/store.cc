@@ -300,6 +300,15 @@ std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
       tsan::Wrap(db_->NewIterator(TotalOrder(), handle(cf))));
 }
 
+std::unique_ptr<rocksdb::Iterator> Store::NewScanIterator(Cf cf) {
+  NoPerfCounts();
+  tsan::RocksCallScope rocks;
+  rocksdb::ReadOptions ro = TotalOrder();
+  ro.fill_cache = false;
+  ro.readahead_size = 2u << 20;
+  return std::unique_ptr<rocksdb::Iterator>(tsan::Wrap(db_->NewIterator(ro, handle(cf))));
+}
+
 std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;

@@ -83,6 +83,11 @@ class Store {
   Status FlushAll();
   // A total-order iterator: seeks anywhere, walks across records.
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf);
+  // The same for one pass over a whole column family in key order (fsck):
+  // reads ahead (readahead_size) and leaves the block cache alone
+  // (fill_cache=false), so a scan neither evicts the cache nor pays for
+  // inserting blocks it will not read again.
+  std::unique_ptr<rocksdb::Iterator> NewScanIterator(Cf cf);
   // An iterator over the versions of one record of a versioned column
   // family (keys.h), for GetAt and PutVersion: Seek only to a full version
   // key (VersionKey, FirstVersionKey); it then stays within that record and

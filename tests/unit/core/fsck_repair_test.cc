@@ -264,3 +264,155 @@ TEST_CASE("fsck --repair through psmctl: says what it did, exits 0 when clean af
   CHECK(rr.output.find("[repaired]") != std::string::npos);
   d.ExpectHealed();
 }
+
+namespace {
+
+// A small tree seen by a snapshot and changed after it, for damage to the
+// references and the namespace: /a (1 block), /b (2 blocks, rewritten after
+// the snapshot), /d/c (1 block).
+struct Tree {
+  CoreVolume v;
+  InodeId a = 0, b = 0, c = 0, d = 0;
+  Epoch live = 0;
+  Tree() {
+    a = v.Put(kRootIno, "a", Pattern(4096, 1));
+    b = v.Put(kRootIno, "b", Pattern(8192, 2));
+    auto dr = v.fs->MkDir(kRootIno, "d", 0755, v.cred);
+    REQUIRE(dr.ok());
+    d = dr->node;
+    c = v.Put(d, "c", Pattern(4096, 3));
+    REQUIRE(v.fs->CreateSnapshot("s").ok());
+    REQUIRE(v.WriteAt(b, 0, Pattern(4096, 4)).ok());
+    REQUIRE(v.fs->Close().ok());
+    v.fs.reset();
+    auto st = OpenMeta(v.dir);
+    live = LiveEpoch(st.get());
+  }
+  std::pair<uint64_t, std::string> Check() {
+    std::string rep;
+    auto r = Fsck(v.dir, {}, &rep);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    return {*r, rep};
+  }
+};
+
+// The live chunk record `idx` of `ino`: its key and extents.
+std::pair<std::string, std::vector<Extent>> LiveChunk(Store* st, InodeId ino, uint64_t idx,
+                                                      Epoch live) {
+  std::string v;
+  Epoch ver = 0;
+  REQUIRE(GetAt(st, Cf::kChunks, ChunkPrefix(ino, idx), live, &v, &ver).ok());
+  std::vector<Extent> e;
+  REQUIRE(DecodeExtents(v, &e).ok());
+  return {VersionKey(ChunkPrefix(ino, idx), ver), e};
+}
+
+void DeleteAll(Store* st, Cf cf, const std::string& prefix) {
+  std::vector<std::string> keys;
+  auto it = st->NewIterator(cf);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    keys.push_back(it->key().ToString());
+  }
+  it.reset();
+  REQUIRE(!keys.empty());
+  for (const auto& k : keys) {
+    REQUIRE(st->db()->Delete(rocksdb::WriteOptions(), st->handle(cf), k).ok());
+  }
+}
+
+// The report without its summary line ("checked: ...").
+std::string Lines(const std::string& rep) {
+  const size_t p = rep.find("checked: ");
+  return p == std::string::npos ? rep : rep.substr(0, p);
+}
+
+}  // namespace
+
+TEST_CASE("fsck: damage to block references and the namespace is found") {
+  Tree t;
+  CHECK(t.Check().first == 0);
+  BlockNo pb = 0;
+  SUBCASE("a block claimed by two files") {
+    {
+      auto st = OpenMeta(t.v.dir);
+      auto [ka, ea] = LiveChunk(st.get(), t.a, 0, t.live);
+      auto [kb, eb] = LiveChunk(st.get(), t.b, 0, t.live);
+      // /a also maps /b's live first block, at its block 1.
+      ea.push_back(Extent{1, 1, eb[0].pblock, eb[0].birth, 0});
+      pb = eb[0].pblock;
+      REQUIRE(st->Put(Cf::kChunks, ka, Tagged(EncodeExtents(ea))).ok());
+    }
+    auto [n, rep] = t.Check();
+    CHECK(n == 1);
+    CHECK(Lines(rep) == "block " + std::to_string(pb) + " is claimed twice (inode " +
+                            std::to_string(t.a) + " chunk 0 and inode " + std::to_string(t.b) +
+                            " chunk 0)\n");
+  }
+  SUBCASE("referenced blocks not allocated") {
+    {
+      auto st = OpenMeta(t.v.dir);
+      auto [kc, ec] = LiveChunk(st.get(), t.c, 0, t.live);
+      pb = ec[0].pblock;
+      REQUIRE(st->db()->Delete(rocksdb::WriteOptions(), st->handle(Cf::kAlloc),
+                               AllocKey(ec[0].pblock)).ok());
+    }
+    auto [n, rep] = t.Check();
+    CHECK(n == 2);
+    CHECK(Lines(rep) == "block " + std::to_string(pb) + " is referenced but not allocated\n" +
+                            "used-blocks counter is 5, the volume holds 4\n");
+  }
+  SUBCASE("an entry names an inode that is gone, live and in the snapshot") {
+    {
+      auto st = OpenMeta(t.v.dir);
+      DeleteAll(st.get(), Cf::kInodes, InodePrefix(t.c));
+    }
+    auto [n, rep] = t.Check();
+    CHECK(n == 4);
+    const std::string c = std::to_string(t.c), d = std::to_string(t.d);
+    CHECK(Lines(rep) == "live chunks record of inode " + c + ", which does not exist\n" +
+                            "entry 'c' in directory " + d + " points at missing inode " + c +
+                            " (snapshot epoch " + std::to_string(t.live - 1) + ")\n" +
+                            "entry 'c' in directory " + d + " points at missing inode " + c +
+                            " (live tree)\n" + "files counter is 5, the volume holds 4\n");
+  }
+  SUBCASE("wrong link count and directory size") {
+    {
+      auto st = OpenMeta(t.v.dir);
+      for (InodeId ino : {t.a, t.d}) {
+        std::string cur;
+        Epoch ver = 0;
+        REQUIRE(GetAt(st.get(), Cf::kInodes, InodePrefix(ino), t.live, &cur, &ver).ok());
+        InodeAttr at;
+        REQUIRE(DecodeInode(cur, &at).ok());
+        if (ino == t.a) at.nlink = 2;
+        if (ino == t.d) {
+          at.size += 1;
+          at.nlink += 1;
+        }
+        REQUIRE(st->Put(Cf::kInodes, VersionKey(InodePrefix(ino), ver), Tagged(EncodeInode(at)))
+                    .ok());
+      }
+    }
+    auto [n, rep] = t.Check();
+    CHECK(n == 3);
+    CHECK(Lines(rep) == "inode " + std::to_string(t.a) +
+                            " has link count 2, but 1 directory entries\n" + "directory inode " +
+                            std::to_string(t.d) + " has link count 3, expected 2\n" +
+                            "directory inode " + std::to_string(t.d) +
+                            " records 2 entries, has 1\n");
+  }
+  SUBCASE("a live xattr of an inode that does not exist; an unreadable entry") {
+    {
+      auto st = OpenMeta(t.v.dir);
+      REQUIRE(st->Put(Cf::kXattrs, VersionKey(XattrPrefix(t.c + 1000, "user.x"), t.live),
+                      Tagged("v"))
+                  .ok());
+      REQUIRE(st->Put(Cf::kDentries, VersionKey(DentryPrefix(t.d, "zz"), t.live), Tagged("bad"))
+                  .ok());
+    }
+    auto [n, rep] = t.Check();
+    CHECK(n == 2);
+    CHECK(Lines(rep) == "live xattrs record of inode " + std::to_string(t.c + 1000) +
+                            ", which does not exist\n" + "unreadable directory entry\n");
+  }
+}
