@@ -197,6 +197,7 @@ class SharedDevice : public BlockDevice {
   Status Sync() override { return d_->Sync(); }
   uint64_t size() const override { return d_->size(); }
   int fd() const override { return d_->fd(); }
+  void WillNeed(uint64_t off, uint64_t n) override { d_->WillNeed(off, n); }
 
  private:
   std::shared_ptr<BlockDevice> d_;
