@@ -199,7 +199,11 @@ Status FileSystem::Impl::KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birt
       txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{q - p, rec.birth, e}));
       txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, q - p}));
     } else {
-      txn->Delete(Cf::kAlloc, AllocKey(p));
+      // A record starts at p only if s == p (records do not overlap);
+      // otherwise the Put at s above already ends the record before p, and
+      // a Delete would only add a tombstone (one more memtable insert per
+      // redirected write, and one more entry every alloc seek skips).
+      if (s == p) txn->Delete(Cf::kAlloc, AllocKey(p));
       frees->push_back(Range{p, q - p});
     }
     (void)birth;
@@ -693,11 +697,13 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   if (m->committer->failed()) return m->committer->Failure();
   if (size == 0) return size_t{0};
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-  if (kernel_times && !(h.flags & O_APPEND)) {
+  if (kernel_times && !(h.flags & O_APPEND) && !m->checksums) {
     // The common case of the kernel writing back pages of an existing file:
     // an overwrite in place inside the file changes no record, so it needs
     // only the inode's lock shared (truncate, punch and every metadata
     // change take it exclusively), and writes to one file run in parallel.
+    // Not with checksums: every write is redirected (WriteInPlace declines),
+    // and trying would cost an attribute read and a lock for nothing.
     LockSet shared(m, {h.ino}, /*exclusive=*/false);
     InodeAttr a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(nullptr, h.ino, m->live(), &a));
