@@ -326,6 +326,8 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   std::vector<Slot> map;
   std::string whole;
+  std::vector<ReadRun> runs;  // short whole-block runs read, to verify together
+  uint64_t batched = 0;       // blocks in runs
   uint64_t pos = off;
   const uint64_t end = off + n;
   while (pos < end) {
@@ -353,8 +355,19 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
       if (!checksums) {
         PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs + (lo - bstart), buf + (lo - off), hi - lo));
       } else if (lo == bstart && hi == cstart + uint64_t{j} * bs) {
-        // Whole blocks: straight into the caller's buffer, verified there.
-        PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
+        // Whole blocks: straight into the caller's buffer, verified there;
+        // a short run with the other short runs of the request.
+        if (j - b > kBatchedRunBlocks) {
+          PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
+        } else {
+          PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs, buf + (lo - off), hi - lo));
+          runs.push_back(ReadRun{sl.p, j - b, buf + (lo - off), use});
+          batched += j - b;
+          if (batched >= 1024) {
+            PSM_RETURN_IF_ERROR(VerifyRuns(&runs));
+            batched = 0;
+          }
+        }
       } else {
         // A partial first or last block: every block is verified whole, so
         // read the run into a buffer of its own and copy the bytes asked.
@@ -366,7 +379,7 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
     }
     pos = cend;
   }
-  return Status::Ok();
+  return VerifyRuns(&runs);
 }
 
 Status FileSystem::Impl::UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0,

@@ -382,6 +382,21 @@ struct FileSystem::Impl : public EpochSet {
   Status ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
   // The verification of ReadBlocks for bytes already read.
   Status VerifyBlocks(BlockNo p, uint64_t n, const char* buf, const BlockUse& use);
+  // Whole blocks [p, p+n) read into buf, not verified yet. ReadData
+  // collects the short runs of a fragmented file (every overwrite of a
+  // checksummed volume is redirected) and verifies them together: one
+  // batched lookup (MultiGet) instead of an iterator per run.
+  struct ReadRun {
+    BlockNo p;
+    uint64_t n;
+    const char* buf;
+    BlockUse use;
+  };
+  // Runs this short or shorter are batched; longer ones are verified
+  // alone (one seek, then the adjacent keys).
+  static constexpr uint64_t kBatchedRunBlocks = 8;
+  // Verifies every run (VerifyBlocks for each, in one lookup); clears runs.
+  Status VerifyRuns(std::vector<ReadRun>* runs);
   // Counts and logs a mismatch of physical block p; returns the EIO status.
   Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
   // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.
@@ -503,6 +518,10 @@ void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
 // The checksums of physical blocks [p, p+n) (nullopt: none recorded).
 Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
                      std::vector<std::optional<uint32_t>>* out);
+// The checksums of the given physical blocks (any order), in one batched
+// lookup: (*out)[i] for blocks[i].
+Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
+                       std::vector<std::optional<uint32_t>>* out);
 
 // Reads the exact volume counters (keys.h); counts and stores them once for
 // a volume formatted before they existed.
