@@ -18,6 +18,9 @@
 #              at the end (timed)                                    IOPS
 #   randread   the same number of random 4 KiB preads of that file
 #              (fragmented by the random writes on "on"), cold      IOPS
+#   seqread_frag  that file read whole in 1 MiB reads, cold: on "on"
+#              a quarter of its blocks were moved by the random writes
+#              (every overwrite redirected), on "off" none          MB/s
 # Scrub: a fresh volume of CK_SCRUB_MIB (512) MiB of data plus 32 MiB
 # (so the sparse image is nearly all data), the data written and synced,
 # the volume remounted and the caches dropped; then `psmctl scrub MNT
@@ -84,12 +87,12 @@ VOL_MIB=$((2 * (SEQ_MIB + RAND_MIB) + 1024))
 "$BIN/psmctl" mkfs "$WORK/scrub.vol" --size "$((SCRUB_MIB + 32))M" >/dev/null
 mount_v on; mount_v off
 
-bench() {  # bench VOLUME psmbench-args...: appends "ROW VOLUME VALUE UNIT"
+bench() {  # [ROW=name] bench VOLUME psmbench-args...: appends "ROW VOLUME VALUE UNIT"
   local v=$1 tag name value unit; shift
   "$PSMBENCH" "$@" > "$WORK/out" || die "psmbench $* failed on $v"
   while read -r tag name value unit; do
     [ "$tag" = RESULT ] || continue
-    name=${name%_1t}
+    name=${ROW:-${name%_1t}}
     echo "$name $v $value $unit" >> "$RES"
     printf '  %-4s %-10s %12s %s\n' "$v" "$name" "$value" "$unit"
   done < "$WORK/out"
@@ -105,6 +108,8 @@ io() {
   bench "$v" randwrite "$d/rand" 1 "$RAND_OPS"
   cold "$v"
   bench "$v" randread "$d/rand" 1 "$RAND_OPS"
+  cold "$v"
+  ROW=seqread_frag bench "$v" seqread "$d/rand"
   rm -f "$d/rand"
 }
 json_num() { sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" "$2" | head -1; }
@@ -151,10 +156,10 @@ umount_v on; umount_v off
     END {
       print "| workload | checksums on | --checksum=off | on / off | target |"
       print "|---|---:|---:|---:|---:|"
-      split("seqwrite 0.9 seqread 0.9 randwrite 0.8 randread 0.9", T, " ")
-      for (i = 1; i < 8; i += 2) {
+      nt = split("seqwrite 0.9 seqread 0.9 randwrite 0.8 randread 0.9 seqread_frag —", T, " ")
+      for (i = 1; i < nt; i += 2) {
         w = T[i]; on = median(w " on"); off = median(w " off")
-        printf "| %s (%s) | %.0f | %.0f | %.2f | >= %s |\n", w, u[w], on, off, (off > 0 ? on / off : 0), T[i + 1]
+        printf "| %s (%s) | %.0f | %.0f | %.2f | %s |\n", w, u[w], on, off, (off > 0 ? on / off : 0), (T[i + 1] == "—" ? "—" : ">= " T[i + 1])
       }
       s = median("scrub scrub"); d = median("scrub dd")
       printf "| scrub vs dd of the image (MB/s) | %.0f | %.0f (dd) | %.2f | >= 0.8 |\n", s, d, (d > 0 ? s / d : 0)
