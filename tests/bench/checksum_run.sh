@@ -57,10 +57,10 @@ mkdir -p "$OUT"
 declare -A PID=()
 is_mounted() { findmnt -rn -M "$1" >/dev/null 2>&1; }
 mount_v() {  # mount_v NAME: WORK/NAME.vol at WORK/NAME.mnt
-  local v=$1 i
+  local v=$1
   "$BIN/psmfs" "$WORK/$v.vol" "$WORK/$v.mnt" -f >>"$WORK/$v.log" 2>&1 &
   PID[$v]=$!
-  for i in $(seq 300); do is_mounted "$WORK/$v.mnt" && return 0; sleep 0.1; done
+  for _ in $(seq 300); do is_mounted "$WORK/$v.mnt" && return 0; sleep 0.1; done
   die "$WORK/$v.mnt did not get mounted; see $WORK/$v.log"
 }
 umount_v() {
@@ -135,7 +135,7 @@ echo "== checksums: on vs --checksum=off; seq ${SEQ_MIB} MiB, random ${RAND_MIB}
 T0=$(date +%s)
 mount_v scrub
 "$PSMBENCH" fill "$WORK/scrub.mnt/data" "$SCRUB_MIB"
-for round in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   io on
   io off
   scrub_round
