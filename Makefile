@@ -5,7 +5,8 @@
 #   make test    install what is missing, build everything with the tests (normal,
 #                ASan+UBSan, TSan), run every suite
 #   make bench   benchmarks against a native directory, passthrough_ll (with and
-#                without -o writeback) and zfs-fuse (installs zfs-fuse, for this only)
+#                without -o writeback) and zfs-fuse (installs zfs-fuse, for this only),
+#                then checksums on vs --checksum=off (BENCH_ONLY=checksums: only that)
 #   make bench-scale  SCALE_FILES small files (default 10,000,000) against 10,000:
 #                mount, stat, lookup, readdir, snapshot, diff, fsck, metadata bytes, RSS
 #   make build   just build (build/)

@@ -227,6 +227,25 @@ Status Store::Get(Cf cf, std::string_view key, std::string* value) {
       db_->Get(rocksdb::ReadOptions(), handle(cf), rocksdb::Slice(key.data(), key.size()), value));
 }
 
+void Store::MultiGet(Cf cf, const std::vector<std::string>& keys, std::vector<std::string>* values,
+                     std::vector<Status>* statuses) {
+  NoPerfCounts();
+  const size_t n = keys.size();
+  std::vector<rocksdb::Slice> ks(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> vs(n);
+  std::vector<rocksdb::Status> ss(n);
+  {
+    tsan::RocksCallScope rocks;
+    db_->MultiGet(rocksdb::ReadOptions(), handle(cf), n, ks.data(), vs.data(), ss.data());
+  }
+  values->resize(n);
+  statuses->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    (*statuses)[i] = Status::FromRocks(ss[i]);
+    if (ss[i].ok()) (*values)[i].assign(vs[i].data(), vs[i].size());
+  }
+}
+
 Status Store::Put(Cf cf, std::string_view key, std::string_view value) {
   rocksdb::WriteBatch b;
   b.Put(handle(cf), rocksdb::Slice(key.data(), key.size()),

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <utility>
 #include <vector>
 
@@ -69,6 +70,10 @@ class Store {
 
   // Unversioned point read from the database (not seeing any Txn).
   Status Get(Cf cf, std::string_view key, std::string* value);
+  // Get of many keys in one batched lookup (RocksDB MultiGet): (*values)[i]
+  // and (*statuses)[i] for keys[i] (kNotFound when absent).
+  void MultiGet(Cf cf, const std::vector<std::string>& keys, std::vector<std::string>* values,
+                std::vector<Status>* statuses);
   // Single unversioned write, committed at once (not synced).
   Status Put(Cf cf, std::string_view key, std::string_view value);
   // Write a raw batch.

@@ -55,6 +55,50 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optio
   return Status::FromRocks(it->status());
 }
 
+Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
+                       std::vector<std::optional<uint32_t>>* out) {
+  out->assign(blocks.size(), std::nullopt);
+  std::vector<std::string> keys, values;
+  std::vector<Status> st;
+  keys.reserve(blocks.size());
+  for (BlockNo b : blocks) keys.push_back(CsumKey(b));
+  store->MultiGet(Cf::kCsums, keys, &values, &st);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (st[i].Is(Code::kNotFound)) continue;
+    PSM_RETURN_IF_ERROR(st[i]);
+    if (values[i].size() != 4) {
+      return Status::Corruption("bad checksum record of block " + std::to_string(blocks[i]));
+    }
+    (*out)[i] = GetLE32(values[i].data());
+  }
+  return Status::Ok();
+}
+
+Status FileSystem::Impl::VerifyRuns(std::vector<ReadRun>* runs) {
+  if (!checksums || runs->empty()) {
+    runs->clear();
+    return Status::Ok();
+  }
+  std::vector<BlockNo> blocks;
+  for (const ReadRun& r : *runs) {
+    for (uint64_t i = 0; i < r.n; ++i) blocks.push_back(r.p + i);
+  }
+  std::vector<std::optional<uint32_t>> want;
+  Status s = LoadChecksumsOf(store.get(), blocks, &want);
+  size_t k = 0;
+  for (const ReadRun& r : *runs) {
+    if (!s.ok()) break;
+    for (uint64_t i = 0; i < r.n; ++i, ++k) {
+      if (!want[k] || *want[k] == BlockCrc(r.buf + i * bs, bs)) continue;
+      s = ChecksumError(r.p + i, r.use.ino, r.use.epoch,
+                        r.use.fblock == kNoFileBlock ? kNoFileBlock : r.use.fblock + i);
+      break;
+    }
+  }
+  runs->clear();
+  return s;
+}
+
 Status FileSystem::Impl::VerifyBlocks(BlockNo p, uint64_t n, const char* buf,
                                       const BlockUse& use) {
   if (!checksums) return Status::Ok();

@@ -199,7 +199,11 @@ Status FileSystem::Impl::KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birt
       txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{q - p, rec.birth, e}));
       txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, q - p}));
     } else {
-      txn->Delete(Cf::kAlloc, AllocKey(p));
+      // A record starts at p only if s == p (records do not overlap);
+      // otherwise the Put at s above already ends the record before p, and
+      // a Delete would only add a tombstone (one more memtable insert per
+      // redirected write, and one more entry every alloc seek skips).
+      if (s == p) txn->Delete(Cf::kAlloc, AllocKey(p));
       frees->push_back(Range{p, q - p});
     }
     (void)birth;
@@ -322,6 +326,8 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   std::vector<Slot> map;
   std::string whole;
+  std::vector<ReadRun> runs;  // short whole-block runs read, to verify together
+  uint64_t batched = 0;       // blocks in runs
   uint64_t pos = off;
   const uint64_t end = off + n;
   while (pos < end) {
@@ -349,8 +355,19 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
       if (!checksums) {
         PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs + (lo - bstart), buf + (lo - off), hi - lo));
       } else if (lo == bstart && hi == cstart + uint64_t{j} * bs) {
-        // Whole blocks: straight into the caller's buffer, verified there.
-        PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
+        // Whole blocks: straight into the caller's buffer, verified there;
+        // a short run with the other short runs of the request.
+        if (j - b > kBatchedRunBlocks) {
+          PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
+        } else {
+          PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs, buf + (lo - off), hi - lo));
+          runs.push_back(ReadRun{sl.p, j - b, buf + (lo - off), use});
+          batched += j - b;
+          if (batched >= 1024) {
+            PSM_RETURN_IF_ERROR(VerifyRuns(&runs));
+            batched = 0;
+          }
+        }
       } else {
         // A partial first or last block: every block is verified whole, so
         // read the run into a buffer of its own and copy the bytes asked.
@@ -362,7 +379,7 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
     }
     pos = cend;
   }
-  return Status::Ok();
+  return VerifyRuns(&runs);
 }
 
 Status FileSystem::Impl::UnmapBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64_t b0,
@@ -693,11 +710,13 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   if (m->committer->failed()) return m->committer->Failure();
   if (size == 0) return size_t{0};
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-  if (kernel_times && !(h.flags & O_APPEND)) {
+  if (kernel_times && !(h.flags & O_APPEND) && !m->checksums) {
     // The common case of the kernel writing back pages of an existing file:
     // an overwrite in place inside the file changes no record, so it needs
     // only the inode's lock shared (truncate, punch and every metadata
     // change take it exclusively), and writes to one file run in parallel.
+    // Not with checksums: every write is redirected (WriteInPlace declines),
+    // and trying would cost an attribute read and a lock for nothing.
     LockSet shared(m, {h.ino}, /*exclusive=*/false);
     InodeAttr a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(nullptr, h.ino, m->live(), &a));

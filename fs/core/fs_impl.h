@@ -398,6 +398,21 @@ struct FileSystem::Impl : public EpochSet {
   Status ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad, uint64_t* checked,
                             uint64_t* unverified, uint64_t* repaired, Txn* rewrite,
                             uint64_t* rewritten);
+  // Whole blocks [p, p+n) read into buf, not verified yet. ReadData
+  // collects the short runs of a fragmented file (every overwrite of a
+  // checksummed volume is redirected) and verifies them together: one
+  // batched lookup (MultiGet) instead of an iterator per run.
+  struct ReadRun {
+    BlockNo p;
+    uint64_t n;
+    const char* buf;
+    BlockUse use;
+  };
+  // Runs this short or shorter are batched; longer ones are verified
+  // alone (one seek, then the adjacent keys).
+  static constexpr uint64_t kBatchedRunBlocks = 8;
+  // Verifies every run (VerifyBlocks for each, in one lookup); clears runs.
+  Status VerifyRuns(std::vector<ReadRun>* runs);
   // Counts and logs a mismatch of physical block p; returns the EIO status.
   Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
   // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.
@@ -528,6 +543,7 @@ class SharedDevice : public BlockDevice {
   Status Sync() override { return d_->Sync(); }
   uint64_t size() const override { return d_->size(); }
   int fd() const override { return d_->fd(); }
+  void WillNeed(uint64_t off, uint64_t n) override { d_->WillNeed(off, n); }
 
  private:
   std::shared_ptr<BlockDevice> d_;
@@ -539,6 +555,10 @@ void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
 // The checksums of physical blocks [p, p+n) (nullopt: none recorded).
 Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
                      std::vector<std::optional<uint32_t>>* out);
+// The checksums of the given physical blocks (any order), in one batched
+// lookup: (*out)[i] for blocks[i].
+Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
+                       std::vector<std::optional<uint32_t>>* out);
 
 // Reads the exact volume counters (keys.h); counts and stores them once for
 // a volume formatted before they existed.

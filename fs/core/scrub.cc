@@ -29,6 +29,13 @@ namespace {
 
 constexpr uint64_t kStepBlocks = 1024;      // blocks per step (4 MiB at 4 KiB)
 constexpr uint64_t kSaveEverySteps = 64;    // cursor stored every 64 steps
+// The allocated blocks this far ahead of the step being read are asked of
+// the device in advance (BlockDevice::WillNeed): the image's reads overlap
+// the checksum work, and keep the disk busy as a sequential reader (dd)
+// does with the kernel's read-ahead. Without it each step's read waited
+// for the disk and the disk waited for the step (a cold scrub ran at a
+// third to a half of dd's rate).
+constexpr uint64_t kAheadBlocks = 4 * kStepBlocks;
 enum : uint64_t { kStateRunning = 1, kStateFinished = 2, kStateStopped = 3 };
 
 const char* StateName(uint64_t s) {
@@ -244,6 +251,8 @@ void FileSystem::Impl::ScrubLoop() {
   uint64_t bytes_read = 0;
   uint64_t steps = 0;
   BlockNo c = std::max<BlockNo>(st.cursor, 1);
+  BlockNo hinted = c;  // [c, hinted) was asked for ahead
+  std::vector<Range> ahead;
   Status failed;
   while (c < end) {
     {
@@ -251,6 +260,13 @@ void FileSystem::Impl::ScrubLoop() {
       if (scrub_stop) break;
     }
     const BlockNo hi = std::min<BlockNo>(end, c + kStepBlocks);
+    // Only a hint: what is allocated now, read later under the step's hold
+    // (a range freed meanwhile was read for nothing).
+    const BlockNo horizon = std::min<BlockNo>(end, hi + kAheadBlocks);
+    if (hinted < horizon && AllocatedIn(store.get(), std::max(hinted, c), horizon, &ahead).ok()) {
+      for (const Range& r : ahead) dev->WillNeed(r.start * bs, r.len * bs);
+      hinted = horizon;
+    }
     std::vector<BlockNo> bad;
     uint64_t checked = 0, unverified = 0, rewritten = 0;
     {

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -80,6 +81,12 @@ class PosixDevice final : public BlockDevice {
 
   uint64_t size() const override { return size_; }
   int fd() const override { return fd_; }
+  void WillNeed(uint64_t off, uint64_t n) override {
+    if (off >= size_ || n == 0) return;
+    (void)::posix_fadvise(fd_, static_cast<off_t>(off),
+                          static_cast<off_t>(std::min<uint64_t>(n, size_ - off)),
+                          POSIX_FADV_WILLNEED);
+  }
 
  private:
   const std::string path_;

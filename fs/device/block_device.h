@@ -29,6 +29,10 @@ class BlockDevice {
   virtual uint64_t size() const = 0;
   // The file descriptor behind the device, or -1 (zero-copy reads).
   virtual int fd() const { return -1; }
+  // A hint: [offset, offset + n) will be read soon; start reading it in
+  // the background (an image file: posix_fadvise WILLNEED). Never fails,
+  // never blocks for the reads; devices without a cache ignore it.
+  virtual void WillNeed(uint64_t offset, uint64_t n) { (void)offset, (void)n; }
 };
 
 // Opens (or, with create=true, creates with `size` bytes, sparse) the image
@@ -69,6 +73,7 @@ class TrackedDevice : public BlockDevice {
   Status Sync() override { return SyncCovering(nullptr); }
   uint64_t size() const override { return base_->size(); }
   int fd() const override { return base_->fd(); }
+  void WillNeed(uint64_t off, uint64_t n) override { base_->WillNeed(off, n); }
   // Syncs only when some write completed since the last successful sync.
   // On success *covered (if given) is a write count that is now durable:
   // at least every write completed before the call.

@@ -165,6 +165,19 @@ int MirrorDevice::fd() const {
   return sides_[0].dev->fd();
 }
 
+void MirrorDevice::WillNeed(uint64_t off, uint64_t n) {
+  std::shared_ptr<BlockDevice> d[2];
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int s : {0, 1}) {
+      if (UsableFor(s, off + n)) d[s] = sides_[s].dev;
+    }
+  }
+  for (auto& x : d) {
+    if (x) x->WillNeed(off, n);
+  }
+}
+
 std::vector<int> MirrorDevice::ReadableSides(uint64_t off, uint64_t n) {
   std::vector<int> out;
   std::lock_guard<std::mutex> l(mu_);

@@ -104,6 +104,8 @@ class MirrorDevice : public BlockDevice {
   Status Sync() override;
   uint64_t size() const override { return size_; }
   int fd() const override;
+  // Read-ahead hint to every side that can serve the range (scrub reads both).
+  void WillNeed(uint64_t off, uint64_t n) override;
 
   bool mirrored() const { return mirrored_.load(std::memory_order_acquire); }
   // The primary image (before SetUp only: the mount's superblock checks).

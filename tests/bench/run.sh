@@ -41,6 +41,10 @@
 #   BENCH_WORKLOADS=small  only the small-file rows ("io" only the others;
 #                     default: both)
 #   BENCH_SNAP=0      skip the snapshot, scanner and stream benchmarks
+#   BENCH_CHECKSUMS=0 skip the checksum section (checksum_run.sh: checksums
+#                     on vs --checksum=off, scrub vs dd)
+#   BENCH_ONLY=checksums  run only that section (builds psmbench, nothing
+#                     else: no peers, no zfs-fuse needed)
 # For create and unlink the FUSE daemon's CPU time (user + system, from
 # /proc/PID/stat) per file goes into a second table: what the daemon itself
 # spends, apart from the kernel and the round trips.
@@ -78,6 +82,11 @@ VOL_GIB=$(awk -v m="$SEQ_MIB" 'BEGIN { g = int(2 * m / 1024) + 3; print g }')
 # ---------------------------------------------------------------- build
 mkdir -p "$OUT"
 g++ -O2 -std=c++20 -pthread -o "$OUT/psmbench" "$REPO/tests/bench/psmbench.cc"
+case ${BENCH_ONLY:-} in
+  "") ;;
+  checksums) exec "$REPO/tests/bench/checksum_run.sh" "$BIN" ;;
+  *) die "unknown BENCH_ONLY: $BENCH_ONLY (one of: checksums)" ;;
+esac
 EX=/usr/share/doc/libfuse3-dev/examples
 for f in passthrough_ll.c passthrough_helpers.h; do
   if [ -f "$EX/$f" ]; then cp "$EX/$f" "$OUT/$f"
@@ -320,6 +329,11 @@ echo
 cat "$OUT/results.md"
 echo
 echo "(also in $OUT/results.md; raw figures of every round in $RES; higher is better everywhere)"
+
+# Checksums on vs off, scrub vs dd (docs/performance.md, "Checksums").
+if [ "${BENCH_CHECKSUMS:-1}" != 0 ]; then
+  "$REPO/tests/bench/checksum_run.sh" "$BIN"
+fi
 
 [ "${BENCH_SNAP:-1}" = 0 ] && exit 0
 # Snapshot and scanner benchmarks (docs/performance.md, second part).

@@ -173,6 +173,48 @@ TEST_CASE("overwrites are redirected and verified after a remount") {
   CHECK(v.Fsck() == 0);
 }
 
+TEST_CASE("a fragmented file: its short runs are verified together, a bad one named by offset") {
+  // Every other block overwritten one at a time: each is redirected to a
+  // block of its own, so the file reads as 1-block runs, which ReadData
+  // verifies in batches (one lookup for up to 1024 blocks). Damage before
+  // and after the first batch's end must both be caught and named.
+  CoreVolume v;
+  constexpr size_t kBlocks = 1100;
+  std::string want = Pattern(40, kBlocks);
+  NodeId f = v.Put(kRootIno, "f", want);
+  for (size_t b = 0; b < kBlocks; b += 2) {
+    const std::string fresh = Pattern(5000 + b, 1);
+    REQUIRE(v.WriteAt(f, b * kBs, fresh).ok());
+    want.replace(b * kBs, kBs, fresh);
+  }
+  v.Remount();
+  f = v.Node(kRootIno, "f");
+  std::string got;
+  REQUIRE(ReadRange(v, f, 0, want.size(), &got).ok());
+  CHECK(got == want);
+  CHECK(ChecksumErrors(v) == 0);
+  FlipInImage(v.dir, std::string_view(want).substr(3 * kBs, kBs));     // an old block
+  FlipInImage(v.dir, std::string_view(want).substr(1064 * kBs, kBs));  // a redirected one
+  v.Remount();
+  f = v.Node(kRootIno, "f");
+  Status s = ReadRange(v, f, 0, want.size(), &got);
+  REQUIRE(s.Is(Code::kIOError));
+  CHECK_MESSAGE(s.message().find("at offset " + std::to_string(3 * kBs)) != std::string::npos,
+                s.message());
+  s = ReadRange(v, f, 4 * kBs, want.size() - 4 * kBs, &got);
+  REQUIRE(s.Is(Code::kIOError));
+  CHECK_MESSAGE(s.message().find("at offset " + std::to_string(1064 * kBs)) != std::string::npos,
+                s.message());
+  // A read of one damaged block among intact ones, partial at both ends.
+  CHECK(ReadRange(v, f, 1060 * kBs + 100, 8 * kBs, &got).Is(Code::kIOError));
+  // Between them everything reads.
+  REQUIRE(ReadRange(v, f, 4 * kBs, 1060 * kBs, &got).ok());
+  CHECK(got == want.substr(4 * kBs, 1060 * kBs));
+  REQUIRE(ReadRange(v, f, 0, 3 * kBs, &got).ok());
+  CHECK(got == want.substr(0, 3 * kBs));
+  CHECK(ChecksumErrors(v) == 3);
+}
+
 TEST_CASE("received data is checksummed") {
   CoreVolume src, dst;
   const std::string a = Pattern(40, 6);

@@ -12,13 +12,16 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <set>
 #include <string>
 
 #include "tests/common/image_block.h"
 #include "tests/common/core_test_util.h"
+#include "fs/device/block_device.h"
 
 using namespace psm;
 using psm_test::CoreVolume;
@@ -132,4 +135,91 @@ TEST_CASE("scrub: a volume without checksums refuses") {
   REQUIRE(Format(v.dir, fo).ok());
   v.Open();
   CHECK(v.fs->StartScrub(0).Is(Code::kNotSupported));
+}
+
+namespace {
+
+// A memory image that records, block by block, what was announced with
+// WillNeed and which reads found their blocks not announced before.
+class HintDevice : public BlockDevice {
+ public:
+  explicit HintDevice(uint64_t size) : base_(NewMemDevice(size)) {}
+  Status Read(uint64_t off, void* buf, size_t n) override {
+    if (recording) {
+      std::lock_guard<std::mutex> l(mu);
+      for (uint64_t b = off / kBs; b < (off + n + kBs - 1) / kBs; ++b) {
+        if (!hinted.count(b)) ++unhinted_reads;
+      }
+    }
+    return base_->Read(off, buf, n);
+  }
+  Status Write(uint64_t off, const void* buf, size_t n) override { return base_->Write(off, buf, n); }
+  Status Sync() override { return base_->Sync(); }
+  uint64_t size() const override { return base_->size(); }
+  void WillNeed(uint64_t off, uint64_t n) override {
+    std::lock_guard<std::mutex> l(mu);
+    CHECK(off % kBs == 0);
+    CHECK(n % kBs == 0);
+    for (uint64_t b = off / kBs; b < (off + n) / kBs; ++b) {
+      if (!hinted.insert(b).second) ++hinted_twice;
+    }
+  }
+  std::atomic<bool> recording{false};
+  std::mutex mu;
+  std::set<uint64_t> hinted;
+  uint64_t hinted_twice = 0, unhinted_reads = 0;
+
+ private:
+  std::unique_ptr<BlockDevice> base_;
+};
+
+}  // namespace
+
+TEST_CASE("scrub: asks the device for the allocated blocks ahead of reading them") {
+  char t[] = "/tmp/psm-scrubhint-XXXXXX";
+  const std::string dir = mkdtemp(t);
+  auto dev = std::make_shared<HintDevice>(128ull << 20);
+  FormatOptions fo;
+  fo.size_bytes = 128ull << 20;
+  fo.device = dev;
+  REQUIRE(Format(dir, fo).ok());
+  MountOptions o;
+  o.commit_interval_ms = 20;
+  o.device = dev;
+  auto r = FileSystem::Open(dir, o);
+  REQUIRE(r.ok());
+  std::unique_ptr<FileSystem> fs = std::move(r).value();
+  Credentials cred;
+  // Three files of 3000 blocks (about 12 MiB each: many steps, and more
+  // than the read-ahead window), the middle one removed: a hole of free
+  // blocks between allocated ones.
+  for (const char* name : {"a", "b", "c"}) {
+    auto f = fs->Create(kRootIno, name, 0644, O_RDWR, cred);
+    REQUIRE(f.ok());
+    const std::string data = Blocks(name[0], 3000);
+    REQUIRE(fs->Write(f->second, 0, data.data(), data.size()).ok());
+    REQUIRE(fs->Release(f->second).ok());
+  }
+  REQUIRE(fs->Unlink(kRootIno, "b").ok());
+  REQUIRE(fs->SyncAll().ok());
+  REQUIRE(fs->SyncAll().ok());  // the freed blocks leave quarantine
+  dev->recording = true;
+  REQUIRE(fs->StartScrub(0).ok());
+  REQUIRE(fs->WaitScrub(120));
+  dev->recording = false;
+  const ScrubStatus s = fs->GetScrubStatus();
+  CHECK(s.state == "finished");
+  CHECK(s.checked_blocks == 6000);
+  CHECK(s.damaged_blocks == 0);
+  {
+    std::lock_guard<std::mutex> l(dev->mu);
+    // Every block read was announced before, each once, and only the
+    // allocated ones (not b's freed blocks).
+    CHECK(dev->unhinted_reads == 0);
+    CHECK(dev->hinted_twice == 0);
+    CHECK(dev->hinted.size() == 6000);
+  }
+  REQUIRE(fs->Close().ok());
+  fs.reset();
+  std::filesystem::remove_all(dir);
 }
