@@ -88,11 +88,17 @@ Status FileSystem::Impl::VerifyRuns(std::vector<ReadRun>* runs) {
   size_t k = 0;
   for (const ReadRun& r : *runs) {
     if (!s.ok()) break;
+    uint64_t first_bad = r.n;
     for (uint64_t i = 0; i < r.n; ++i, ++k) {
-      if (!want[k] || *want[k] == BlockCrc(r.buf + i * bs, bs)) continue;
-      s = ChecksumError(r.p + i, r.use.ino, r.use.epoch,
-                        r.use.fblock == kNoFileBlock ? kNoFileBlock : r.use.fblock + i);
-      break;
+      if (first_bad == r.n && want[k] && *want[k] != BlockCrc(r.buf + i * bs, bs)) first_bad = i;
+    }
+    if (first_bad == r.n) continue;
+    if (mirror->mirrored()) {
+      // The other copy, verified, replaces the bad one (and heals it).
+      s = ReadBlocksMirrored(r.p, r.n, r.buf, r.use);
+    } else {
+      s = ChecksumError(r.p + first_bad, r.use.ino, r.use.epoch,
+                        r.use.fblock == kNoFileBlock ? kNoFileBlock : r.use.fblock + first_bad);
     }
   }
   runs->clear();

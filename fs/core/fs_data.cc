@@ -357,7 +357,10 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
       } else if (lo == bstart && hi == cstart + uint64_t{j} * bs) {
         // Whole blocks: straight into the caller's buffer, verified there;
         // a short run with the other short runs of the request.
-        if (j - b > kBatchedRunBlocks) {
+        // A mirrored volume reads each run through ReadBlocksMirrored, which
+        // also heals a copy that cannot be read (an EIO the batch would only
+        // see as the other side's good bytes).
+        if (j - b > kBatchedRunBlocks || mirror->mirrored()) {
           PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
         } else {
           PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs, buf + (lo - off), hi - lo));

@@ -405,7 +405,7 @@ struct FileSystem::Impl : public EpochSet {
   struct ReadRun {
     BlockNo p;
     uint64_t n;
-    const char* buf;
+    char* buf;  // mutable: a mirror's good copy replaces a bad one here
     BlockUse use;
   };
   // Runs this short or shorter are batched; longer ones are verified
