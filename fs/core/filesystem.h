@@ -33,7 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fs/device/mirror_device.h"
+#include "fs/device/mirror_info.h"
 #include "fs/space/scanner.h"
 #include "meta/keys.h"
 #include "meta/status.h"

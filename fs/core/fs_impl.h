@@ -40,6 +40,7 @@
 #include "fs/core/filesystem.h"
 #include "fs/core/live_cache.h"
 #include "fs/space/scanner.h"
+#include "fs/device/mirror_device.h"
 #include "fs/device/superblock.h"
 #include "meta/store.h"
 #include "meta/versioned.h"

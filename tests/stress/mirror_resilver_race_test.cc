@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "fs/device/fault_device.h"
+#include "fs/device/mirror_device.h"
 #include "tests/common/core_test_util.h"
 #include "tests/common/psm_test_util.h"
 
