@@ -24,17 +24,6 @@ namespace {
 
 const char* SideName(int s) { return s == 0 ? "image" : "mirror"; }
 
-class ReleaseHold {
- public:
-  explicit ReleaseHold(Allocator* a) : a_(a) { a_->HoldReleases(); }
-  ~ReleaseHold() { a_->UnholdReleases(); }
-  ReleaseHold(const ReleaseHold&) = delete;
-  ReleaseHold& operator=(const ReleaseHold&) = delete;
-
- private:
-  Allocator* a_;
-};
-
 // Reads [p, p+n) of `side` into buf; ok[k] says whether block k could be
 // read (an EIO of the whole range is retried block by block).
 void ReadSideBlocks(MirrorDevice* m, int side, BlockNo p, uint64_t n, uint32_t bs, char* buf,

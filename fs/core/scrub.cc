@@ -78,18 +78,6 @@ Status AllocatedIn(Store* store, BlockNo lo, BlockNo hi, std::vector<Range>* out
   return Status::FromRocks(it->status());
 }
 
-// RAII for Allocator::HoldReleases.
-class ReleaseHold {
- public:
-  explicit ReleaseHold(Allocator* a) : a_(a) { a_->HoldReleases(); }
-  ~ReleaseHold() { a_->UnholdReleases(); }
-  ReleaseHold(const ReleaseHold&) = delete;
-  ReleaseHold& operator=(const ReleaseHold&) = delete;
-
- private:
-  Allocator* a_;
-};
-
 }  // namespace
 
 Status FileSystem::Impl::SaveScrub(const ScrubStatus& st, bool damage) {

@@ -499,6 +499,20 @@ Status MirrorDevice::CopyChunk(int src, int dst, uint64_t lo, uint64_t hi, std::
   return Status::Ok();
 }
 
+Status MirrorDevice::SyncCopied(int dst) {
+  std::shared_ptr<BlockDevice> d;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    d = sides_[dst].dev;
+  }
+  Status s = d ? d->Sync() : Status::IOError("detached");
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!sides_[dst].faulted) FaultLocked(dst, "sync", s);
+  }
+  return s;
+}
+
 void MirrorDevice::ResilverLoop(uint64_t rate) {
   std::string buf;
   const auto t0 = std::chrono::steady_clock::now();
@@ -551,15 +565,9 @@ void MirrorDevice::ResilverLoop(uint64_t rate) {
     since_save += hi - lo;
     if (since_save >= kSaveBytes) {
       since_save = 0;
-      std::shared_ptr<BlockDevice> d;
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        d = sides_[dst].dev;
-      }
-      Status ss = d ? d->Sync() : Status::IOError("detached");
+      Status ss = SyncCopied(dst);
       std::lock_guard<std::mutex> l(mu_);
       if (!ss.ok()) {
-        if (!sides_[dst].faulted) FaultLocked(dst, "sync", ss);
         result = ss;
         break;
       }
@@ -579,15 +587,9 @@ void MirrorDevice::ResilverLoop(uint64_t rate) {
     }
   }
   if (finished) {
-    std::shared_ptr<BlockDevice> d;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      d = sides_[dst].dev;
-    }
-    Status ss = d ? d->Sync() : Status::IOError("detached");
+    Status ss = SyncCopied(dst);
     std::lock_guard<std::mutex> l(mu_);
     if (!ss.ok()) {
-      if (!sides_[dst].faulted) FaultLocked(dst, "sync", ss);
       result = ss;
     } else if (st_.stale == dst) {
       MirrorState old = st_;

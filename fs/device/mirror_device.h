@@ -126,6 +126,8 @@ class MirrorDevice : public BlockDevice {
   // side (the I/O then fails). mu_ held.
   bool FaultLocked(int s, const std::string& op, const Status& why);
   void ResilverLoop(uint64_t rate);
+  // Syncs the side being resilvered; a failure faults it. Takes mu_.
+  Status SyncCopied(int dst);
   Status CopyChunk(int src, int dst, uint64_t lo, uint64_t hi, std::string* buf);
 
   const uint64_t size_;

@@ -167,4 +167,16 @@ class Allocator {
   uint64_t prefetched_taken_ = 0, prefetched_refused_ = 0;
 };
 
+// RAII for Allocator::HoldReleases (scrub steps, mirror repairs).
+class ReleaseHold {
+ public:
+  explicit ReleaseHold(Allocator* a) : a_(a) { a_->HoldReleases(); }
+  ~ReleaseHold() { a_->UnholdReleases(); }
+  ReleaseHold(const ReleaseHold&) = delete;
+  ReleaseHold& operator=(const ReleaseHold&) = delete;
+
+ private:
+  Allocator* a_;
+};
+
 }  // namespace psm

@@ -46,4 +46,18 @@ inline uint64_t FlipInImage(const std::string& image, std::string_view block, si
   return found;
 }
 
+// The whole of a file (an image, a mirror), and n bytes of it at `off`.
+inline std::string FileBytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+inline std::string BytesAt(const std::string& path, uint64_t off, size_t n) {
+  std::string s(n, '\0');
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pread(fd, s.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
+  ::close(fd);
+  return s;
+}
+
 }  // namespace psm::testutil

@@ -1,6 +1,8 @@
 // MountedVolume and helpers (tests/common/mount_fixture.h).
 #include "tests/common/mount_fixture.h"
 
+#include "fs/control/control_protocol.h"
+
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -160,6 +162,23 @@ ProgramResult RunProgram(const std::vector<std::string>& argv, int timeout_s) {
   return res;
 }
 
+// True when a registry entry in the control runtime directory
+// (fs/control/control_protocol.h, ServerRuntimeDir) names daemon `pid`.
+static bool RegisteredBy(pid_t pid) {
+  const std::string dir = psm::ctl::ServerRuntimeDir();
+  std::error_code ec;
+  const std::string want = "\npid=" + std::to_string(pid) + "\n";
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() < 6 || name.compare(name.size() - 6, 6, ".mount") != 0) continue;
+    std::ifstream f(e.path());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (ss.str().find(want) != std::string::npos) return true;
+  }
+  return false;
+}
+
 bool IsMountPoint(const std::string& path, std::string_view fstype) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
@@ -262,6 +281,21 @@ std::string MountedVolume::Start() {
              TakeSanitizerReports();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // The daemon mounts before it starts its control server: until its
+  // registry entry names it, psmctl finds no entry (or, after a SIGKILL,
+  // the dead daemon's) and says the volume is not mounted. Wait for it, so
+  // a test's first psmctl call after Create/Remount reaches this daemon.
+  while (!RegisteredBy(pid)) {
+    if (!Alive()) {
+      return "psmfs " + vol + " " + mnt + " died after mounting (exit " +
+             std::to_string(last_exit) + "). Log:\n" + Tail(LogText()) + TakeSanitizerReports();
+    }
+    if (Clock::now() >= deadline) {
+      return "psmfs " + vol + " " + mnt + " mounted but registered no control socket within 30 s." +
+             " Log:\n" + Tail(LogText());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return {};
 }

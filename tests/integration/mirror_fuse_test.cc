@@ -31,7 +31,9 @@
 using psm::test::BinDir;
 using psm::test::MountedVolume;
 using psm::test::RunProgram;
+using psm::testutil::BytesAt;
 using psm::testutil::Ctl;
+using psm::testutil::FileBytes;
 using psm::testutil::FlipInImage;
 using psm::testutil::Pattern;
 using psm::testutil::ReadFile;
@@ -40,20 +42,6 @@ using psm::testutil::WriteFile;
 namespace {
 
 constexpr size_t kBs = 4096;
-
-std::string FileBytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string BytesAt(const std::string& path, uint64_t off, size_t n) {
-  std::string s(n, '\0');
-  int fd = ::open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  REQUIRE(::pread(fd, s.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
-  ::close(fd);
-  return s;
-}
 
 psm::Json MirrorJson(const MountedVolume& mv) {
   auto r = Ctl({"status", mv.mnt, "--json"});
@@ -84,6 +72,16 @@ void CheckBothHold(const std::string& image, const std::string& mirror, const st
     CHECK_MESSAGE(b.compare(at, kBs, data, o, kBs) == 0,
                   what << " block " << o / kBs << " differs on the mirror");
   }
+}
+
+// Polls `psmctl status --json` until the mirror is no longer degraded
+// (30 s at most).
+bool WaitOnline(const MountedVolume& mv) {
+  for (int i = 0; i < 300; ++i) {
+    if (!MirrorJson(mv).GetBool("degraded")) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
 }
 
 // Formats mv's volume again with a mirror at mv.dir/mirror.img.
@@ -177,12 +175,7 @@ TEST_CASE("mirror: missing, the volume mounts degraded and says so; back, it is 
   REQUIRE(mv->Unmount());
   std::filesystem::rename(mirror + ".away", mirror);
   REQUIRE(mv->Remount());
-  bool online = false;
-  for (int i = 0; i < 300 && !online; ++i) {
-    online = !MirrorJson(*mv).GetBool("degraded");
-    if (!online) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  CHECK_MESSAGE(online, "the mirror was not resilvered within 30 s");
+  CHECK_MESSAGE(WaitOnline(*mv), "the mirror was not resilvered within 30 s");
   REQUIRE(mv->Unmount());
   CHECK(FileBytes(image) == FileBytes(mirror));
   CHECK_MESSAGE(mv->LogText().find("resilver of the mirror") != std::string::npos, mv->LogText());
@@ -236,12 +229,7 @@ TEST_CASE("mirror: attach while files are written, SIGKILL mid-resilver, resume;
 
   mv->opts = "";  // full speed now
   REQUIRE(mv->Remount());
-  bool online = false;
-  for (int i = 0; i < 300 && !online; ++i) {
-    online = !MirrorJson(*mv).GetBool("degraded");
-    if (!online) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  CHECK_MESSAGE(online, "the resilver did not finish within 30 s of the remount");
+  CHECK_MESSAGE(WaitOnline(*mv), "the resilver did not finish within 30 s of the remount");
   for (const auto& [name, data] : model) CHECK_MESSAGE(ReadFile(mv->Path(name)) == data, name);
   REQUIRE(mv->Unmount());
   for (const auto& [name, data] : model) CheckBothHold(image, mirror, data, name);

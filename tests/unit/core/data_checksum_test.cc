@@ -50,6 +50,22 @@ Status ReadRange(CoreVolume& v, NodeId node, uint64_t off, size_t n, std::string
   return Status::Ok();
 }
 
+// Closes v and leaves it as a version before checksums left its volumes:
+// no `checksum` key, no `csums` family (v.Open() mounts it again).
+void MakePreChecksum(CoreVolume& v) {
+  REQUIRE(v.fs->Close().ok());
+  v.fs.reset();
+  StoreOptions so;
+  auto st = Store::Open(v.dir + "/meta", so);
+  REQUIRE(st.ok());
+  Store* s = st.value().get();
+  Txn t(s);
+  t.Delete(Cf::kVolume, kVolChecksum);
+  REQUIRE(t.Commit().ok());
+  REQUIRE(s->db()->DropColumnFamily(s->handle(Cf::kCsums)).ok());
+  REQUIRE(s->SyncWal().ok());
+}
+
 uint64_t ChecksumErrors(CoreVolume& v) { return v.fs->Stats().checksum_errors; }
 
 void Reformat(CoreVolume& v, bool checksum) {
@@ -263,20 +279,7 @@ TEST_CASE("a volume made before checksums mounts, reads its data, checksums new 
   Reformat(v, false);
   const std::string old = Pattern(60, 3), neu = Pattern(61, 3);
   v.Put(kRootIno, "old", old);
-  REQUIRE(v.fs->Close().ok());
-  v.fs.reset();
-  {
-    // What the previous version left: no `checksum` key, no `csums` family.
-    StoreOptions so;
-    auto st = Store::Open(v.dir + "/meta", so);
-    REQUIRE(st.ok());
-    Store* s = st.value().get();
-    Txn t(s);
-    t.Delete(Cf::kVolume, kVolChecksum);
-    REQUIRE(t.Commit().ok());
-    REQUIRE(s->db()->DropColumnFamily(s->handle(Cf::kCsums)).ok());
-    REQUIRE(s->SyncWal().ok());
-  }
+  MakePreChecksum(v);
   {
     // fsck (read-only) opens it as it is.
     std::string rep;
@@ -301,19 +304,7 @@ TEST_CASE("scrub --rewrite gives the blocks of a volume made before checksums th
   Reformat(v, false);
   const std::string old = Pattern(62, 5);  // 5 blocks written without checksums
   v.Put(kRootIno, "old", old);
-  REQUIRE(v.fs->Close().ok());
-  v.fs.reset();
-  {
-    StoreOptions so;
-    auto st = Store::Open(v.dir + "/meta", so);
-    REQUIRE(st.ok());
-    Store* s = st.value().get();
-    Txn t(s);
-    t.Delete(Cf::kVolume, kVolChecksum);
-    REQUIRE(t.Commit().ok());
-    REQUIRE(s->db()->DropColumnFamily(s->handle(Cf::kCsums)).ok());
-    REQUIRE(s->SyncWal().ok());
-  }
+  MakePreChecksum(v);
   v.Open();
   auto scrub = [&](bool rewrite) {
     REQUIRE(v.fs->StartScrub(0, rewrite).ok());

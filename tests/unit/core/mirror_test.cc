@@ -21,6 +21,8 @@
 #include "tests/common/image_block.h"
 
 using namespace psm;
+using psm::testutil::BytesAt;
+using psm::testutil::FileBytes;
 using psm_test::CoreVolume;
 
 namespace {
@@ -30,20 +32,6 @@ constexpr uint64_t kSize = 64ull << 20;
 
 std::string Pattern(uint64_t seed, size_t blocks) {
   return psm_test::Pattern(blocks * kBs, static_cast<uint32_t>(seed));
-}
-
-std::string FileBytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-std::string BytesAt(const std::string& path, uint64_t off, size_t n) {
-  std::string s(n, '\0');
-  int fd = ::open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  REQUIRE(::pread(fd, s.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
-  ::close(fd);
-  return s;
 }
 
 // A volume with a mirror file next to it.
