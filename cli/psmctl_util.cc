@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <thread>
 #include <utility>
@@ -199,7 +200,12 @@ namespace {
 // of every /proc/PID/map_files entry: only mappings of `dev` are opened.
 class OpenFileSyncer {
  public:
-  OpenFileSyncer(dev_t dev, const std::string& mountpoint) : dev_(dev), mountpoint_(mountpoint) {}
+  OpenFileSyncer(dev_t dev, const std::string& mountpoint) : dev_(dev), mountpoint_(mountpoint) {
+    // As /proc/PID/maps prints a device: "%02x:%02x " (show_vma_header_prefix).
+    char text[32];
+    std::snprintf(text, sizeof(text), "%02x:%02x ", ::major(dev), ::minor(dev));
+    dev_text_ = text;
+  }
 
   psm::Status Run() {
     int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -269,21 +275,32 @@ class OpenFileSyncer {
     while ((n = ::read(fd, chunk, sizeof(chunk))) > 0) buf_.append(chunk, static_cast<size_t>(n));
     ::close(fd);
     int map_files = -1;
-    size_t pos = 0;
-    while (pos < buf_.size()) {
-      size_t eol = buf_.find('\n', pos);
-      if (eol == std::string::npos) eol = buf_.size();
-      const char* line = buf_.c_str() + pos;
-      buf_[eol] = '\0';  // eol < size, or the terminating NUL itself
-      pos = eol + 1;
-      unsigned long start = 0, end = 0, offset = 0, ino = 0;
-      unsigned maj = 0, min = 0;
-      char perms[8];
-      if (std::sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &maj, &min,
-                      &ino) != 7) {
+    const char* p = buf_.c_str();
+    const char* const stop = p + buf_.size();
+    while (p < stop) {
+      const char* eol = static_cast<const char*>(std::memchr(p, '\n', stop - p));
+      if (eol == nullptr) eol = stop;
+      const char* line = p;
+      p = eol + 1;
+      // Skip to the fourth field (MAJ:MIN) and compare it as text first:
+      // most lines are of other devices, and sscanf of each costs more than
+      // the read.
+      const char* f = line;
+      for (int field = 0; field < 3 && f < eol; ++field) {
+        f = static_cast<const char*>(std::memchr(f, ' ', eol - f));
+        if (f == nullptr) break;
+        ++f;
+      }
+      if (f == nullptr || static_cast<size_t>(eol - f) <= dev_text_.size() ||
+          std::memcmp(f, dev_text_.data(), dev_text_.size()) != 0) {
         continue;
       }
-      if (ino == 0 || ::makedev(maj, min) != dev_) continue;
+      char* after = nullptr;
+      const unsigned long start = std::strtoul(line, &after, 16);
+      if (after == nullptr || *after != '-') continue;
+      const unsigned long end = std::strtoul(after + 1, nullptr, 16);
+      const unsigned long ino = std::strtoul(f + dev_text_.size(), nullptr, 10);
+      if (ino == 0) continue;
       if (map_files < 0) {
         map_files = ::openat(pid_dir, "map_files", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (map_files < 0) break;  // not ours to see
@@ -298,13 +315,14 @@ class OpenFileSyncer {
   const dev_t dev_;
   const std::string& mountpoint_;
   std::vector<ino_t> done_;
+  std::string dev_text_;
   std::string buf_;
   psm::Status first_;
 };
 
 }  // namespace
 
-psm::Status SyncMount(const std::string& mountpoint) {
+psm::Status SyncMount(const std::string& mountpoint, bool find_writers) {
   int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     return psm::Status::FromErrno(errno, "cannot open mount point " + mountpoint +
@@ -316,6 +334,7 @@ psm::Status SyncMount(const std::string& mountpoint) {
   int err = errno;
   ::close(fd);
   if (rc != 0) return psm::Status::FromErrno(err, "syncfs " + mountpoint);
+  if (!find_writers) return psm::Status::Ok();
   return OpenFileSyncer(st.st_dev, mountpoint).Run();
 }
 
