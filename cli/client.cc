@@ -362,6 +362,8 @@ Status Client::Hello() {
   }
   version_ = v;
   may_modify_ = r.GetBool("may_modify");
+  const Json* w = r.Find("writable_files");
+  may_have_writers_ = w == nullptr || !w->is_number() || r.GetUint("writable_files") != 0;
   return Status::Ok();
 }
 

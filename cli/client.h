@@ -108,6 +108,11 @@ class Client {
   int protocol_version() const { return version_; }
   // Whether the daemon said this process may create/delete/scan/sync.
   bool may_modify() const { return may_modify_; }
+  // Whether a process may hold a file of the mount open for writing (or
+  // mapped shared), as the hello reply said: false only when the daemon had
+  // no writable handle of a live file then (an older daemon does not say:
+  // true). Used to skip SyncMount's search for such files.
+  bool may_have_writers() const { return may_have_writers_; }
 
   Result<VolumeStatus> GetStatus();
   // Figures for monitoring. `snapshot_space` = false skips the per-snapshot
@@ -168,6 +173,7 @@ class Client {
   const ClientOptions opts_;
   int version_ = ctl::kProtocolVersion;
   bool may_modify_ = false;
+  bool may_have_writers_ = true;
   std::mutex mu_;
   std::vector<Idle> idle_;  // GUARDED_BY(mu_)
 };

@@ -65,7 +65,7 @@ void DrawProgress(const std::string& snap, uint64_t done, uint64_t total) {
 int RunOnline(const RestoreArgs& a, psm::Client& c) {
   const std::string& mnt = c.mount().mountpoint;
   if (!a.dry_run && !a.no_sync && !mnt.empty()) {
-    if (psm::Status st = SyncMount(mnt); !st.ok()) return Fail(st);
+    if (psm::Status st = SyncMount(mnt, c.may_have_writers()); !st.ok()) return Fail(st);
   }
   const bool tty = !a.quiet && !a.json && ::isatty(2) == 1;
   psm::Result<psm::RestoreResult> result = psm::Status::IOError("no reply");

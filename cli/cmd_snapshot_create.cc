@@ -42,7 +42,7 @@ int RunCreate(CreateArgs a) {
   if (!client.ok()) return Fail(client.status());
   const std::string& mnt = client.value()->mount().mountpoint;
   if (!a.no_sync && !mnt.empty()) {
-    if (psm::Status st = SyncMount(mnt); !st.ok()) return Fail(st);
+    if (psm::Status st = SyncMount(mnt, client.value()->may_have_writers()); !st.ok()) return Fail(st);
   }
   auto snap = client.value()->CreateSnapshot(a.name);
   if (!snap.ok()) return Fail(snap.status(), "snapshot create '" + a.name + "'");

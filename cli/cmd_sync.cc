@@ -31,7 +31,7 @@ int RunSync(const SyncArgs& a) {
   if (!client.ok()) return Fail(client.status());
   const std::string& mnt = client.value()->mount().mountpoint;
   if (!a.no_kernel && !mnt.empty()) {
-    if (psm::Status st = SyncMount(mnt); !st.ok()) return Fail(st);
+    if (psm::Status st = SyncMount(mnt, client.value()->may_have_writers()); !st.ok()) return Fail(st);
   }
   if (psm::Status st = client.value()->Sync(); !st.ok()) return Fail(st, "sync " + a.target);
   return kExitOk;

@@ -104,7 +104,11 @@ psm::Result<std::unique_ptr<psm::FileSystem>> OpenOffline(const std::string& vol
 // the mount point, then fsync(2) of every file of the mount a process holds
 // open or mapped (syncfs may return before the daemon has answered the
 // WRITEs it started; fsync waits for them). The error names --no-sync.
-psm::Status SyncMount(const std::string& mountpoint);
+// `find_writers` false skips the search for open files: pass
+// Client::may_have_writers() of a client connected before this call (the
+// daemon then had no file open for writing, so every earlier write was
+// flushed at its close; files opened since are not ours to wait for).
+psm::Status SyncMount(const std::string& mountpoint, bool find_writers = true);
 // For commands that work online and offline: the daemon serving `target`
 // if it is mounted and answers; null when it is not mounted (or its daemon
 // is gone) but `target` is a volume directory, to be opened here; an error

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <thread>
 #include <utility>
@@ -189,46 +191,138 @@ namespace {
 // (fuse_sync_writes). Files of processes this user may not look at are not
 // seen; root sees all. Returns the first fsync error other than a file gone
 // meanwhile.
-psm::Status FsyncOpenFiles(dev_t dev, const std::string& mountpoint) {
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return psm::Status::Ok();  // no /proc: syncfs is all there is
-  std::vector<std::pair<dev_t, ino_t>> done;
-  psm::Status first;
-  const pid_t self = ::getpid();
-  while (dirent* p = ::readdir(proc)) {
-    if (!std::isdigit(static_cast<unsigned char>(p->d_name[0]))) continue;
-    if (std::atoi(p->d_name) == self) continue;
-    for (const char* sub : {"/fd", "/map_files"}) {
-      const std::string dir = std::string("/proc/") + p->d_name + sub;
-      DIR* d = ::opendir(dir.c_str());
-      if (d == nullptr) continue;  // gone, or not ours to see
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        const std::string link = dir + "/" + e->d_name;
-        struct stat st {};
-        if (::stat(link.c_str(), &st) != 0 || st.st_dev != dev || !S_ISREG(st.st_mode)) continue;
-        const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
-        if (std::find(done.begin(), done.end(), id) != done.end()) continue;
-        done.push_back(id);
-        int fd = ::open(link.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) continue;  // closed meanwhile: its close wrote it back
-        if (::fsync(fd) != 0 && first.ok() && errno != ENOENT && errno != ESTALE) {
-          first = psm::Status::FromErrno(errno, "fsync of an open file (inode " +
-                                                    std::to_string(st.st_ino) + ") of " +
-                                                    mountpoint);
-        }
-        ::close(fd);
-      }
-      ::closedir(d);
-    }
+//
+// Cheap on a machine with many processes and fds: names are resolved
+// relative to open directory fds (no /proc/PID/... path walk per fd), a
+// descriptor is checked with statx(AT_STATX_DONT_SYNC) (the device and type
+// only; no GETATTR to a FUSE daemon), and mappings come from one read of
+// /proc/PID/maps, whose lines carry the device and inode, instead of a stat
+// of every /proc/PID/map_files entry: only mappings of `dev` are opened.
+class OpenFileSyncer {
+ public:
+  OpenFileSyncer(dev_t dev, const std::string& mountpoint) : dev_(dev), mountpoint_(mountpoint) {
+    // As /proc/PID/maps prints a device: "%02x:%02x " (show_vma_header_prefix).
+    char text[32];
+    std::snprintf(text, sizeof(text), "%02x:%02x ", ::major(dev), ::minor(dev));
+    dev_text_ = text;
   }
-  ::closedir(proc);
-  return first;
-}
+
+  psm::Status Run() {
+    int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (proc < 0) return psm::Status::Ok();  // no /proc: syncfs is all there is
+    DIR* pd = ::fdopendir(proc);
+    if (pd == nullptr) {
+      ::close(proc);
+      return psm::Status::Ok();
+    }
+    const pid_t self = ::getpid();
+    while (dirent* p = ::readdir(pd)) {
+      if (!std::isdigit(static_cast<unsigned char>(p->d_name[0]))) continue;
+      if (std::atoi(p->d_name) == self) continue;
+      int pid_dir = ::openat(proc, p->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (pid_dir < 0) continue;  // gone
+      Fds(pid_dir);
+      Maps(pid_dir);
+      ::close(pid_dir);
+    }
+    ::closedir(pd);
+    return first_;
+  }
+
+ private:
+  // Open `name` (relative to `dir`) and fsync it, once per inode.
+  void Sync(int dir, const char* name, ino_t ino) {
+    if (std::find(done_.begin(), done_.end(), ino) != done_.end()) return;
+    done_.push_back(ino);
+    int fd = ::openat(dir, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return;  // closed or unmapped meanwhile: its close wrote it back
+    if (::fsync(fd) != 0 && first_.ok() && errno != ENOENT && errno != ESTALE) {
+      first_ = psm::Status::FromErrno(errno, "fsync of an open file (inode " +
+                                                 std::to_string(ino) + ") of " + mountpoint_);
+    }
+    ::close(fd);
+  }
+
+  void Fds(int pid_dir) {
+    int fdd = ::openat(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fdd < 0) return;  // gone, or not ours to see
+    DIR* d = ::fdopendir(fdd);
+    if (d == nullptr) {
+      ::close(fdd);
+      return;
+    }
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      struct statx stx {};
+      if (::statx(fdd, e->d_name, AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx) != 0) continue;
+      if (::makedev(stx.stx_dev_major, stx.stx_dev_minor) != dev_ || !S_ISREG(stx.stx_mode)) {
+        continue;
+      }
+      Sync(fdd, e->d_name, static_cast<ino_t>(stx.stx_ino));
+    }
+    ::closedir(d);
+  }
+
+  // Lines of /proc/PID/maps: "START-END PERMS OFFSET MAJ:MIN INODE [PATH]",
+  // numbers in hex but the inode. A mapping of `dev` is opened through
+  // map_files/START-END (hex without leading zeros there).
+  void Maps(int pid_dir) {
+    int fd = ::openat(pid_dir, "maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    buf_.clear();
+    char chunk[16384];
+    ssize_t n;
+    while ((n = ::read(fd, chunk, sizeof(chunk))) > 0) buf_.append(chunk, static_cast<size_t>(n));
+    ::close(fd);
+    int map_files = -1;
+    const char* p = buf_.c_str();
+    const char* const stop = p + buf_.size();
+    while (p < stop) {
+      const char* eol = static_cast<const char*>(std::memchr(p, '\n', stop - p));
+      if (eol == nullptr) eol = stop;
+      const char* line = p;
+      p = eol + 1;
+      // Skip to the fourth field (MAJ:MIN) and compare it as text first:
+      // most lines are of other devices, and sscanf of each costs more than
+      // the read.
+      const char* f = line;
+      for (int field = 0; field < 3 && f < eol; ++field) {
+        f = static_cast<const char*>(std::memchr(f, ' ', eol - f));
+        if (f == nullptr) break;
+        ++f;
+      }
+      if (f == nullptr || static_cast<size_t>(eol - f) <= dev_text_.size() ||
+          std::memcmp(f, dev_text_.data(), dev_text_.size()) != 0) {
+        continue;
+      }
+      char* after = nullptr;
+      const unsigned long start = std::strtoul(line, &after, 16);
+      if (after == nullptr || *after != '-') continue;
+      const unsigned long end = std::strtoul(after + 1, nullptr, 16);
+      const unsigned long ino = std::strtoul(f + dev_text_.size(), nullptr, 10);
+      if (ino == 0) continue;
+      if (map_files < 0) {
+        map_files = ::openat(pid_dir, "map_files", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (map_files < 0) break;  // not ours to see
+      }
+      char name[64];
+      std::snprintf(name, sizeof(name), "%lx-%lx", start, end);
+      Sync(map_files, name, static_cast<ino_t>(ino));
+    }
+    if (map_files >= 0) ::close(map_files);
+  }
+
+  const dev_t dev_;
+  const std::string& mountpoint_;
+  std::vector<ino_t> done_;
+  std::string dev_text_;
+  std::string buf_;
+  psm::Status first_;
+};
 
 }  // namespace
 
-psm::Status SyncMount(const std::string& mountpoint) {
+psm::Status SyncMount(const std::string& mountpoint, bool find_writers) {
   int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     return psm::Status::FromErrno(errno, "cannot open mount point " + mountpoint +
@@ -240,7 +334,8 @@ psm::Status SyncMount(const std::string& mountpoint) {
   int err = errno;
   ::close(fd);
   if (rc != 0) return psm::Status::FromErrno(err, "syncfs " + mountpoint);
-  return FsyncOpenFiles(st.st_dev, mountpoint);
+  if (!find_writers) return psm::Status::Ok();
+  return OpenFileSyncer(st.st_dev, mountpoint).Run();
 }
 
 psm::Result<std::unique_ptr<psm::Client>> DaemonOrOffline(const std::string& target) {

@@ -521,7 +521,8 @@ Json ControlServer::Dispatch(std::string_view op, const Json& req) {
         .Set("volume", volume_dir_)
         .Set("mountpoint", mountpoint_)
         .Set("pid", static_cast<int64_t>(::getpid()))
-        .Set("owner_uid", static_cast<uint64_t>(owner_uid_));
+        .Set("owner_uid", static_cast<uint64_t>(owner_uid_))
+        .Set("writable_files", static_cast<uint64_t>(fs_->WritableLiveHandles()));
     return reply;
   }
   if (op == ctl::kOpStatus) {

@@ -450,6 +450,13 @@ class FileSystem {
   Status StopScrub();
   ScrubStatus GetScrubStatus();
 
+  // Handles of live files open for writing that the kernel has not released
+  // yet. Zero means no process holds an fd or a shared mapping through which
+  // a file of the mount could have dirty pages: every close wrote its pages
+  // back (fuse_flush) before the release. psmctl skips its walk of /proc for
+  // such files then (SyncMount, cli/psmctl_util.cc).
+  size_t WritableLiveHandles();
+
   // Mirror (docs/integrity.md). Attach: `path` (a file, created with the
   // image's size when absent, or a block device) becomes the mirror and is
   // resilvered while the volume serves; kExists when one is attached,

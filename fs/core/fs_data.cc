@@ -762,6 +762,16 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   return size;
 }
 
+size_t FileSystem::WritableLiveHandles() {
+  Impl* m = impl_.get();
+  std::lock_guard<std::mutex> l(m->handles_mu);
+  size_t n = 0;
+  for (const auto& [fh, h] : m->files) {
+    if (h.snap == 0 && (h.flags & O_ACCMODE) != O_RDONLY) ++n;
+  }
+  return n;
+}
+
 Status FileSystem::Release(uint64_t fh) {
   Impl* m = impl_.get();
   FileHandle h;

@@ -12,16 +12,19 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 
+#include "cli/client.h"
 #include "tests/common/fuse_files.h"
 #include "tests/common/mount_fixture.h"
 
@@ -162,5 +165,49 @@ TEST_CASE("psmctl sync MOUNTPOINT: syncs the image after a write nobody fsynced"
   auto bad = Ctl({"sync", mv->dir + "/nowhere"});
   CHECK(bad.exit_code == 4);
   CHECK(bad.output.find("nowhere") != std::string::npos);
+  CHECK(mv->Unmount());
+}
+
+// The hello reply's writable_files lets psmctl skip its search of /proc for
+// open files (SyncMount): it must be non-zero whenever a process may hold a
+// file of the mount with dirty pages, through an fd or a shared mapping.
+TEST_CASE("hello says whether a file of the mount is open for writing or mapped") {
+  auto mv = MountedVolume::Create("256M");
+  auto writers = [&] {
+    auto c = psm::Client::Connect(mv->mnt);
+    REQUIRE_MESSAGE(c.ok(), c.status().ToString());
+    return c.value()->may_have_writers();
+  };
+  // The release after a close or munmap reaches the daemon asynchronously.
+  auto settles_to_none = [&] {
+    for (int i = 0; i < 200; ++i) {
+      if (!writers()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  CHECK_FALSE(writers());
+  const std::string f = mv->Path("data");
+  int fd = ::open(f.c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 8192) == 0);
+  CHECK(writers());
+  void* p = ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(p != MAP_FAILED);
+  REQUIRE(::close(fd) == 0);
+  CHECK(writers());  // the mapping holds the file open
+  std::memset(p, 'm', 8192);
+  REQUIRE(::munmap(p, 8192) == 0);
+  CHECK(settles_to_none());
+  int ro = ::open(f.c_str(), O_RDONLY);
+  REQUIRE(ro >= 0);
+  CHECK_FALSE(writers());  // read-only opens cannot dirty pages
+  int wo = ::open(f.c_str(), O_WRONLY);
+  REQUIRE(wo >= 0);
+  CHECK(writers());
+  REQUIRE(::close(wo) == 0);
+  CHECK(settles_to_none());
+  REQUIRE(::close(ro) == 0);
+  CHECK(ReadFile(f) == std::string(8192, 'm'));
   CHECK(mv->Unmount());
 }
