@@ -20,9 +20,24 @@ namespace {
 
 constexpr uint64_t kSize = 8u << 20;
 
+// Forwards to a device the test keeps (a detached side is destroyed by
+// the MirrorDevice; the test still looks at what reached it).
+class Forward : public BlockDevice {
+ public:
+  explicit Forward(std::shared_ptr<BlockDevice> d) : d_(std::move(d)) {}
+  Status Read(uint64_t off, void* buf, size_t n) override { return d_->Read(off, buf, n); }
+  Status Write(uint64_t off, const void* buf, size_t n) override { return d_->Write(off, buf, n); }
+  Status Sync() override { return d_->Sync(); }
+  uint64_t size() const override { return d_->size(); }
+
+ private:
+  std::shared_ptr<BlockDevice> d_;
+};
+
 struct Rig {
   std::string dir;
   std::string state;
+  std::shared_ptr<FaultDevice> a_own, b_own;
   FaultDevice* a = nullptr;  // the image
   FaultDevice* b = nullptr;  // the mirror
   std::unique_ptr<MirrorDevice> m;
@@ -31,12 +46,12 @@ struct Rig {
     char t[] = "/tmp/psm-mirror-XXXXXX";
     dir = mkdtemp(t);
     state = dir + "/mirror";
-    auto fa = std::make_unique<FaultDevice>(NewMemDevice(kSize));
-    auto fb = std::make_unique<FaultDevice>(NewMemDevice(kSize));
-    a = fa.get();
-    b = fb.get();
-    m = std::make_unique<MirrorDevice>(std::move(fa), dir + "/image", state);
-    REQUIRE(m->SetUp(st, std::move(fb), "", false).ok());
+    a_own = std::make_shared<FaultDevice>(NewMemDevice(kSize));
+    b_own = std::make_shared<FaultDevice>(NewMemDevice(kSize));
+    a = a_own.get();
+    b = b_own.get();
+    m = std::make_unique<MirrorDevice>(std::make_unique<Forward>(a_own), dir + "/image", state);
+    REQUIRE(m->SetUp(st, std::make_unique<Forward>(b_own), "", false).ok());
   }
   ~Rig() {
     m.reset();
