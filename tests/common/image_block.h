@@ -17,6 +17,27 @@
 
 namespace psm::testutil {
 
+// The whole of a file (an image, a mirror), and n bytes of it at `off`.
+inline std::string FileBytes(const std::string& path) {
+  // One read(2) per MiB, not a character at a time: images are tens of MiB
+  // and the sanitizer builds are unoptimised.
+  std::string out;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE_MESSAGE(fd >= 0, path);
+  char buf[1 << 20];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+inline std::string BytesAt(const std::string& path, uint64_t off, size_t n) {
+  std::string s(n, '\0');
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pread(fd, s.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
+  ::close(fd);
+  return s;
+}
+
 // Changes byte `at` of the one copy of `block` (its size is the block size)
 // in `image`, at a multiple of the block size, by XOR with `mask`, and
 // returns the copy's offset. Fails the test unless there is exactly one
@@ -26,8 +47,7 @@ inline uint64_t FlipInImage(const std::string& image, std::string_view block, si
   const size_t bs = block.size();
   REQUIRE(bs > 0);
   REQUIRE(at < bs);
-  std::ifstream f(image, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string bytes = FileBytes(image);
   uint64_t found = 0;
   int copies = 0;
   for (size_t o = 0; o + bs <= bytes.size(); o += bs) {
@@ -44,20 +64,6 @@ inline uint64_t FlipInImage(const std::string& image, std::string_view block, si
   REQUIRE(::fsync(fd) == 0);
   ::close(fd);
   return found;
-}
-
-// The whole of a file (an image, a mirror), and n bytes of it at `off`.
-inline std::string FileBytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-inline std::string BytesAt(const std::string& path, uint64_t off, size_t n) {
-  std::string s(n, '\0');
-  int fd = ::open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  REQUIRE(::pread(fd, s.data(), n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
-  ::close(fd);
-  return s;
 }
 
 }  // namespace psm::testutil

@@ -63,20 +63,23 @@ uint64_t SideCount(const psm::Json& m, int side, const char* key) {
   return sides->items()[static_cast<size_t>(side)].GetUint(key);
 }
 
-// Every block of `data` is in both image files at the same offset. Data
-// blocks sit at multiples of the block size: one pass indexes the image.
-void CheckBothHold(const std::string& image, const std::string& mirror, const std::string& data,
-                   const std::string& what) {
+// Every block of every file of `model` is in both image files at the same
+// offset. Data blocks sit at multiples of the block size: one pass indexes
+// the image.
+void CheckBothHold(const std::string& image, const std::string& mirror,
+                   const std::map<std::string, std::string>& model) {
   const std::string a = FileBytes(image), b = FileBytes(mirror);
   std::unordered_map<std::string_view, size_t> at_of;
   for (size_t o = 0; o + kBs <= a.size(); o += kBs) {
     at_of.emplace(std::string_view(a).substr(o, kBs), o);
   }
-  for (size_t o = 0; o + kBs <= data.size(); o += kBs) {
-    auto it = at_of.find(std::string_view(data).substr(o, kBs));
-    REQUIRE_MESSAGE(it != at_of.end(), what << " block " << o / kBs << " not in the image");
-    CHECK_MESSAGE(b.compare(it->second, kBs, data, o, kBs) == 0,
-                  what << " block " << o / kBs << " differs on the mirror");
+  for (const auto& [what, data] : model) {
+    for (size_t o = 0; o + kBs <= data.size(); o += kBs) {
+      auto it = at_of.find(std::string_view(data).substr(o, kBs));
+      REQUIRE_MESSAGE(it != at_of.end(), what << " block " << o / kBs << " not in the image");
+      CHECK_MESSAGE(b.compare(it->second, kBs, data, o, kBs) == 0,
+                    what << " block " << o / kBs << " differs on the mirror");
+    }
   }
 }
 
@@ -238,7 +241,7 @@ TEST_CASE("mirror: attach while files are written, SIGKILL mid-resilver, resume;
   CHECK_MESSAGE(WaitOnline(*mv), "the resilver did not finish within 30 s of the remount");
   for (const auto& [name, data] : model) CHECK_MESSAGE(ReadFile(mv->Path(name)) == data, name);
   REQUIRE(mv->Unmount());
-  for (const auto& [name, data] : model) CheckBothHold(image, mirror, data, name);
+  CheckBothHold(image, mirror, model);
 
   REQUIRE(mv->Remount());
   r = Ctl({"mirror", "detach", mv->mnt});
@@ -256,7 +259,7 @@ TEST_CASE("mirror: attach while files are written, SIGKILL mid-resilver, resume;
   r = Ctl({"mirror", "attach", mv->vol, mirror});
   REQUIRE_MESSAGE(r.ok(), r.output);
   CHECK_MESSAGE(r.output.find("ONLINE") != std::string::npos, r.output);
-  for (const auto& [name, data] : model) CheckBothHold(image, mirror, data, name);
+  CheckBothHold(image, mirror, model);
   r = Ctl({"mirror", "status", mv->vol});
   CHECK_MESSAGE(r.output.find("ONLINE") != std::string::npos, r.output);
   REQUIRE(mv->Remount());
