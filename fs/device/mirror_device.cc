@@ -257,12 +257,23 @@ bool MirrorDevice::FaultLocked(int s, const std::string& op, const Status& why) 
   return true;
 }
 
+void MirrorDevice::EndWriteLocked(const Span& me) {
+  for (size_t i = 0; i < inflight_.size(); ++i) {
+    if (inflight_[i].lo == me.lo && inflight_[i].hi == me.hi) {
+      inflight_[i] = inflight_.back();
+      inflight_.pop_back();
+      break;
+    }
+  }
+  cv_.notify_all();  // a resilver may wait for this write to drain
+}
+
 Status MirrorDevice::Write(uint64_t off, const void* buf, size_t n) {
   std::shared_ptr<BlockDevice> d[2];
   const Span me{off, off + n};
   {
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return !(copying_.lo < me.hi && me.lo < copying_.hi); });
+    cv_.wait(l, [&] { return !Overlap(copying_, me); });
     for (int s : {0, 1}) {
       if (sides_[s].dev && !sides_[s].faulted) d[s] = sides_[s].dev;
     }
@@ -273,14 +284,7 @@ Status MirrorDevice::Write(uint64_t off, const void* buf, size_t n) {
     if (d[s]) r[s] = d[s]->Write(off, buf, n);
   }
   std::lock_guard<std::mutex> l(mu_);
-  for (size_t i = 0; i < inflight_.size(); ++i) {
-    if (inflight_[i].lo == me.lo && inflight_[i].hi == me.hi) {
-      inflight_[i] = inflight_.back();
-      inflight_.pop_back();
-      break;
-    }
-  }
-  cv_.notify_all();
+  EndWriteLocked(me);
   Status fail;
   for (int s : {0, 1}) {
     if (!d[s] || r[s].ok()) continue;
@@ -324,7 +328,7 @@ Status MirrorDevice::RepairSide(int side, uint64_t off, const void* buf, size_t 
   const Span me{off, off + n};
   {
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return !(copying_.lo < me.hi && me.lo < copying_.hi); });
+    cv_.wait(l, [&] { return !Overlap(copying_, me); });
     if (!sides_[side].dev || sides_[side].faulted) {
       return Status::IOError("the " + SideName(side) + " is not online");
     }
@@ -333,14 +337,7 @@ Status MirrorDevice::RepairSide(int side, uint64_t off, const void* buf, size_t 
   }
   Status s = d->Write(off, buf, n);
   std::lock_guard<std::mutex> l(mu_);
-  for (size_t i = 0; i < inflight_.size(); ++i) {
-    if (inflight_[i].lo == me.lo && inflight_[i].hi == me.hi) {
-      inflight_[i] = inflight_.back();
-      inflight_.pop_back();
-      break;
-    }
-  }
-  cv_.notify_all();
+  EndWriteLocked(me);
   if (s.ok()) {
     sides_[side].info.repaired_blocks += (n + kBlock - 1) / kBlock;
   } else if (sides_[side].dev == d && !sides_[side].faulted) {
@@ -544,7 +541,7 @@ void MirrorDevice::ResilverLoop(uint64_t rate) {
       copying_ = Span{lo, hi};
       cv_.wait(l, [&] {
         for (const Span& w : inflight_) {
-          if (w.lo < hi && lo < w.hi) return false;
+          if (Overlap(w, copying_)) return false;
         }
         return true;
       });

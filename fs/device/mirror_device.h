@@ -119,6 +119,10 @@ class MirrorDevice : public BlockDevice {
   struct Span {
     uint64_t lo, hi;
   };
+  static bool Overlap(const Span& a, const Span& b) { return a.lo < b.hi && b.lo < a.hi; }
+  // A write in flight ended: unregisters it and wakes a waiting resilver.
+  // mu_ held.
+  void EndWriteLocked(const Span& me);
   bool Complete(int s) const;              // mu_ held
   bool UsableFor(int s, uint64_t end) const;  // mu_ held
   Status Persist();                        // mu_ held
