@@ -98,6 +98,11 @@ int RunStatus(const StatusArgs& a) {
                            " checksum error(s) since mount" +
                            (s.checksum_errors ? " (reads failed with EIO; see the daemon's log)"
                                               : ""));
+    if (s.intent_recovered_blocks > 0) {
+      line("", std::to_string(s.intent_recovered_blocks) +
+                   " block(s) re-checksummed at mount: overwritten in place when the volume "
+                   "stopped uncleanly");
+    }
   } else {
     line("Checksums:", s.checksums ? "on" : "off");
   }

@@ -187,6 +187,11 @@ void PrintHelp() {
       "                         (default 1000)\n"
       "  resilver_rate=MB/s     copy at most MB/s to a mirror being resilvered\n"
       "                         (default: as fast as the disks go)\n"
+      "  redirect_writes        checksummed volumes: write every block to a new\n"
+      "                         place instead of overwriting whole blocks in\n"
+      "                         place under a write intent (slower random\n"
+      "                         writes; a block damaged in the seconds before a\n"
+      "                         crash is still caught; docs/integrity.md)\n"
       "  memory=SIZE            the daemon's memory budget: metadata cache,\n"
       "                         memtables and open-file cache stay within it\n"
       "                         (default 256M, at least 32M)\n"
@@ -353,6 +358,8 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
       UsageError("memory=" + val + ": expected a size of at least 32M (e.g. 256M, 1G)");
     }
     cl->mount.memory_bytes = bytes;
+  } else if (key == "redirect_writes" && !has_val) {
+    cl->mount.redirect_writes = true;
   } else if (key == "no_default_permissions" && !has_val) {
     cl->default_permissions = false;
   } else if (key == "default_permissions" && !has_val) {

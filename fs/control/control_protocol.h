@@ -410,6 +410,8 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("live_cache_bytes", v.live_cache_bytes)
       .Set("checksums", v.checksums)
       .Set("checksum_errors", v.checksum_errors)
+      .Set("write_intent_regions", v.write_intent_regions)
+      .Set("intent_recovered_blocks", v.intent_recovered_blocks)
       .Set("mirror", ToJson(v.mirror));
   return j;
 }
@@ -498,6 +500,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
   v.checksums = j.GetBool("checksums", false);
   v.checksum_errors = j.GetUint("checksum_errors");
+  v.write_intent_regions = j.GetUint("write_intent_regions");
+  v.intent_recovered_blocks = j.GetUint("intent_recovered_blocks");
   if (const Json* m = j.Find("mirror"); m != nullptr && m->is_object()) v.mirror = MirrorFromJson(*m);
   return v;
 }

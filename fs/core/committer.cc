@@ -103,6 +103,11 @@ void Committer::Loop(uint32_t interval_ms) {
     // after every fsync instead of one per interval.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
     if (cv_.wait_until(l, deadline, [&] { return stop_; })) break;
+    if (tick_) {
+      l.unlock();
+      tick_();
+      l.lock();
+    }
     const uint64_t seq = last_seq_.load();
     const uint64_t writes = dev_->WritesCompleted();
     if (seq <= durable_seq_ && writes <= durable_writes_) continue;
@@ -179,6 +184,12 @@ Status Committer::Apply(Txn* txn, const std::vector<Range>& frees,
   }
   if (seq_out) *seq_out = seq;
   return st;
+}
+
+void Committer::Durable(uint64_t* seq, uint64_t* writes) {
+  std::lock_guard<std::mutex> l(mu_);
+  *seq = durable_seq_;
+  *writes = durable_writes_;
 }
 
 Status Committer::SyncAll() {

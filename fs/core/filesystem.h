@@ -97,6 +97,11 @@ struct MountOptions {
   std::shared_ptr<BlockDevice> mirror_device;
   // Resilver speed limit, bytes/s; 0 = none. Default: 0.
   uint64_t resilver_rate = 0;
+  // On a checksummed volume, redirect every write to a new block, as
+  // before write intents existed, instead of overwriting whole blocks born
+  // at the live epoch in place (psmfs -o redirect_writes; docs/integrity.md
+  // "Overwrites in place"). Default: false.
+  bool redirect_writes = false;
   // Why the free-space scan runs ("mount", "failover", ...). Default: chosen
   // from the volume's state.
   std::string scan_reason;
@@ -285,6 +290,10 @@ struct VolumeStats {
   // Data checksums (docs/integrity.md).
   bool checksums = false;        // the volume checksums its data blocks
   uint64_t checksum_errors = 0;  // reads that failed their checksum since mount
+  // Overwrites in place (docs/integrity.md): regions with a write intent
+  // now, and blocks this mount re-checksummed after an unclean shutdown.
+  uint64_t write_intent_regions = 0;
+  uint64_t intent_recovered_blocks = 0;
   // The image and its mirror (docs/integrity.md, "Mirror").
   MirrorInfo mirror;
 };

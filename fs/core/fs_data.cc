@@ -4,9 +4,9 @@
 // back as one new version. The rule of DESIGN §3: a block born before the
 // live epoch may be seen by a snapshot and is never written again; writes to
 // it go to a newly allocated block (redirect-on-write) and the old block is
-// killed (KillRange). Blocks born at the live epoch are overwritten in place,
-// except on a volume with checksums, where every write is redirected
-// (docs/integrity.md).
+// killed (KillRange). Blocks born at the live epoch are overwritten in place
+// (on a volume with checksums: whole blocks, under a durable write intent,
+// fs/core/intent.cc; everything else there is redirected, docs/integrity.md).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <unistd.h>
@@ -655,9 +655,81 @@ Result<size_t> FileSystem::Read(uint64_t fh, uint64_t off, size_t size, char* bu
   return n;
 }
 
+Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, const char* buf,
+                                                   size_t n) {
+  // Whole blocks only: a partial block would need its old bytes read and
+  // verified under the stripe; it goes the redirected way (WriteData).
+  if (off % bs != 0 || n % bs != 0 || n == 0) return false;
+  const Epoch e = live();
+  const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
+  std::vector<BlockNo> phys;  // physical block of each block written, in order
+  phys.reserve(n / bs);
+  std::vector<Slot> map;
+  for (uint64_t pos = off; pos < off + n;) {
+    const uint64_t idx = pos / chunk_bytes;
+    const uint64_t cstart = idx * chunk_bytes;
+    const uint64_t cend = std::min(off + n, cstart + chunk_bytes);
+    PSM_RETURN_IF_ERROR(LoadMap(this, nullptr, ino, idx, e, &map));
+    for (; pos < cend; pos += bs) {
+      const Slot& sl = map[(pos - cstart) / bs];
+      if (!sl.p || sl.birth != e || (sl.flags & kExtentUnwritten)) return false;
+      phys.push_back(sl.p);
+    }
+  }
+  // A block without a checksum (written before the volume had them) is
+  // redirected: it gets its first checksum with its new block, and `scrub
+  // --rewrite`, which gives such blocks one, never races an overwrite.
+  std::vector<std::optional<uint32_t>> have;
+  PSM_RETURN_IF_ERROR(LoadChecksumsOf(store.get(), phys, &have));
+  for (const auto& c : have) {
+    if (!c) return false;
+  }
+  std::vector<uint64_t> regions;
+  for (BlockNo p : phys) {
+    if (regions.empty() || regions.back() != IntentRegion(p)) regions.push_back(IntentRegion(p));
+  }
+  std::sort(regions.begin(), regions.end());
+  regions.erase(std::unique(regions.begin(), regions.end()), regions.end());
+  // The intent is durable before any byte goes in place: after a crash,
+  // whatever of this write reached the disk is found and re-checksummed
+  // (RecoverIntents), never read as damage.
+  PSM_RETURN_IF_ERROR(intents->Begin(regions));
+  uint64_t seq = ~uint64_t{0}, writes = ~uint64_t{0};  // never durable: on failure the intent stays
+  Status s;
+  {
+    // From the first byte in place to the checksum's commit, readers that
+    // see a mismatch wait here and look again (RecheckBlocks).
+    BlockGuard g(this, phys, /*exclusive=*/true);
+    for (size_t i = 0; i < phys.size() && s.ok();) {
+      size_t j = i + 1;
+      while (j < phys.size() && phys[j] == phys[j - 1] + 1) ++j;
+      s = dev->Write(phys[i] * bs, buf + i * bs, (j - i) * bs);
+      i = j;
+    }
+    if (s.ok()) {
+      Txn txn(store.get());
+      for (size_t i = 0; i < phys.size(); ++i) {
+        PutChecksum(&txn, phys[i], BlockCrc(buf + i * bs, bs));
+      }
+      uint64_t q = 0;
+      s = committer->Apply(&txn, {}, {}, &q);
+      if (s.ok()) {
+        seq = q;
+        writes = dev->WritesCompleted();
+      }
+    }
+  }
+  intents->End(regions, seq, writes);
+  PSM_RETURN_IF_ERROR(s);
+  return true;
+}
+
 Result<bool> FileSystem::Impl::WriteInPlace(InodeId ino, uint64_t off, const char* buf,
                                             size_t n) {
-  if (checksums) return false;  // every write is redirected (WriteData)
+  if (checksums) {
+    if (opts.redirect_writes || !intents) return false;  // WriteData redirects
+    return WriteInPlaceChecked(ino, off, buf, n);
+  }
   const Epoch e = live();
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   // Every block of the range must be mapped, written, and born at the live
@@ -713,13 +785,14 @@ Result<size_t> FileSystem::Write(uint64_t fh, uint64_t off, const char* buf, siz
   if (m->committer->failed()) return m->committer->Failure();
   if (size == 0) return size_t{0};
   std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-  if (kernel_times && !(h.flags & O_APPEND) && !m->checksums) {
+  if (kernel_times && !(h.flags & O_APPEND) &&
+      (!m->checksums || (!m->opts.redirect_writes && off % m->bs == 0 && size % m->bs == 0))) {
     // The common case of the kernel writing back pages of an existing file:
-    // an overwrite in place inside the file changes no record, so it needs
-    // only the inode's lock shared (truncate, punch and every metadata
-    // change take it exclusively), and writes to one file run in parallel.
-    // Not with checksums: every write is redirected (WriteInPlace declines),
-    // and trying would cost an attribute read and a lock for nothing.
+    // an overwrite in place inside the file changes no record (with
+    // checksums: only the blocks' checksums), so it needs only the inode's
+    // lock shared (truncate, punch and every metadata change take it
+    // exclusively), and writes to one file run in parallel. With checksums
+    // only whole blocks go in place (WriteInPlaceChecked).
     LockSet shared(m, {h.ino}, /*exclusive=*/false);
     InodeAttr a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(nullptr, h.ino, m->live(), &a));

@@ -13,6 +13,12 @@
 //                     exclusive), so no read sees half of one restored file.
 //   3. inode stripes  ino_mu[Stripe(ino)], in ascending stripe order, all
 //                     of one operation's stripes taken together (LockSet).
+//   3a. IntentMap::mu_ the write intents (fs/core/intent.cc); a commit may
+//                     run under it (rows 5-7), nothing else.
+//   3b. block stripes blk_mu[BlockStripe(p)] (BlockGuard): exclusive
+//                     around an overwrite in place and its checksum commit,
+//                     shared to re-read and re-verify a block that failed
+//                     its checksum (and to repair it).
 //   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
 //                     two at once)
 //   5. Committer gate (shared per commit, exclusive to read the sync target)
@@ -24,6 +30,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -129,6 +136,12 @@ class Committer {
   }
   // Sync cycles run so far (each: one image sync if dirty + one WAL sync).
   uint64_t sync_cycles() const { return cycles_.load(std::memory_order_relaxed); }
+  // What the last finished cycles made durable: every commit up to *seq and
+  // every image write counted up to *writes (TrackedDevice::WritesCompleted).
+  void Durable(uint64_t* seq, uint64_t* writes);
+  // Called by the background loop once per interval, with no lock held
+  // (set before Start; the write intents' clean-up, fs/core/intent.cc).
+  void SetTick(std::function<void()> tick) { tick_ = std::move(tick); }
 
   // Exact volume counters (keys.h kVolUsedBlocks, kVolFiles), loaded at
   // mount and kept equal to the stored ones: Apply() adds the used-blocks
@@ -166,8 +179,48 @@ class Committer {
   bool failure_logged_ = false;     // GUARDED_BY(fail_mu_)
   std::atomic<bool> failed_{false};  // failure_ is set
   bool stop_ = false;
+  std::function<void()> tick_;
   std::thread thread_;
 };
+
+// Write intents (fs/core/intent.cc, docs/integrity.md "Overwrites in
+// place"): a region of 2^kIntentShift blocks gets a durable record in
+// `volume` ("intent/" BE64(region)) before the first overwrite in place of
+// one of its blocks on a checksummed volume; the record goes once the
+// region's overwrites are durable and it has been idle a while.
+inline constexpr unsigned kIntentShift = 12;  // 4,096 blocks: 16 MiB of 4 KiB blocks
+inline uint64_t IntentRegion(BlockNo p) { return p >> kIntentShift; }
+class IntentMap {
+ public:
+  IntentMap(Store* store, Committer* committer) : store_(store), committer_(committer) {}
+  // Returns once every region in `regions` (sorted, unique) has a durable
+  // intent, counting one write in flight in each (End() after it).
+  Status Begin(const std::vector<uint64_t>& regions);
+  // The write counted by Begin is done: its checksums were committed with
+  // sequence `seq` and its bytes written by image write `writes`.
+  void End(const std::vector<uint64_t>& regions, uint64_t seq, uint64_t writes);
+  // Drops the intents of regions whose overwrites are durable and which
+  // saw none for `idle_ns` (the committer's tick).
+  void DropIdle(int64_t idle_ns);
+  // Regions with an intent now (tests, status).
+  size_t size();
+
+ private:
+  struct Region {
+    bool durable = false;  // its record is durable (else being written)
+    uint32_t inflight = 0;
+    uint64_t seq = 0, writes = 0;  // the newest overwrite's marks
+    int64_t last_ns = 0;
+  };
+  Store* store_;
+  Committer* committer_;
+  std::mutex mu_;  // lock order 3a
+  std::condition_variable cv_;
+  Status failure_;  // GUARDED_BY(mu_): an intent could not be made durable
+  std::unordered_map<uint64_t, Region> regions_;  // GUARDED_BY(mu_)
+};
+std::string IntentKey(uint64_t region);
+inline constexpr std::string_view kIntentPrefix = "intent/";
 
 struct FileHandle {
   NodeId node = 0;
@@ -244,6 +297,11 @@ struct FileSystem::Impl : public EpochSet {
   // Lock order 2b: see the top of this file.
   FairSharedMutex read_gate;
   static size_t Stripe(InodeId ino) { return (ino * 0x9E3779B97F4A7C15ull) >> 52; }
+  // Lock order 3b: physical blocks, 16 adjacent blocks per stripe
+  // (fs_checksum.cc, BlockGuard).
+  static constexpr size_t kBlockStripes = 1024;
+  std::unique_ptr<std::shared_mutex[]> blk_mu{new std::shared_mutex[kBlockStripes]};
+  static size_t BlockStripe(BlockNo p) { return (p >> 4) % kBlockStripes; }
 
   std::atomic<Epoch> epoch{1};
 
@@ -367,9 +425,32 @@ struct FileSystem::Impl : public EpochSet {
   Status KillRange(Txn* txn, BlockNo p, uint64_t len, Epoch birth, std::vector<Range>* frees);
   // ---- data checksums (fs_checksum.cc, docs/integrity.md) ----
   // The volume checksums its data blocks (kVolChecksum); fixed at mount.
-  // While on, every write goes to a new block (WriteData never overwrites
-  // in place, WriteInPlace declines): the crash rule of docs/integrity.md.
+  // WriteData redirects every block it writes (a new block, its checksum
+  // in the same commit); WriteInPlace overwrites whole blocks born at the
+  // live epoch in place under a durable write intent for their region
+  // (intents, below), unless the mount asked for redirect_writes.
   bool checksums = false;
+  // Write intents (fs/core/intent.cc): regions of the image where an
+  // overwrite in place may have reached the disk before its checksum was
+  // durable; recomputed after an unclean shutdown.
+  std::unique_ptr<IntentMap> intents;
+  // A read-only open of a volume with intents left by an unclean shutdown
+  // cannot recompute them: a block of one of these regions that fails its
+  // checksum is served as it is (docs/integrity.md).
+  std::set<uint64_t> unrecovered_regions;
+  // Blocks RecoverIntents re-checksummed at this mount (tests, the log).
+  uint64_t intent_recovered_blocks = 0;
+  bool Unrecovered(BlockNo p) const {
+    return !unrecovered_regions.empty() && unrecovered_regions.count(IntentRegion(p));
+  }
+  // The overwrite in place of a checksummed volume (WriteInPlace).
+  Result<bool> WriteInPlaceChecked(InodeId ino, uint64_t off, const char* buf, size_t n);
+  // After an unclean shutdown: every block of an intent's region that may
+  // have been overwritten in place (born at the live epoch, not dead) gets
+  // the checksum of the bytes the image holds, and a mirror the image's
+  // bytes; then the intents are dropped. Read-only: only notes the regions
+  // (unrecovered_regions). At mount, before serving.
+  Status RecoverIntents();
   std::atomic<uint64_t> checksum_errors{0};  // mismatches since mount
   // What a block read is for, for the error report.
   static constexpr uint64_t kNoFileBlock = ~uint64_t{0};
@@ -385,7 +466,9 @@ struct FileSystem::Impl : public EpochSet {
   // checksum: kIOError (counted, logged) on a mismatch.
   Status ReadBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
   // The verification of ReadBlocks for bytes already read.
-  Status VerifyBlocks(BlockNo p, uint64_t n, const char* buf, const BlockUse& use);
+  // A block that fails is read again under its block stripe first
+  // (RecheckBlocks): buf may get the bytes read again.
+  Status VerifyBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use);
   // ReadBlocks of a mirrored volume (fs_mirror.cc): a block that fails its
   // checksum or cannot be read on one side is served from the other and the
   // bad copy rewritten.
@@ -414,6 +497,12 @@ struct FileSystem::Impl : public EpochSet {
   static constexpr uint64_t kBatchedRunBlocks = 8;
   // Verifies every run (VerifyBlocks for each, in one lookup); clears runs.
   Status VerifyRuns(std::vector<ReadRun>* runs);
+  // The blocks of [p, p+n) that fail their checksums in buf, read again
+  // from the device and verified again under their block stripes (shared):
+  // a first read may have met an overwrite in place between its bytes and
+  // its checksum. buf gets the bytes read again. Returns the index of the
+  // first block still bad (n: none), or an error.
+  Result<uint64_t> RecheckBlocks(BlockNo p, uint64_t n, char* buf);
   // Counts and logs a mismatch of physical block p; returns the EIO status.
   Status ChecksumError(BlockNo p, InodeId ino, Epoch e, uint64_t fblock);
   // "'NAME'" of the snapshot at epoch e (or "at epoch N"). Takes snaps_mu.
@@ -526,6 +615,24 @@ class LockSet {
   bool exclusive_;
 };
 
+// The block stripes (lock order 3b) of physical blocks [p, p+n), all taken
+// in ascending order: exclusive by an overwrite in place, shared by a
+// re-check (FileSystem::Impl::RecheckBlocks) or a repair.
+class BlockGuard {
+ public:
+  BlockGuard(FileSystem::Impl* fs, const std::vector<BlockNo>& blocks, bool exclusive);
+  BlockGuard(FileSystem::Impl* fs, BlockNo p, uint64_t n, bool exclusive);
+  ~BlockGuard();
+  BlockGuard(const BlockGuard&) = delete;
+  BlockGuard& operator=(const BlockGuard&) = delete;
+
+ private:
+  void Lock();
+  FileSystem::Impl* fs_;
+  std::vector<size_t> stripes_;
+  bool exclusive_;
+};
+
 Status ValidateName(std::string_view name);
 
 // CRC-32C of one block as stored in the image (fs_checksum.cc).
@@ -560,6 +667,11 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
 // lookup: (*out)[i] for blocks[i].
 Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
                        std::vector<std::optional<uint32_t>>* out);
+
+// The allocated ranges of `alloc` that meet [lo, hi), clipped to it (with
+// `keep`: only those of records it keeps). fs/core/scrub.cc.
+Status AllocatedIn(Store* store, BlockNo lo, BlockNo hi, std::vector<Range>* out,
+                   const std::function<bool(const AllocRec&)>& keep = nullptr);
 
 // Reads the exact volume counters (keys.h); counts and stores them once for
 // a volume formatted before they existed.

@@ -55,39 +55,41 @@ Status FileSystem::Impl::ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf,
     if (!rs.ok() || (want[i] && *want[i] != BlockCrc(buf + i * bs, bs))) bad.push_back(i);
   }
   if (bad.empty()) return Status::Ok();
-  if (rs.ok()) mirror->NoteChecksumErrors(first, bad.size());
-  auto fail = [&](uint64_t i) -> Status {
-    if (!rs.ok()) return rs;
-    return ChecksumError(p + i, use.ino, use.epoch,
-                         use.fblock == kNoFileBlock ? kNoFileBlock : use.fblock + i);
-  };
-  if (sides.size() < 2) return fail(bad[0]);
-  const int other = sides[1];
+  const int other = sides.size() > 1 ? sides[1] : -1;
   ReleaseHold hold(alloc.get());
-  std::vector<std::optional<uint32_t>> now;
-  if (checksums) {
-    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &now));
-  } else {
-    now.assign(n, std::nullopt);
-  }
   std::string good(bs, '\0'), mine(bs, '\0');
   for (uint64_t i : bad) {
     const BlockNo b = p + i;
+    // Read again, with the checksum, under the block's stripe: the first
+    // read may have met an overwrite in place between its bytes and its
+    // checksum's commit. The repair below runs under it too, so it cannot
+    // write old bytes over an overwrite in place.
+    BlockGuard g(this, b, 1, /*exclusive=*/false);
+    std::vector<std::optional<uint32_t>> now(1);
+    if (checksums) PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now));
+    Status m = mirror->ReadSide(first, b * bs, mine.data(), bs);
+    if (m.ok() && (!now[0] || *now[0] == BlockCrc(mine.data(), bs) || Unrecovered(b))) {
+      memcpy(buf + i * bs, mine.data(), bs);
+      continue;
+    }
+    if (m.ok()) mirror->NoteChecksumErrors(first, 1);
+    auto fail = [&]() -> Status {
+      if (!m.ok()) return m;
+      return ChecksumError(b, use.ino, use.epoch,
+                           use.fblock == kNoFileBlock ? kNoFileBlock : use.fblock + i);
+    };
+    if (other < 0) return fail();
     Status o = mirror->ReadSide(other, b * bs, good.data(), bs);
     // Without a checksum only an unreadable block can be told bad.
-    const bool good_ok = o.ok() && (now[i] ? *now[i] == BlockCrc(good.data(), bs) : !rs.ok());
+    const bool good_ok = o.ok() && (now[0] ? *now[0] == BlockCrc(good.data(), bs) : !m.ok());
     if (!good_ok) {
-      if (o.ok() && now[i]) mirror->NoteChecksumErrors(other, 1);
+      if (o.ok() && now[0]) mirror->NoteChecksumErrors(other, 1);
       PSM_LOG(kLogError, "volume %s: physical block %llu is bad on the %s and on the %s",
               sb.uuid.c_str(), static_cast<unsigned long long>(b), SideName(first),
               SideName(other));
-      return fail(i);
+      return fail();
     }
     memcpy(buf + i * bs, good.data(), bs);
-    Status m = mirror->ReadSide(first, b * bs, mine.data(), bs);
-    const bool still_bad =
-        !m.ok() || (now[i] ? *now[i] != BlockCrc(mine.data(), bs) : mine != good);
-    if (!still_bad) continue;
     Status w = mirror->RepairSide(first, b * bs, good.data(), bs);
     Logf(w.ok() ? kLogWarning : kLogError,
             "volume %s: physical block %llu of inode %llu %s on the %s; served from the %s%s",
@@ -116,10 +118,27 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
   for (uint64_t k = 0; k < r.len; ++k) {
     const BlockNo b = r.start + k;
     bool good[2] = {false, false};
+    bool all_good = true;
     for (size_t i = 0; i < sides.size(); ++i) {
       good[i] = readable[i][k] &&
                 (!want[k] || *want[k] == BlockCrc(data[i].data() + k * bs, bs));
-      if (readable[i][k] && !good[i]) mirror->NoteChecksumErrors(sides[i], 1);
+      all_good = all_good && good[i];
+    }
+    // A copy that failed: read again, with its checksum, under the block's
+    // stripe (an overwrite in place may have run between the reads), and
+    // repair under it.
+    std::optional<BlockGuard> guard;
+    if (!all_good) {
+      guard.emplace(this, b, 1, /*exclusive=*/false);
+      std::vector<std::optional<uint32_t>> now;
+      PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now));
+      want[k] = now[0];
+      for (size_t i = 0; i < sides.size(); ++i) {
+        char* at = data[i].data() + k * bs;
+        readable[i][k] = mirror->ReadSide(sides[i], b * bs, at, bs).ok();
+        good[i] = readable[i][k] && (!want[k] || *want[k] == BlockCrc(at, bs));
+        if (readable[i][k] && !good[i]) mirror->NoteChecksumErrors(sides[i], 1);
+      }
     }
     bool everywhere = true;
     for (size_t i = 0; i < sides.size(); ++i) everywhere = everywhere && readable[i][k];

@@ -787,6 +787,8 @@ VolumeStats FileSystem::Stats() {
   s.live_cache_bytes = m->cache.bytes_cached();
   s.checksums = m->checksums;
   s.checksum_errors = m->checksum_errors.load();
+  if (m->intents) s.write_intent_regions = m->intents->size();
+  s.intent_recovered_blocks = m->intent_recovered_blocks;
   s.mirror = m->mirror->Info();
   if (m->committer) {
     Status f = m->committer->Failure();

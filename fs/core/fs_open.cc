@@ -366,6 +366,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   impl->alloc = std::make_unique<Allocator>(1, impl->sb.block_count);
   impl->committer = std::make_unique<Committer>(impl->dev.get(), store, impl->alloc.get(),
                                                  &impl->cache);
+  impl->intents = std::make_unique<IntentMap>(store, impl->committer.get());
   {
     uint64_t used = 0, files = 0;
     s = LoadVolumeCounters(store, &used, &files);
@@ -420,6 +421,10 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
     }
     impl->checksums = v.size() == 8 && GetLE64(v.data()) != 0;
   }
+  // Overwrites in place an unclean shutdown interrupted: their blocks get
+  // the checksums of what reached the disk (fs/core/intent.cc).
+  s = impl->RecoverIntents();
+  if (!s.ok()) return fail(s);
 
   // Orphans: files unlinked while open when the previous owner stopped.
   if (!opts.read_only) {
@@ -444,8 +449,10 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   }
   if (opts.start_scanner) impl->scanner->Start(reason);
   if (!opts.read_only) {
-    impl->committer->Start(std::max<uint32_t>(1, opts.commit_interval_ms));
     Impl* raw = impl.get();
+    // Intents of regions idle for 2 s whose overwrites are durable go.
+    impl->committer->SetTick([raw] { raw->intents->DropIdle(2'000'000'000); });
+    impl->committer->Start(std::max<uint32_t>(1, opts.commit_interval_ms));
     impl->reclaim_kick = !to_reclaim.empty();
     impl->reclaim_thread = std::thread([raw] { raw->ReclaimLoop(); });
     // A stale side that is online (a mirror back after a failure, an
@@ -480,6 +487,16 @@ Status FileSystem::Close() {
   if (!m->opts.read_only) {
     st = m->committer->SyncAll();
     m->committer->Stop();
+    if (st.ok()) {
+      // Every overwrite in place is durable: no intent is needed any more.
+      Txn txn(m->store.get());
+      auto it = m->store->NewIterator(Cf::kVolume);
+      st = ForEachPrefix(it.get(), kIntentPrefix, [&](std::string_view k, std::string_view) {
+        txn.Delete(Cf::kVolume, k);
+        return true;
+      });
+      if (st.ok() && !txn.empty()) st = txn.Commit();
+    }
     if (st.ok()) st = m->store->Put(Cf::kVolume, kVolOwner, "clean");
     if (st.ok()) st = m->store->FlushAll();
   } else {

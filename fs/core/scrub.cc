@@ -60,8 +60,10 @@ std::string BadKey(BlockNo b) {
   return k;
 }
 
-// The allocated ranges of `alloc` that meet [lo, hi), clipped to it.
-Status AllocatedIn(Store* store, BlockNo lo, BlockNo hi, std::vector<Range>* out) {
+}  // namespace
+
+Status AllocatedIn(Store* store, BlockNo lo, BlockNo hi, std::vector<Range>* out,
+                   const std::function<bool(const AllocRec&)>& keep) {
   out->clear();
   auto it = store->NewIterator(Cf::kAlloc);
   it->SeekForPrev(AllocKey(lo));
@@ -73,12 +75,10 @@ Status AllocatedIn(Store* store, BlockNo lo, BlockNo hi, std::vector<Range>* out
     PSM_RETURN_IF_ERROR(
         DecodeAlloc(std::string_view(it->value().data(), it->value().size()), &rec));
     const BlockNo a = std::max(s, lo), b = std::min(s + rec.length, hi);
-    if (a < b) out->push_back(Range{a, b - a});
+    if (a < b && (!keep || keep(rec))) out->push_back(Range{a, b - a});
   }
   return Status::FromRocks(it->status());
 }
-
-}  // namespace
 
 Status FileSystem::Impl::SaveScrub(const ScrubStatus& st, bool damage) {
   Txn txn(store.get());
@@ -300,8 +300,9 @@ void FileSystem::Impl::ScrubLoop() {
           } else if (!want[k] && st.rewrite) {
             // --rewrite: the bytes read become the block's checksum. Safe
             // under the hold: the block cannot be allocated again (and
-            // rewritten) before the commit below, and no block of a
-            // checksummed volume is overwritten in place; the record is
+            // rewritten) before the commit below, and a block without a
+            // checksum is never overwritten in place (WriteInPlaceChecked
+            // redirects it); the record is
             // durable only after the image sync that makes these bytes
             // durable (the committer syncs the image before the WAL).
             PutChecksum(&rewrite_txn, r.start + k, BlockCrc(buf.data() + k * bs, bs));
@@ -310,7 +311,16 @@ void FileSystem::Impl::ScrubLoop() {
             ++unverified;
           } else {
             ++checked;
-            if (*want[k] != BlockCrc(buf.data() + k * bs, bs)) bad.push_back(r.start + k);
+            if (*want[k] != BlockCrc(buf.data() + k * bs, bs)) {
+              // Read again under the block's stripe: an overwrite in place
+              // may have run between the read and the checksum's lookup.
+              auto again = RecheckBlocks(r.start + k, 1, buf.data() + k * bs);
+              if (!again.ok()) {
+                s = again.status();
+                break;
+              }
+              if (*again == 0) bad.push_back(r.start + k);
+            }
           }
         }
       }
