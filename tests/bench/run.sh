@@ -42,7 +42,7 @@
 #                     default: both)
 #   BENCH_SNAP=0      skip the snapshot, scanner and stream benchmarks
 #   BENCH_CHECKSUMS=0 skip the checksum section (checksum_run.sh: checksums
-#                     on vs --checksum=off, scrub vs dd)
+#                     on vs --checksum=off, a mirror vs none, scrub vs dd)
 #   BENCH_ONLY=checksums  run only that section (builds psmbench, nothing
 #                     else: no peers, no zfs-fuse needed)
 # For create and unlink the FUSE daemon's CPU time (user + system, from
