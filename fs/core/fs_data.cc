@@ -356,14 +356,20 @@ Status FileSystem::Impl::ReadData(InodeId ino, Epoch e, const InodeAttr& a, uint
         PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs + (lo - bstart), buf + (lo - off), hi - lo));
       } else if (lo == bstart && hi == cstart + uint64_t{j} * bs) {
         // Whole blocks: straight into the caller's buffer, verified there;
-        // a short run with the other short runs of the request.
-        // A mirrored volume reads each run through ReadBlocksMirrored, which
-        // also heals a copy that cannot be read (an EIO the batch would only
-        // see as the other side's good bytes).
-        if (j - b > kBatchedRunBlocks || mirror->mirrored()) {
+        // a short run with the other short runs of the request. A mirrored
+        // volume reads a short run from one side only (ReadFirst): a run
+        // that side cannot read goes through ReadBlocksMirrored, which
+        // heals that copy (MirrorDevice::Read would only hand back the
+        // other side's bytes), and VerifyRuns sends a mismatch there too.
+        Status rd;
+        if (j - b <= kBatchedRunBlocks) {
+          rd = mirror->mirrored() ? mirror->ReadFirst(sl.p * bs, buf + (lo - off), hi - lo)
+                                  : dev->Read(sl.p * bs, buf + (lo - off), hi - lo);
+          if (!rd.ok() && !mirror->mirrored()) return rd;
+        }
+        if (j - b > kBatchedRunBlocks || !rd.ok()) {
           PSM_RETURN_IF_ERROR(ReadBlocks(sl.p, j - b, buf + (lo - off), use));
         } else {
-          PSM_RETURN_IF_ERROR(dev->Read(sl.p * bs, buf + (lo - off), hi - lo));
           runs.push_back(ReadRun{sl.p, j - b, buf + (lo - off), use});
           batched += j - b;
           if (batched >= 1024) {

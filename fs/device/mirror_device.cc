@@ -205,15 +205,39 @@ Status MirrorDevice::ReadSide(int side, uint64_t off, void* buf, size_t n) {
   return s;
 }
 
+Status MirrorDevice::ReadFirst(uint64_t off, void* buf, size_t n, int* side) {
+  std::shared_ptr<BlockDevice> d;
+  int s = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    while (s < 2 && !UsableFor(s, off + n)) ++s;
+    if (s == 2) return Status::IOError("no copy of the image can serve this range");
+    d = sides_[s].dev;
+  }
+  if (side) *side = s;
+  Status st = d->Read(off, buf, n);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    sides_[s].info.read_errors++;
+  }
+  return st;
+}
+
 Status MirrorDevice::Read(uint64_t off, void* buf, size_t n) {
-  Status last = Status::IOError("no copy of the image can serve this range");
+  int first = -1;
+  Status last = ReadFirst(off, buf, n, &first);
+  if (last.ok() || first < 0 || !mirrored()) return last;
+  auto warn = [&](int side, const char* next) {
+    PSM_LOG(kLogWarning, "mirror: read of %zu bytes at %llu from the %s failed (%s)%s", n,
+            static_cast<unsigned long long>(off), SideName(side).c_str(),
+            last.ToString().c_str(), next);
+  };
+  warn(first, first == 0 ? ": trying the mirror" : "");
   for (int s : ReadableSides(off, n)) {
+    if (s == first) continue;
     last = ReadSide(s, off, buf, n);
     if (last.ok()) return last;
-    if (!mirrored()) break;
-    PSM_LOG(kLogWarning, "mirror: read of %zu bytes at %llu from the %s failed (%s)%s", n,
-            static_cast<unsigned long long>(off), SideName(s).c_str(), last.ToString().c_str(),
-            s == 0 ? ": trying the mirror" : "");
+    warn(s, "");
   }
   return last;
 }

@@ -91,6 +91,10 @@ class MirrorDevice : public BlockDevice {
   // Sides that may serve [off, off+n), preferred first (0 to 2 of them).
   std::vector<int> ReadableSides(uint64_t off, uint64_t n);
   Status ReadSide(int side, uint64_t off, void* buf, size_t n);
+  // Reads from the preferred side that can serve the range, with no retry
+  // on the other (one lock): the fast path of a read whose caller heals
+  // a failure itself (ReadBlocksMirrored). Sets *side to the side read.
+  Status ReadFirst(uint64_t off, void* buf, size_t n, int* side = nullptr);
   // Rewrites a bad copy on `side` with bytes read (and verified) from the
   // other; counted and logged by the caller.
   Status RepairSide(int side, uint64_t off, const void* buf, size_t n);
