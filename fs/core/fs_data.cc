@@ -682,14 +682,9 @@ Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, co
       phys.push_back(sl.p);
     }
   }
-  // A block without a checksum (written before the volume had them) is
-  // redirected: it gets its first checksum with its new block, and `scrub
-  // --rewrite`, which gives such blocks one, never races an overwrite.
-  std::vector<std::optional<uint32_t>> have;
-  PSM_RETURN_IF_ERROR(LoadChecksumsOf(store.get(), phys, &have));
-  for (const auto& c : have) {
-    if (!c) return false;
-  }
+  // A block without a checksum (written before the volume had them) gets
+  // its first one here; `scrub --rewrite`, which gives such blocks one,
+  // reads and commits under the block's stripe (RewriteChecksums).
   std::vector<uint64_t> regions;
   for (BlockNo p : phys) {
     if (regions.empty() || regions.back() != IntentRegion(p)) regions.push_back(IntentRegion(p));

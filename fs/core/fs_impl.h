@@ -477,11 +477,18 @@ struct FileSystem::Impl : public EpochSet {
   // verified; a block bad on one side only is repaired from the other
   // (*repaired), one bad on every side is returned in *bad. Under the
   // caller's release hold.
-  // With `rewrite`, a block without a checksum whose copies agree gets one
-  // in *txn (*rewritten).
+  // With `rewrite`, a block without a checksum whose copies agree joins
+  // *rewrite (for RewriteChecksums).
   Status ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad, uint64_t* checked,
-                            uint64_t* unverified, uint64_t* repaired, Txn* rewrite,
-                            uint64_t* rewritten);
+                            uint64_t* unverified, uint64_t* repaired,
+                            std::vector<BlockNo>* rewrite);
+  // scrub --rewrite: each block of `blocks` that still has no checksum gets
+  // the checksum of its bytes, read again with its block stripe held
+  // (an overwrite in place, which may give it one meanwhile, is kept out),
+  // if every readable copy agrees (*rewritten; else *unverified). One
+  // commit per block, under the scrub step's release hold.
+  Status RewriteChecksums(const std::vector<BlockNo>& blocks, uint64_t* rewritten,
+                          uint64_t* unverified);
   // Whole blocks [p, p+n) read into buf, not verified yet. ReadData
   // collects the short runs of a fragmented file (every overwrite of a
   // checksummed volume is redirected) and verifies them together: one

@@ -104,8 +104,8 @@ Status FileSystem::Impl::ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf,
 
 Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>* bad,
                                             uint64_t* checked, uint64_t* unverified,
-                                            uint64_t* repaired, Txn* rewrite,
-                                            uint64_t* rewritten) {
+                                            uint64_t* repaired,
+                                            std::vector<BlockNo>* rewrite) {
   const std::vector<int> sides = mirror->ReadableSides(r.start * bs, r.len * bs);
   std::vector<std::optional<uint32_t>> want;
   PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), r.start, r.len, &want));
@@ -148,8 +148,7 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
       const bool agree =
           sides.size() < 2 || data[0].compare(k * bs, bs, data[1], k * bs, bs) == 0;
       if (rewrite && agree) {
-        PutChecksum(rewrite, b, BlockCrc(data[0].data() + k * bs, bs));
-        ++*rewritten;
+        rewrite->push_back(b);  // RewriteChecksums reads and compares them again
       } else {
         ++*unverified;
       }
@@ -175,6 +174,31 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
               SideName(sides[src]));
       if (w.ok()) ++*repaired;
     }
+  }
+  return Status::Ok();
+}
+
+Status FileSystem::Impl::RewriteChecksums(const std::vector<BlockNo>& blocks,
+                                          uint64_t* rewritten, uint64_t* unverified) {
+  std::string first(bs, '\0'), other(bs, '\0');
+  for (BlockNo b : blocks) {
+    BlockGuard g(this, b, 1, /*exclusive=*/false);
+    std::vector<std::optional<uint32_t>> have;
+    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &have));
+    if (have[0]) continue;  // an overwrite in place gave it one meanwhile
+    const std::vector<int> sides = mirror->ReadableSides(b * bs, bs);
+    bool agree = !sides.empty() && mirror->ReadSide(sides[0], b * bs, first.data(), bs).ok();
+    for (size_t i = 1; agree && i < sides.size(); ++i) {
+      agree = mirror->ReadSide(sides[i], b * bs, other.data(), bs).ok() && other == first;
+    }
+    if (!agree) {
+      ++*unverified;
+      continue;
+    }
+    Txn txn(store.get());
+    PutChecksum(&txn, b, BlockCrc(first.data(), bs));
+    PSM_RETURN_IF_ERROR(txn.Commit());
+    ++*rewritten;
   }
   return Status::Ok();
 }

@@ -259,7 +259,7 @@ void FileSystem::Impl::ScrubLoop() {
     uint64_t checked = 0, unverified = 0, rewritten = 0;
     {
       ReleaseHold hold(alloc.get());
-      Txn rewrite_txn(store.get());
+      std::vector<BlockNo> rewrite;  // --rewrite: blocks without a checksum, copies agreeing
       Status s = AllocatedIn(store.get(), c, hi, &used);
       for (size_t i = 0; s.ok() && i < used.size(); ++i) {
         const Range& r = used[i];
@@ -269,7 +269,7 @@ void FileSystem::Impl::ScrubLoop() {
           uint64_t repaired = 0;
           PSM_SYNC_POINT("Scrub::AfterBlockRead");
           s = ScrubMirroredRange(r, &bad, &checked, &unverified, &repaired,
-                                 st.rewrite ? &rewrite_txn : nullptr, &rewritten);
+                                 st.rewrite ? &rewrite : nullptr);
           bytes_read += 2 * r.len * bs;
           st.repaired_blocks += repaired;
           continue;
@@ -298,15 +298,9 @@ void FileSystem::Impl::ScrubLoop() {
             ++checked;
             bad.push_back(r.start + k);
           } else if (!want[k] && st.rewrite) {
-            // --rewrite: the bytes read become the block's checksum. Safe
-            // under the hold: the block cannot be allocated again (and
-            // rewritten) before the commit below, and a block without a
-            // checksum is never overwritten in place (WriteInPlaceChecked
-            // redirects it); the record is
-            // durable only after the image sync that makes these bytes
-            // durable (the committer syncs the image before the WAL).
-            PutChecksum(&rewrite_txn, r.start + k, BlockCrc(buf.data() + k * bs, bs));
-            ++rewritten;
+            // --rewrite: the block gets the checksum of its bytes
+            // (RewriteChecksums, below, under the hold).
+            rewrite.push_back(r.start + k);
           } else if (!want[k]) {
             ++unverified;
           } else {
@@ -324,7 +318,7 @@ void FileSystem::Impl::ScrubLoop() {
           }
         }
       }
-      if (s.ok() && rewritten > 0) s = rewrite_txn.Commit();
+      if (s.ok() && !rewrite.empty()) s = RewriteChecksums(rewrite, &rewritten, &unverified);
       if (s.ok() && !bad.empty()) {
         // Only blocks still in use are damage worth a report.
         std::vector<BlockNo> still;
