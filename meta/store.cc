@@ -328,6 +328,14 @@ std::unique_ptr<rocksdb::Iterator> Store::NewScanIterator(Cf cf) {
   return std::unique_ptr<rocksdb::Iterator>(tsan::Wrap(db_->NewIterator(ro, handle(cf))));
 }
 
+std::unique_ptr<rocksdb::Iterator> Store::NewReadaheadIterator(Cf cf, size_t readahead) {
+  NoPerfCounts();
+  tsan::RocksCallScope rocks;
+  rocksdb::ReadOptions ro = TotalOrder();
+  ro.readahead_size = readahead;
+  return std::unique_ptr<rocksdb::Iterator>(tsan::Wrap(db_->NewIterator(ro, handle(cf))));
+}
+
 std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;

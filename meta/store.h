@@ -93,6 +93,11 @@ class Store {
   // (fill_cache=false), so a scan neither evicts the cache nor pays for
   // inserting blocks it will not read again.
   std::unique_ptr<rocksdb::Iterator> NewScanIterator(Cf cf);
+  // A total-order iterator that reads `readahead` bytes ahead in the table
+  // files from its first read on (RocksDB's own readahead starts only after
+  // a few reads of one iterator): for a walk of a long run of adjacent keys
+  // that is likely cold, such as the checksums of a sequential read.
+  std::unique_ptr<rocksdb::Iterator> NewReadaheadIterator(Cf cf, size_t readahead);
   // An iterator over the versions of one record of a versioned column
   // family (keys.h), for GetAt and PutVersion: Seek only to a full version
   // key (VersionKey, FirstVersionKey); it then stays within that record and
