@@ -18,6 +18,7 @@
 #include "fs/base/log.h"
 #include "fs/core/fs_impl.h"
 #include "fs/device/superblock.h"
+#include "meta/sync_point.h"
 
 namespace psm {
 namespace {
@@ -195,6 +196,9 @@ Status FileSystem::Impl::RewriteChecksums(const std::vector<BlockNo>& blocks,
       ++*unverified;
       continue;
     }
+    // Tests hold the rewrite here, so that an overwrite in place would land
+    // between the read and the commit if the stripe did not keep it out.
+    PSM_SYNC_POINT("RewriteChecksums:BeforeCommit");
     Txn txn(store.get());
     PutChecksum(&txn, b, BlockCrc(first.data(), bs));
     PSM_RETURN_IF_ERROR(txn.Commit());
