@@ -33,6 +33,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/space/allocator.h"
@@ -264,7 +265,19 @@ struct FileSystem::Impl : public EpochSet {
   // REQUIRES handles_mu. The inode is still referenced by a handle or the kernel.
   bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
   // Records one kernel reference for an entry handed out (count_lookups).
-  void NoteLookup(NodeId node);
+  // `dir`: the node is a directory, whose attributes the live cache keeps
+  // while the kernel references it (cached_dirs).
+  void NoteLookup(NodeId node, bool dir);
+  // Live directories the kernel holds a reference to whose attributes are
+  // in the live cache (LiveCache::Enable at the first reference, Disable at
+  // the FORGET of the last): the parent's attributes are read by every
+  // LOOKUP of a missing name, CREATE, UNLINK and the GETATTR the kernel
+  // sends after each (issue #16). At most kMaxCachedDirs (an entry is a few
+  // hundred bytes); past that a directory is read from the store as before.
+  // The root is always in (enabled at mount, count_lookups only). GUARDED_BY
+  // handles_mu.
+  std::unordered_set<InodeId> cached_dirs;
+  static constexpr size_t kMaxCachedDirs = size_t{1} << 16;
   // Destroys an unlinked inode once nothing references it. Takes its locks.
   Status MaybeDestroy(InodeId ino);
 
@@ -516,6 +529,13 @@ class LockSet {
     Lock(inos.data(), inos.data() + inos.size());
   }
   ~LockSet();
+  // Adds the stripe of `ino` to the held set (an operation that learns a
+  // child's number by reading its parent's entry under the parent's
+  // stripe). Waits for it only when it sorts after every stripe held, so
+  // the order stays ascending; otherwise it only tries. False, and nothing
+  // more held, when it would have had to wait out of order: the caller then
+  // takes the whole set again (docs/locking.md, "Rules").
+  bool Add(InodeId ino);
   LockSet(const LockSet&) = delete;
   LockSet& operator=(const LockSet&) = delete;
 

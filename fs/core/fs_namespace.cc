@@ -106,7 +106,7 @@ static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::stri
 
 Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   auto r = LookupImpl(impl_.get(), parent, name);
-  if (r.ok()) impl_->NoteLookup(r->node);
+  if (r.ok()) impl_->NoteLookup(r->node, S_ISDIR(r->st.st_mode));
   // A name inside a snapshot that was deleted no longer exists: ENOENT, as
   // for the snapshot's own name in .snapshots (the parent node itself is
   // stale: GetAttr on it says ESTALE).
@@ -116,10 +116,14 @@ Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   return r;
 }
 
-void FileSystem::Impl::NoteLookup(NodeId node) {
+void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
   if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  const InodeId ino = InoOf(node);
   std::lock_guard<std::mutex> l(handles_mu);
-  lookups[InoOf(node)]++;
+  if (lookups[ino]++ == 0 && dir && cached_dirs.size() < kMaxCachedDirs &&
+      cached_dirs.insert(ino).second) {
+    cache.Enable(ino);
+  }
 }
 
 void FileSystem::Forget(NodeId node, uint64_t nlookup) {
@@ -135,6 +139,7 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
       return;
     }
     m->lookups.erase(it);
+    if (ino != kRootIno && m->cached_dirs.erase(ino)) m->cache.Disable(ino);
     if (m->live_open.count(ino)) return;
   }
   Status s = m->MaybeDestroy(ino);
@@ -296,8 +301,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
   if (ino_out) *ino_out = ino;
-  m->NoteLookup(MakeNode(v.snap, ino));
+  m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode));
   return MakeEntry(m, v, ino, a);
 }
 
@@ -388,7 +394,7 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, pv.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
-  m->NoteLookup(MakeNode(0, v.ino));
+  m->NoteLookup(MakeNode(0, v.ino), false);
   return MakeEntry(m, pv, v.ino, a);
 }
 
@@ -424,14 +430,23 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
   if (IsSnapDirName(v.ino, name)) return Status::Busy();
   if (name == ".") return dir ? Status::Invalid() : Status::IsDir();
   if (name == "..") return dir ? Status::NotEmpty() : Status::IsDir();
-  for (int attempt = 0;; ++attempt) {
-    Dentry d0;
-    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d0));
-    LockSet ls(m, {v.ino, d0.ino});
-    Txn txn(m->store.get());
+  for (;;) {
+    // The entry is read once, under the parent's stripe (which guards it);
+    // the child's stripe is added in ascending order or not at all
+    // (LockSet::Add). Only when it would have to wait out of order are both
+    // taken together and the entry read again.
+    std::optional<LockSet> ls;
+    ls.emplace(m, std::initializer_list<InodeId>{v.ino});
     Dentry d;
-    PSM_RETURN_IF_ERROR(GetDentry(m, &txn, v.ino, name, m->live(), &d));
-    if (d.ino != d0.ino) continue;  // replaced meanwhile: retry with the new child
+    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d));
+    if (!ls->Add(d.ino)) {
+      ls.reset();
+      ls.emplace(m, std::initializer_list<InodeId>{v.ino, d.ino});
+      Dentry d2;
+      PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d2));
+      if (d2.ino != d.ino) continue;  // replaced meanwhile: retry with the new child
+    }
+    Txn txn(m->store.get());
     InodeAttr pa, a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &pa));
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, d.ino, m->live(), &a));
@@ -448,7 +463,9 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     if (dir) pa.nlink--;
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
-    return m->committer->Apply(&txn, frees, {});
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
+    m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
+    return Status::Ok();
   }
 }
 

@@ -58,6 +58,14 @@ class LiveCache {
   // PutAttr. kOff: the inode is not cached.
   Hit GetAttr(InodeId ino, InodeAttr* a, uint64_t* gen);
   void PutAttr(InodeId ino, uint64_t gen, const InodeAttr& a);
+  // `a` is the attribute record of `ino` its writer has just committed
+  // (Apply returned: the commit's invalidation is done) and still holds
+  // what excludes every other writer of it (its stripe exclusively). It is
+  // cached if the inode is, without a ticket: no later commit of the record
+  // can come before the caller lets go, and a reader whose ticket predates
+  // the invalidation still cannot insert. A directory's create or unlink
+  // keeps its new attributes for the GETATTR that follows (issue #16).
+  void SetAttr(InodeId ino, const InodeAttr& a);
   // The same for chunk `idx`; on a hit *present says whether the chunk
   // has a record (false: a hole) and *ext holds its extents.
   Hit GetChunk(InodeId ino, uint64_t idx, bool* present, std::vector<Extent>* ext, uint64_t* gen);
