@@ -266,18 +266,21 @@ struct FileSystem::Impl : public EpochSet {
   bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
   // Records one kernel reference for an entry handed out (count_lookups).
   // `dir`: the node is a directory, whose attributes the live cache keeps
-  // while the kernel references it (cached_dirs).
+  // while the kernel references it (cached_refs).
   void NoteLookup(NodeId node, bool dir);
-  // Live directories the kernel holds a reference to whose attributes are
-  // in the live cache (LiveCache::Enable at the first reference, Disable at
-  // the FORGET of the last): the parent's attributes are read by every
-  // LOOKUP of a missing name, CREATE, UNLINK and the GETATTR the kernel
-  // sends after each (issue #16). At most kMaxCachedDirs (an entry is a few
-  // hundred bytes); past that a directory is read from the store as before.
-  // The root is always in (enabled at mount, count_lookups only). GUARDED_BY
-  // handles_mu.
-  std::unordered_set<InodeId> cached_dirs;
-  static constexpr size_t kMaxCachedDirs = size_t{1} << 16;
+  // Live inodes the kernel holds a reference to whose attributes are in the
+  // live cache (LiveCache::Enable when they join, Disable at the FORGET of
+  // the last reference), count_lookups only:
+  //  - directories, from their first reference: the parent's attributes
+  //    are read by every LOOKUP of a missing name, CREATE, UNLINK and the
+  //    GETATTR the kernel sends after each (issue #16); the root is always
+  //    in (enabled at mount);
+  //  - unlinked files kept as orphans for the kernel's reference, from the
+  //    unlink (KeepOrphanAttrs, fs_namespace.cc).
+  // At most kMaxCachedRefs (an entry is a few hundred bytes); past that an
+  // inode is read from the store as before. GUARDED_BY handles_mu.
+  std::unordered_set<InodeId> cached_refs;
+  static constexpr size_t kMaxCachedRefs = size_t{1} << 16;
   // Destroys an unlinked inode once nothing references it. Takes its locks.
   Status MaybeDestroy(InodeId ino);
 

@@ -120,8 +120,8 @@ void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
   if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   const InodeId ino = InoOf(node);
   std::lock_guard<std::mutex> l(handles_mu);
-  if (lookups[ino]++ == 0 && dir && cached_dirs.size() < kMaxCachedDirs &&
-      cached_dirs.insert(ino).second) {
+  if (lookups[ino]++ == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
+      cached_refs.insert(ino).second) {
     cache.Enable(ino);
   }
 }
@@ -130,6 +130,7 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
   Impl* m = impl_.get();
   if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   InodeId ino = InoOf(node);
+  bool cached = false, open = false;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
     auto it = m->lookups.find(ino);
@@ -139,10 +140,12 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
       return;
     }
     m->lookups.erase(it);
-    if (ino != kRootIno && m->cached_dirs.erase(ino)) m->cache.Disable(ino);
-    if (m->live_open.count(ino)) return;
+    // Its cached attributes go after MaybeDestroy, which reads them.
+    cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
+    open = m->live_open.count(ino) != 0;
   }
-  Status s = m->MaybeDestroy(ino);
+  Status s = open ? Status::Ok() : m->MaybeDestroy(ino);
+  if (cached) m->cache.Disable(ino);
   if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
                        static_cast<unsigned long long>(ino), s.ToString().c_str());
 }
@@ -172,9 +175,8 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));
   LockSet ls(m, {v.ino});
-  Txn txn(m->store.get());
   InodeAttr a;
-  Status s = m->LoadAttr(&txn, v.ino, m->live(), &a);
+  Status s = m->LoadAttr(nullptr, v.ino, m->live(), &a);
   if (s.Is(Code::kNotFound)) return Status::Stale();
   PSM_RETURN_IF_ERROR(s);
   auto kill_mask = [bits](uint32_t mode) -> uint32_t {
@@ -198,11 +200,14 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     std::lock_guard<std::mutex> l(m->handles_mu);
     ephemeral = m->live_open.count(v.ino) == 0;
   }
+  // Nothing to write when ephemeral (times only): no Txn either.
+  std::optional<Txn> txn;
+  if (!ephemeral) txn.emplace(m->store.get());
   std::vector<Range> frees, allocs;
   int64_t now = NowNs();
   if (bits & kSetMode) {
     a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
-    PSM_RETURN_IF_ERROR(m->AclChmod(&txn, v.ino, a.mode));
+    PSM_RETURN_IF_ERROR(m->AclChmod(&*txn, v.ino, a.mode));
   }
   a.mode &= ~kill_mask(a.mode);
   if (bits & kSetUid) a.uid = in.st_uid;
@@ -213,7 +218,7 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     if (in.st_size < 0) return Status::Invalid();
     uint64_t size = static_cast<uint64_t>(in.st_size);
     if (size > (uint64_t{1} << 52)) return Status::TooBig();
-    s = m->Truncate(&txn, v.ino, &a, size, &frees, &allocs);
+    s = m->Truncate(&*txn, v.ino, &a, size, &frees, &allocs);
     if (!s.ok()) {
       for (const Range& r : allocs) m->alloc->Abort(r);
       return s;
@@ -233,12 +238,12 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   a.ctime_ns = (bits & kSetCtime) ? int64_t{in.st_ctim.tv_sec} * 1000000000 + in.st_ctim.tv_nsec
                                   : now;
   if (!ephemeral) {
-    s = m->PutAttr(&txn, v.ino, a);
+    s = m->PutAttr(&*txn, v.ino, a);
     if (!s.ok()) {
       for (const Range& r : allocs) m->alloc->Abort(r);
       return s;
     }
-    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, allocs));
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&*txn, frees, allocs));
   }
   AttrOut out;
   m->FillStat(node, a, &out.st);
@@ -402,7 +407,8 @@ namespace {
 
 // Drops one link of `child` (already removed from its directory in txn).
 // Files with no link left are destroyed, or kept as orphans while open.
-Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees) {
+Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees,
+                bool* orphaned = nullptr) {
   if (S_ISDIR(a->mode)) {
     a->nlink = 0;
     return m->DestroyInode(txn, child, a, frees);
@@ -417,9 +423,27 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   }
   if (open) {
     txn->Put(Cf::kVolume, OrphanKey(child), "");
+    if (orphaned) *orphaned = true;
     return m->PutAttr(txn, child, *a);
   }
   return m->DestroyInode(txn, child, a, frees);
+}
+
+// An unlinked file that is still referenced (an orphan), just committed
+// with its last link gone: the kernel, when it holds a reference, sends a
+// SETATTR of its ctime at once (fuse_update_ctime) and later the FORGET
+// that destroys it, and both read its attributes. They are kept in the live
+// cache until that FORGET (cached_refs). REQUIRES its stripe held
+// exclusively (LiveCache::SetAttr).
+void KeepOrphanAttrs(Impl* m, InodeId ino, const InodeAttr& a) {
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    if (m->lookups.count(ino) && m->cached_refs.size() < Impl::kMaxCachedRefs &&
+        m->cached_refs.insert(ino).second) {
+      m->cache.Enable(ino);
+    }
+  }
+  m->cache.SetAttr(ino, a);
 }
 
 Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
@@ -458,13 +482,15 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     }
     std::vector<Range> frees;
     PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
-    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees));
+    bool orphaned = false;
+    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees, &orphaned));
     if (pa.size) pa.size--;
     if (dir) pa.nlink--;
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
     m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
+    if (orphaned) KeepOrphanAttrs(m, d.ino, a);  // and the child's
     return Status::Ok();
   }
 }

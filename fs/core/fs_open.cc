@@ -291,7 +291,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   impl->cache.SetByteLimit(std::max<uint64_t>(opts.memory_bytes / 8, 1u << 20));
   if (opts.count_lookups) {
     // The kernel never looks the root up: its attributes stay cached.
-    impl->cached_dirs.insert(kRootIno);
+    impl->cached_refs.insert(kRootIno);
     impl->cache.Enable(kRootIno);
   }
   TrackedDevice* tdev = impl->dev.get();
