@@ -262,9 +262,22 @@ Result<std::string> FileSystem::ReadLink(NodeId node) {
 }
 
 // Creates a new inode named `name` in `parent` (mknod, mkdir, symlink, create).
+// `open`: Create's handle of the new file, registered here as OpenFile
+// would (the file is live and regular, its flags without O_CREAT/O_TRUNC)
+// while the new inode's stripe is held, so that its attributes go into the
+// live cache with it: OpenFile's read of them and the first WRITE's are
+// cache hits (issue #16). Left unset (0) when the new inode's stripe could
+// not be added without waiting out of order (LockSet::Add); the caller
+// then calls OpenFile.
+struct CreateOpen {
+  int flags = 0;
+  uint64_t fh = 0;
+};
+
 static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name, uint32_t mode,
                                    uint64_t rdev, std::string_view target,
-                                   const Credentials& cred, InodeId* ino_out) {
+                                   const Credentials& cred, InodeId* ino_out,
+                                   CreateOpen* open = nullptr) {
   PSM_RETURN_IF_ERROR(ValidateName(name));
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));
@@ -282,6 +295,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   if (s.ok()) return Status::Exists();
   if (!s.Is(Code::kNotFound)) return s;
   PSM_ASSIGN_OR_RETURN(InodeId ino, m->AllocIno());
+  // Nobody else knows the number yet; after the commit a reader of the
+  // directory could, and only the stripe keeps its writers out.
+  const bool own = open != nullptr && ls.Add(ino);
   InodeAttr a;
   a.mode = mode;
   a.uid = cred.uid;
@@ -307,6 +323,15 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
   m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
+  if (own) {
+    {
+      std::lock_guard<std::mutex> l(m->handles_mu);
+      if (m->live_open[ino]++ == 0) m->cache.Enable(ino);
+      open->fh = m->next_fh++;
+      m->files[open->fh] = FileHandle{MakeNode(0, ino), 0, ino, v.epoch, open->flags};
+    }
+    m->cache.SetAttr(ino, a);  // and the new inode's
+  }
   if (ino_out) *ino_out = ino;
   m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode));
   return MakeEntry(m, v, ino, a);
@@ -350,10 +375,13 @@ Result<std::pair<EntryOut, uint64_t>> FileSystem::Create(NodeId parent, std::str
                                                          const Credentials& cred) {
   Impl* m = impl_.get();
   Result<EntryOut> e = Status::Ok();
+  CreateOpen open;
+  open.flags = flags & ~O_TRUNC & ~O_CREAT;
   {
     std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-    e = CreateNode(m, parent, name, S_IFREG | (mode & 07777), 0, {}, cred, nullptr);
+    e = CreateNode(m, parent, name, S_IFREG | (mode & 07777), 0, {}, cred, nullptr, &open);
   }
+  if (open.fh != 0) return std::make_pair(std::move(e).value(), open.fh);
   if (!e.ok()) {
     if (!e.status().Is(Code::kExists) || (flags & O_EXCL)) return e.status();
     e = Lookup(parent, name);  // lost a race with another creator: open it
