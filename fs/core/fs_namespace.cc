@@ -314,7 +314,11 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   a.parent = v.ino;
   a.inline_data.assign(target);
   PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
-  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
+  // A number AllocIno hands out was never used by any record, live or in a
+  // snapshot (its reservation reaches the WAL before any record that uses
+  // it, and a receive moves next_ino past the numbers it brings), so there
+  // is no older version for PutVersion to seek: the first one is put.
+  txn.Put(Cf::kInodes, VersionKey(InodePrefix(ino), m->live()), Tagged(EncodeInode(a)));
   txn.AddCounter(kVolFiles, 1);
   PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
   pa.size++;
