@@ -19,9 +19,12 @@
 // after taking the generation (FileSystem::Impl::AskCache).
 //
 // Entries exist only for inodes with an open live handle (Enable at the
-// first open, Disable at the last release), and the bytes the cached chunk
-// maps take are capped (SetByteLimit, from the mount's memory budget), so
-// memory is bounded by what is open and by that limit.
+// first open, Disable at the last release) and for the inodes of
+// FileSystem::Impl::cached_refs (live directories and orphans the kernel
+// references, at most 65,536: attributes only), and the bytes the cached
+// chunk maps take are capped (SetByteLimit, from the mount's memory
+// budget), so memory is bounded by what is open, that cap and that limit.
+// Enable/Disable are counted: an inode may be enabled for both reasons.
 //
 // Locking: one mutex per shard, a leaf (docs/locking.md): nothing is taken
 // under it and it may be taken under anything.
