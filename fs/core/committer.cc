@@ -66,6 +66,24 @@ void LockSet::Lock(const InodeId* begin, const InodeId* end) {
   }
 }
 
+bool LockSet::Add(InodeId ino) {
+  if (ino == 0) return true;
+  const size_t s = FileSystem::Impl::Stripe(ino);
+  if (std::find(stripes_.begin(), stripes_.end(), s) != stripes_.end()) return true;
+  if (stripes_.empty() || s > stripes_.back()) {
+    if (exclusive_) {
+      fs_->ino_mu[s].lock();
+    } else {
+      fs_->ino_mu[s].lock_shared();
+    }
+  } else if (!(exclusive_ ? fs_->ino_mu[s].try_lock() : fs_->ino_mu[s].try_lock_shared())) {
+    return false;
+  }
+  // Kept sorted: the destructor releases in descending order.
+  stripes_.insert(std::upper_bound(stripes_.begin(), stripes_.end(), s), s);
+  return true;
+}
+
 LockSet::~LockSet() {
   for (auto it = stripes_.rbegin(); it != stripes_.rend(); ++it) {
     if (exclusive_) {

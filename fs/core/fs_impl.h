@@ -40,6 +40,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fs/space/allocator.h"
@@ -322,7 +323,22 @@ struct FileSystem::Impl : public EpochSet {
   // REQUIRES handles_mu. The inode is still referenced by a handle or the kernel.
   bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
   // Records one kernel reference for an entry handed out (count_lookups).
-  void NoteLookup(NodeId node);
+  // `dir`: the node is a directory, whose attributes the live cache keeps
+  // while the kernel references it (cached_refs).
+  void NoteLookup(NodeId node, bool dir);
+  // Live inodes the kernel holds a reference to whose attributes are in the
+  // live cache (LiveCache::Enable when they join, Disable at the FORGET of
+  // the last reference), count_lookups only:
+  //  - directories, from their first reference: the parent's attributes
+  //    are read by every LOOKUP of a missing name, CREATE, UNLINK and the
+  //    GETATTR the kernel sends after each (issue #16); the root is always
+  //    in (enabled at mount);
+  //  - unlinked files kept as orphans for the kernel's reference, from the
+  //    unlink (KeepOrphanAttrs, fs_namespace.cc).
+  // At most kMaxCachedRefs (an entry is a few hundred bytes); past that an
+  // inode is read from the store as before. GUARDED_BY handles_mu.
+  std::unordered_set<InodeId> cached_refs;
+  static constexpr size_t kMaxCachedRefs = size_t{1} << 16;
   // Destroys an unlinked inode once nothing references it. Takes its locks.
   Status MaybeDestroy(InodeId ino);
 
@@ -612,6 +628,13 @@ class LockSet {
     Lock(inos.data(), inos.data() + inos.size());
   }
   ~LockSet();
+  // Adds the stripe of `ino` to the held set (an operation that learns a
+  // child's number by reading its parent's entry under the parent's
+  // stripe). Waits for it only when it sorts after every stripe held, so
+  // the order stays ascending; otherwise it only tries. False, and nothing
+  // more held, when it would have had to wait out of order: the caller then
+  // takes the whole set again (docs/locking.md, "Rules").
+  bool Add(InodeId ino);
   LockSet(const LockSet&) = delete;
   LockSet& operator=(const LockSet&) = delete;
 

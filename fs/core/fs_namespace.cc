@@ -106,7 +106,7 @@ static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::stri
 
 Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   auto r = LookupImpl(impl_.get(), parent, name);
-  if (r.ok()) impl_->NoteLookup(r->node);
+  if (r.ok()) impl_->NoteLookup(r->node, S_ISDIR(r->st.st_mode));
   // A name inside a snapshot that was deleted no longer exists: ENOENT, as
   // for the snapshot's own name in .snapshots (the parent node itself is
   // stale: GetAttr on it says ESTALE).
@@ -116,16 +116,21 @@ Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   return r;
 }
 
-void FileSystem::Impl::NoteLookup(NodeId node) {
+void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
   if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
+  const InodeId ino = InoOf(node);
   std::lock_guard<std::mutex> l(handles_mu);
-  lookups[InoOf(node)]++;
+  if (lookups[ino]++ == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
+      cached_refs.insert(ino).second) {
+    cache.Enable(ino);
+  }
 }
 
 void FileSystem::Forget(NodeId node, uint64_t nlookup) {
   Impl* m = impl_.get();
   if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   InodeId ino = InoOf(node);
+  bool cached = false, open = false;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
     auto it = m->lookups.find(ino);
@@ -135,9 +140,12 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
       return;
     }
     m->lookups.erase(it);
-    if (m->live_open.count(ino)) return;
+    // Its cached attributes go after MaybeDestroy, which reads them.
+    cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
+    open = m->live_open.count(ino) != 0;
   }
-  Status s = m->MaybeDestroy(ino);
+  Status s = open ? Status::Ok() : m->MaybeDestroy(ino);
+  if (cached) m->cache.Disable(ino);
   if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
                        static_cast<unsigned long long>(ino), s.ToString().c_str());
 }
@@ -167,9 +175,8 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(node));
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));
   LockSet ls(m, {v.ino});
-  Txn txn(m->store.get());
   InodeAttr a;
-  Status s = m->LoadAttr(&txn, v.ino, m->live(), &a);
+  Status s = m->LoadAttr(nullptr, v.ino, m->live(), &a);
   if (s.Is(Code::kNotFound)) return Status::Stale();
   PSM_RETURN_IF_ERROR(s);
   auto kill_mask = [bits](uint32_t mode) -> uint32_t {
@@ -193,11 +200,14 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     std::lock_guard<std::mutex> l(m->handles_mu);
     ephemeral = m->live_open.count(v.ino) == 0;
   }
+  // Nothing to write when ephemeral (times only): no Txn either.
+  std::optional<Txn> txn;
+  if (!ephemeral) txn.emplace(m->store.get());
   std::vector<Range> frees, allocs;
   int64_t now = NowNs();
   if (bits & kSetMode) {
     a.mode = (a.mode & S_IFMT) | (in.st_mode & 07777);
-    PSM_RETURN_IF_ERROR(m->AclChmod(&txn, v.ino, a.mode));
+    PSM_RETURN_IF_ERROR(m->AclChmod(&*txn, v.ino, a.mode));
   }
   a.mode &= ~kill_mask(a.mode);
   if (bits & kSetUid) a.uid = in.st_uid;
@@ -208,7 +218,7 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     if (in.st_size < 0) return Status::Invalid();
     uint64_t size = static_cast<uint64_t>(in.st_size);
     if (size > (uint64_t{1} << 52)) return Status::TooBig();
-    s = m->Truncate(&txn, v.ino, &a, size, &frees, &allocs);
+    s = m->Truncate(&*txn, v.ino, &a, size, &frees, &allocs);
     if (!s.ok()) {
       for (const Range& r : allocs) m->alloc->Abort(r);
       return s;
@@ -228,12 +238,12 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   a.ctime_ns = (bits & kSetCtime) ? int64_t{in.st_ctim.tv_sec} * 1000000000 + in.st_ctim.tv_nsec
                                   : now;
   if (!ephemeral) {
-    s = m->PutAttr(&txn, v.ino, a);
+    s = m->PutAttr(&*txn, v.ino, a);
     if (!s.ok()) {
       for (const Range& r : allocs) m->alloc->Abort(r);
       return s;
     }
-    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, allocs));
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&*txn, frees, allocs));
   }
   AttrOut out;
   m->FillStat(node, a, &out.st);
@@ -252,9 +262,22 @@ Result<std::string> FileSystem::ReadLink(NodeId node) {
 }
 
 // Creates a new inode named `name` in `parent` (mknod, mkdir, symlink, create).
+// `open`: Create's handle of the new file, registered here as OpenFile
+// would (the file is live and regular, its flags without O_CREAT/O_TRUNC)
+// while the new inode's stripe is held, so that its attributes go into the
+// live cache with it: OpenFile's read of them and the first WRITE's are
+// cache hits (issue #16). Left unset (0) when the new inode's stripe could
+// not be added without waiting out of order (LockSet::Add); the caller
+// then calls OpenFile.
+struct CreateOpen {
+  int flags = 0;
+  uint64_t fh = 0;
+};
+
 static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name, uint32_t mode,
                                    uint64_t rdev, std::string_view target,
-                                   const Credentials& cred, InodeId* ino_out) {
+                                   const Credentials& cred, InodeId* ino_out,
+                                   CreateOpen* open = nullptr) {
   PSM_RETURN_IF_ERROR(ValidateName(name));
   PSM_ASSIGN_OR_RETURN(View v, m->Resolve(parent));
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));
@@ -272,6 +295,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   if (s.ok()) return Status::Exists();
   if (!s.Is(Code::kNotFound)) return s;
   PSM_ASSIGN_OR_RETURN(InodeId ino, m->AllocIno());
+  // Nobody else knows the number yet; after the commit a reader of the
+  // directory could, and only the stripe keeps its writers out.
+  const bool own = open != nullptr && ls.Add(ino);
   InodeAttr a;
   a.mode = mode;
   a.uid = cred.uid;
@@ -288,7 +314,11 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   a.parent = v.ino;
   a.inline_data.assign(target);
   PSM_RETURN_IF_ERROR(m->AclInherit(&txn, v.ino, ino, &a, cred.umask));
-  PSM_RETURN_IF_ERROR(m->PutAttr(&txn, ino, a));
+  // A number AllocIno hands out was never used by any record, live or in a
+  // snapshot (its reservation reaches the WAL before any record that uses
+  // it, and a receive moves next_ino past the numbers it brings), so there
+  // is no older version for PutVersion to seek: the first one is put.
+  txn.Put(Cf::kInodes, VersionKey(InodePrefix(ino), m->live()), Tagged(EncodeInode(a)));
   txn.AddCounter(kVolFiles, 1);
   PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
   pa.size++;
@@ -296,8 +326,18 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
+  if (own) {
+    {
+      std::lock_guard<std::mutex> l(m->handles_mu);
+      if (m->live_open[ino]++ == 0) m->cache.Enable(ino);
+      open->fh = m->next_fh++;
+      m->files[open->fh] = FileHandle{MakeNode(0, ino), 0, ino, v.epoch, open->flags};
+    }
+    m->cache.SetAttr(ino, a);  // and the new inode's
+  }
   if (ino_out) *ino_out = ino;
-  m->NoteLookup(MakeNode(v.snap, ino));
+  m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode));
   return MakeEntry(m, v, ino, a);
 }
 
@@ -339,10 +379,13 @@ Result<std::pair<EntryOut, uint64_t>> FileSystem::Create(NodeId parent, std::str
                                                          const Credentials& cred) {
   Impl* m = impl_.get();
   Result<EntryOut> e = Status::Ok();
+  CreateOpen open;
+  open.flags = flags & ~O_TRUNC & ~O_CREAT;
   {
     std::shared_lock<FairSharedMutex> vl(m->volume_mu);
-    e = CreateNode(m, parent, name, S_IFREG | (mode & 07777), 0, {}, cred, nullptr);
+    e = CreateNode(m, parent, name, S_IFREG | (mode & 07777), 0, {}, cred, nullptr, &open);
   }
+  if (open.fh != 0) return std::make_pair(std::move(e).value(), open.fh);
   if (!e.ok()) {
     if (!e.status().Is(Code::kExists) || (flags & O_EXCL)) return e.status();
     e = Lookup(parent, name);  // lost a race with another creator: open it
@@ -388,7 +431,7 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, pv.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
-  m->NoteLookup(MakeNode(0, v.ino));
+  m->NoteLookup(MakeNode(0, v.ino), false);
   return MakeEntry(m, pv, v.ino, a);
 }
 
@@ -396,7 +439,8 @@ namespace {
 
 // Drops one link of `child` (already removed from its directory in txn).
 // Files with no link left are destroyed, or kept as orphans while open.
-Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees) {
+Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees,
+                bool* orphaned = nullptr) {
   if (S_ISDIR(a->mode)) {
     a->nlink = 0;
     return m->DestroyInode(txn, child, a, frees);
@@ -411,9 +455,27 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   }
   if (open) {
     txn->Put(Cf::kVolume, OrphanKey(child), "");
+    if (orphaned) *orphaned = true;
     return m->PutAttr(txn, child, *a);
   }
   return m->DestroyInode(txn, child, a, frees);
+}
+
+// An unlinked file that is still referenced (an orphan), just committed
+// with its last link gone: the kernel, when it holds a reference, sends a
+// SETATTR of its ctime at once (fuse_update_ctime) and later the FORGET
+// that destroys it, and both read its attributes. They are kept in the live
+// cache until that FORGET (cached_refs). REQUIRES its stripe held
+// exclusively (LiveCache::SetAttr).
+void KeepOrphanAttrs(Impl* m, InodeId ino, const InodeAttr& a) {
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    if (m->lookups.count(ino) && m->cached_refs.size() < Impl::kMaxCachedRefs &&
+        m->cached_refs.insert(ino).second) {
+      m->cache.Enable(ino);
+    }
+  }
+  m->cache.SetAttr(ino, a);
 }
 
 Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
@@ -424,14 +486,23 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
   if (IsSnapDirName(v.ino, name)) return Status::Busy();
   if (name == ".") return dir ? Status::Invalid() : Status::IsDir();
   if (name == "..") return dir ? Status::NotEmpty() : Status::IsDir();
-  for (int attempt = 0;; ++attempt) {
-    Dentry d0;
-    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d0));
-    LockSet ls(m, {v.ino, d0.ino});
-    Txn txn(m->store.get());
+  for (;;) {
+    // The entry is read once, under the parent's stripe (which guards it);
+    // the child's stripe is added in ascending order or not at all
+    // (LockSet::Add). Only when it would have to wait out of order are both
+    // taken together and the entry read again.
+    std::optional<LockSet> ls;
+    ls.emplace(m, std::initializer_list<InodeId>{v.ino});
     Dentry d;
-    PSM_RETURN_IF_ERROR(GetDentry(m, &txn, v.ino, name, m->live(), &d));
-    if (d.ino != d0.ino) continue;  // replaced meanwhile: retry with the new child
+    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d));
+    if (!ls->Add(d.ino)) {
+      ls.reset();
+      ls.emplace(m, std::initializer_list<InodeId>{v.ino, d.ino});
+      Dentry d2;
+      PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d2));
+      if (d2.ino != d.ino) continue;  // replaced meanwhile: retry with the new child
+    }
+    Txn txn(m->store.get());
     InodeAttr pa, a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &pa));
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, d.ino, m->live(), &a));
@@ -443,12 +514,16 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     }
     std::vector<Range> frees;
     PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
-    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees));
+    bool orphaned = false;
+    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees, &orphaned));
     if (pa.size) pa.size--;
     if (dir) pa.nlink--;
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
-    return m->committer->Apply(&txn, frees, {});
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
+    m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
+    if (orphaned) KeepOrphanAttrs(m, d.ino, a);  // and the child's
+    return Status::Ok();
   }
 }
 

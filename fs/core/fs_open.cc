@@ -289,6 +289,11 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   so.read_only = opts.read_only;
   so.cache_bytes = std::max<uint64_t>(opts.memory_bytes / 2, 8u << 20);
   impl->cache.SetByteLimit(std::max<uint64_t>(opts.memory_bytes / 8, 1u << 20));
+  if (opts.count_lookups) {
+    // The kernel never looks the root up: its attributes stay cached.
+    impl->cached_refs.insert(kRootIno);
+    impl->cache.Enable(kRootIno);
+  }
   TrackedDevice* tdev = impl->dev.get();
   so.fs = std::make_shared<BarrierFileSystem>(
       opts.meta_fs ? opts.meta_fs : rocksdb::FileSystem::Default(),

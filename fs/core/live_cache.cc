@@ -54,6 +54,15 @@ void LiveCache::PutAttr(InodeId ino, uint64_t gen, const InodeAttr& a) {
   it->second.has_attr = true;
 }
 
+void LiveCache::SetAttr(InodeId ino, const InodeAttr& a) {
+  Shard& s = ShardOf(ino);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto it = s.map.find(ino);
+  if (it == s.map.end()) return;
+  it->second.attr = a;
+  it->second.has_attr = true;
+}
+
 LiveCache::Hit LiveCache::GetChunk(InodeId ino, uint64_t idx, bool* present,
                                    std::vector<Extent>* ext, uint64_t* gen) {
   Shard& s = ShardOf(ino);

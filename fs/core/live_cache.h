@@ -19,9 +19,12 @@
 // after taking the generation (FileSystem::Impl::AskCache).
 //
 // Entries exist only for inodes with an open live handle (Enable at the
-// first open, Disable at the last release), and the bytes the cached chunk
-// maps take are capped (SetByteLimit, from the mount's memory budget), so
-// memory is bounded by what is open and by that limit.
+// first open, Disable at the last release) and for the inodes of
+// FileSystem::Impl::cached_refs (live directories and orphans the kernel
+// references, at most 65,536: attributes only), and the bytes the cached
+// chunk maps take are capped (SetByteLimit, from the mount's memory
+// budget), so memory is bounded by what is open, that cap and that limit.
+// Enable/Disable are counted: an inode may be enabled for both reasons.
 //
 // Locking: one mutex per shard, a leaf (docs/locking.md): nothing is taken
 // under it and it may be taken under anything.
@@ -58,6 +61,14 @@ class LiveCache {
   // PutAttr. kOff: the inode is not cached.
   Hit GetAttr(InodeId ino, InodeAttr* a, uint64_t* gen);
   void PutAttr(InodeId ino, uint64_t gen, const InodeAttr& a);
+  // `a` is the attribute record of `ino` its writer has just committed
+  // (Apply returned: the commit's invalidation is done) and still holds
+  // what excludes every other writer of it (its stripe exclusively). It is
+  // cached if the inode is, without a ticket: no later commit of the record
+  // can come before the caller lets go, and a reader whose ticket predates
+  // the invalidation still cannot insert. A directory's create or unlink
+  // keeps its new attributes for the GETATTR that follows (issue #16).
+  void SetAttr(InodeId ino, const InodeAttr& a);
   // The same for chunk `idx`; on a hit *present says whether the chunk
   // has a record (false: a hole) and *ext holds its extents.
   Hit GetChunk(InodeId ino, uint64_t idx, bool* present, std::vector<Extent>* ext, uint64_t* gen);

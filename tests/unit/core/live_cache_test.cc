@@ -197,3 +197,112 @@ TEST_CASE("live cache: a receive changes a file that is open on the receiving si
   REQUIRE(b.fs->Release(*fh).ok());
   CHECK(b.ReadAll(fb) == two);
 }
+
+// With lookup counting (as the FUSE adapter mounts), the attributes of the
+// directories the kernel references and of unlinked files it still
+// references are cached too, and creates and unlinks put their new
+// attributes in while they hold the inode's stripe (LiveCache::SetAttr).
+// Every change to them, by any path, must show at once, and a remount (no
+// cache) must see the same.
+TEST_CASE("live cache: referenced directories and orphans see every change made to them") {
+  CoreVolume v;
+  (void)v.fs->Close();
+  v.fs.reset();
+  v.count_lookups = true;
+  v.Open();
+  auto attr = [&](NodeId n) {
+    auto a = v.fs->GetAttr(n);
+    REQUIRE_MESSAGE(a.ok(), a.status().ToString());
+    return a->st;
+  };
+  auto d = v.fs->MkDir(kRootIno, "d", 0755, v.cred);
+  REQUIRE(d.ok());
+  const NodeId dn = d->node;
+  // What the cache answers for "d" against what the store holds: its one
+  // reference forgotten, the cache lets it go; a LOOKUP takes it again.
+  auto check_dir = [&](const char* what) {
+    const struct stat cached = attr(dn);
+    v.fs->Forget(dn, 1);
+    const struct stat stored = attr(dn);
+    CHECK_MESSAGE(cached.st_mode == stored.st_mode, what);
+    CHECK_MESSAGE(cached.st_nlink == stored.st_nlink, what);
+    CHECK_MESSAGE(cached.st_mtim.tv_sec == stored.st_mtim.tv_sec, what);
+    CHECK_MESSAGE(cached.st_mtim.tv_nsec == stored.st_mtim.tv_nsec, what);
+    CHECK_MESSAGE(cached.st_ctim.tv_nsec == stored.st_ctim.tv_nsec, what);
+    REQUIRE(v.fs->Lookup(kRootIno, "d").ok());
+    (void)attr(dn);  // cached again
+  };
+  CHECK(attr(dn).st_nlink == 2);
+  CHECK(attr(kRootIno).st_nlink == 3);  // the root is cached from the mount
+
+  // create (through the handle Create registers itself) and write
+  auto c = v.fs->Create(dn, "f", 0644, O_RDWR, v.cred);
+  REQUIRE(c.ok());
+  const NodeId fn = c->first.node;
+  REQUIRE(v.fs->Write(c->second, 0, "hello", 5).ok());
+  CHECK(attr(fn).st_size == 5);
+  REQUIRE(v.fs->Release(c->second).ok());
+  CHECK(attr(fn).st_size == 5);
+  check_dir("create");
+  auto sub = v.fs->MkDir(dn, "sub", 0700, v.cred);
+  REQUIRE(sub.ok());
+  CHECK(attr(dn).st_nlink == 3);
+  check_dir("mkdir");
+  // chmod of the directory, a rename out of it, a hard link into it
+  struct stat in {};
+  in.st_mode = 0710;
+  REQUIRE(v.fs->SetAttr(dn, in, kSetMode, v.cred).ok());
+  CHECK((attr(dn).st_mode & 07777) == 0710);
+  check_dir("chmod");
+  REQUIRE(v.fs->Rename(dn, "sub", kRootIno, "sub", 0).ok());
+  CHECK(attr(dn).st_nlink == 2);
+  CHECK(attr(kRootIno).st_nlink == 4);
+  check_dir("rename");
+  REQUIRE(v.fs->Link(fn, kRootIno, "g").ok());
+  CHECK(attr(fn).st_nlink == 2);
+  // a snapshot, a change, and a restore under the cached directory
+  REQUIRE(v.fs->CreateSnapshot("s").ok());
+  in.st_mode = 0700;
+  REQUIRE(v.fs->SetAttr(dn, in, kSetMode, v.cred).ok());
+  CHECK((attr(dn).st_mode & 07777) == 0700);
+  auto r = v.fs->Restore("s");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  CHECK((attr(dn).st_mode & 07777) == 0710);
+  check_dir("restore");
+
+  // unlink both names of the file: the kernel still references it (an
+  // orphan), its attributes say so, a SETATTR of times commits nothing
+  REQUIRE(v.fs->Unlink(kRootIno, "g").ok());
+  CHECK(attr(fn).st_nlink == 1);
+  REQUIRE(v.fs->Unlink(dn, "f").ok());
+  CHECK(attr(fn).st_nlink == 0);
+  check_dir("unlink");
+  in.st_ctim = {1, 0};
+  auto sa = v.fs->SetAttr(fn, in, kSetCtime, v.cred);
+  REQUIRE(sa.ok());
+  CHECK(sa->st.st_nlink == 0);
+  // an open of the orphan (the kernel may still open it) and its release
+  auto fh = v.fs->OpenFile(fn, O_RDONLY);
+  REQUIRE(fh.ok());
+  REQUIRE(v.fs->Release(*fh).ok());
+  CHECK(attr(fn).st_nlink == 0);
+  // the kernel's references to the file: Create's and Link's
+  v.fs->Forget(fn, 2);
+  CHECK(v.fs->GetAttr(fn).status().Is(Code::kStale));
+  const struct stat before = attr(dn), root_before = attr(kRootIno);
+  v.fs->Forget(dn, 1);
+  CHECK(attr(dn).st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+
+  (void)v.fs->Close();
+  v.fs.reset();
+  v.Open();
+  const struct stat after = attr(dn), root_after = attr(kRootIno);
+  CHECK(after.st_mode == before.st_mode);
+  CHECK(after.st_nlink == before.st_nlink);
+  CHECK(after.st_mtim.tv_sec == before.st_mtim.tv_sec);
+  CHECK(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+  CHECK(after.st_ctim.tv_nsec == before.st_ctim.tv_nsec);
+  CHECK(root_after.st_nlink == root_before.st_nlink);
+  CHECK(root_after.st_mtim.tv_nsec == root_before.st_mtim.tv_nsec);
+  CHECK(v.Fsck() == 0);
+}
