@@ -506,8 +506,8 @@ struct FileSystem::Impl : public EpochSet {
   Status RewriteChecksums(const std::vector<BlockNo>& blocks, uint64_t* rewritten,
                           uint64_t* unverified);
   // Whole blocks [p, p+n) read into buf, not verified yet. ReadData
-  // collects the short runs of a fragmented file (every overwrite of a
-  // checksummed volume is redirected) and verifies them together: one
+  // collects the short runs of a fragmented file (overwrites redirected
+  // after a snapshot, or under redirect_writes) and verifies them together: one
   // batched lookup (MultiGet) instead of an iterator per run.
   struct ReadRun {
     BlockNo p;

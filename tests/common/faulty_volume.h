@@ -33,8 +33,10 @@ struct FaultyVolume {
   Credentials cred;
   uint32_t commit_interval_ms;
 
-  // `checksum`: the volume checksums its data blocks (then every write is
-  // redirected; without, overwrites of live blocks are made in place).
+  // `checksum`: the volume checksums its data blocks (then overwrites of
+  // whole live blocks the kernel writes back go in place under a write
+  // intent and the rest is redirected; without, every overwrite of live
+  // blocks is made in place).
   // `commit_interval_ms`: the committer's background cycle; a test that
   // arms a one-shot fault for the fsync it calls sets it far beyond its own
   // run time, so that no background sync can consume the fault first.
