@@ -206,84 +206,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   return s;
 }
 
-// A pooled RocksDB iterator on loan: forwards every call, and puts the
-// iterator back into its pool when destroyed (an iterator whose status is
-// not ok is deleted instead).
-class Store::PooledIterator final : public rocksdb::Iterator {
- public:
-  PooledIterator(Store* store, Cf cf, bool same_prefix, rocksdb::Iterator* it)
-      : store_(store), cf_(cf), same_prefix_(same_prefix), it_(it) {}
-  ~PooledIterator() override { store_->ReleaseIterator(cf_, same_prefix_, it_); }
-  bool Valid() const override { return it_->Valid(); }
-  void SeekToFirst() override { it_->SeekToFirst(); }
-  void SeekToLast() override { it_->SeekToLast(); }
-  void Seek(const rocksdb::Slice& target) override { it_->Seek(target); }
-  void SeekForPrev(const rocksdb::Slice& target) override { it_->SeekForPrev(target); }
-  void Next() override { it_->Next(); }
-  void Prev() override { it_->Prev(); }
-  rocksdb::Slice key() const override { return it_->key(); }
-  rocksdb::Slice value() const override { return it_->value(); }
-  rocksdb::Status status() const override { return it_->status(); }
-  rocksdb::Status Refresh() override { return it_->Refresh(); }
-  rocksdb::Status GetProperty(std::string prop_name, std::string* prop) override {
-    return it_->GetProperty(std::move(prop_name), prop);
-  }
-
- private:
-  Store* store_;
-  Cf cf_;
-  bool same_prefix_;
-  rocksdb::Iterator* it_;
-};
-
-rocksdb::Iterator* Store::AcquireIterator(Cf cf, bool same_prefix) {
-  rocksdb::Iterator* it = nullptr;
-  {
-    std::lock_guard<std::mutex> l(pool_mu_);
-    auto& free = pool_[static_cast<int>(cf)][same_prefix ? 1 : 0];
-    if (!free.empty()) {
-      it = free.back();
-      free.pop_back();
-    }
-  }
-  if (it != nullptr && !it->Refresh().ok()) {
-    delete it;
-    it = nullptr;
-  }
-  if (it == nullptr) {
-    it = db_->NewIterator(same_prefix ? SamePrefix() : TotalOrder(), handle(cf));
-  }
-  return new PooledIterator(this, cf, same_prefix, it);
-}
-
-void Store::ReleaseIterator(Cf cf, bool same_prefix, rocksdb::Iterator* it) {
-  if (it->status().ok()) {
-    std::lock_guard<std::mutex> l(pool_mu_);
-    auto& free = pool_[static_cast<int>(cf)][same_prefix ? 1 : 0];
-    if (free.size() < kPoolMax) {
-      free.push_back(it);
-      return;
-    }
-  }
-  delete it;
-}
-
 Store::~Store() {
-  {
-    // Before the database closes: a live iterator holds its SuperVersion.
-    std::vector<rocksdb::Iterator*> idle;
-    {
-      std::lock_guard<std::mutex> l(pool_mu_);
-      for (auto& kinds : pool_) {
-        for (auto& free : kinds) {
-          idle.insert(idle.end(), free.begin(), free.end());
-          free.clear();
-        }
-      }
-    }
-    tsan::RocksCallScope rocks;
-    for (rocksdb::Iterator* it : idle) delete it;
-  }
   if (db_) {
     // Not after a failed WAL write (see failed_): the log writer would
     // assert. What was not synced is lost, as in a crash.
@@ -392,7 +315,8 @@ Status Store::FlushAll() {
 std::unique_ptr<rocksdb::Iterator> Store::NewIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;
-  return std::unique_ptr<rocksdb::Iterator>(tsan::Wrap(AcquireIterator(cf, false)));
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(db_->NewIterator(TotalOrder(), handle(cf))));
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::NewScanIterator(Cf cf) {
@@ -415,7 +339,8 @@ std::unique_ptr<rocksdb::Iterator> Store::NewReadaheadIterator(Cf cf, size_t rea
 std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;
-  return std::unique_ptr<rocksdb::Iterator>(tsan::Wrap(AcquireIterator(cf, true)));
+  return std::unique_ptr<rocksdb::Iterator>(
+      tsan::Wrap(db_->NewIterator(SamePrefix(), handle(cf))));
 }
 
 size_t Store::cache_capacity() const { return cache_ ? cache_->GetCapacity() : 0; }
@@ -525,7 +450,7 @@ Status GetCounter(Store* store, std::string_view key, uint64_t* value) {
 std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;
-  rocksdb::Iterator* base = store_->AcquireIterator(cf, false);
+  rocksdb::Iterator* base = store_->db()->NewIterator(TotalOrder(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(
       tsan::Wrap(batch_.NewIteratorWithBase(store_->handle(cf), base)));
 }
@@ -533,7 +458,7 @@ std::unique_ptr<rocksdb::Iterator> Txn::NewIterator(Cf cf) {
 std::unique_ptr<rocksdb::Iterator> Txn::NewVersionIterator(Cf cf) {
   NoPerfCounts();
   tsan::RocksCallScope rocks;
-  rocksdb::Iterator* base = store_->AcquireIterator(cf, true);
+  rocksdb::Iterator* base = store_->db()->NewIterator(SamePrefix(), store_->handle(cf));
   return std::unique_ptr<rocksdb::Iterator>(
       tsan::Wrap(batch_.NewIteratorWithBase(store_->handle(cf), base)));
 }

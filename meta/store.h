@@ -113,28 +113,6 @@ class Store {
   bool read_only() const { return read_only_; }
 
  private:
-  friend class Txn;
-  class PooledIterator;
-  // Iterators are reused, not made per read (issue #16): creating one
-  // (DBImpl::NewIterator: a SuperVersion reference, an arena, a merging
-  // iterator over every memtable and level) and destroying it cost more
-  // than the one or two seeks most of them serve. An idle iterator waits in
-  // a pool per column family and kind (total order / same prefix) and is
-  // Refresh()ed when taken: while no memtable switch, flush or compaction
-  // happened since (the same SuperVersion) that only moves its read
-  // sequence to the latest, so it reads exactly what a new iterator would.
-  // What a pooled iterator costs while idle: the SuperVersion of its last
-  // refresh stays referenced, so a memtable flushed since is freed only at
-  // its next use (or when the Store closes). `pool_mu_` is a leaf
-  // (docs/locking.md, row 7), held only to take or put back one pointer.
-  // Returns an iterator with the given read options kind, refreshed; the
-  // caller owns it (its destruction puts the RocksDB iterator back).
-  rocksdb::Iterator* AcquireIterator(Cf cf, bool same_prefix);
-  void ReleaseIterator(Cf cf, bool same_prefix, rocksdb::Iterator* it);
-  static constexpr size_t kPoolMax = 16;  // idle iterators kept per pool
-  std::mutex pool_mu_;
-  std::array<std::array<std::vector<rocksdb::Iterator*>, 2>, static_cast<int>(Cf::kCount)>
-      pool_;  // GUARDED_BY(pool_mu_)
   Store() = default;
   std::unique_ptr<rocksdb::DB> db_;
   std::array<rocksdb::ColumnFamilyHandle*, static_cast<int>(Cf::kCount)> handles_{};
