@@ -686,9 +686,7 @@ Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, co
   // its first one here; `scrub --rewrite`, which gives such blocks one,
   // reads and commits under the block's stripe (RewriteChecksums).
   std::vector<uint64_t> regions;
-  for (BlockNo p : phys) {
-    if (regions.empty() || regions.back() != IntentRegion(p)) regions.push_back(IntentRegion(p));
-  }
+  for (BlockNo p : phys) regions.push_back(IntentRegion(p));
   std::sort(regions.begin(), regions.end());
   regions.erase(std::unique(regions.begin(), regions.end()), regions.end());
   // The intent is durable before any byte goes in place: after a crash,
@@ -727,10 +725,8 @@ Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, co
 
 Result<bool> FileSystem::Impl::WriteInPlace(InodeId ino, uint64_t off, const char* buf,
                                             size_t n) {
-  if (checksums) {
-    if (opts.redirect_writes || !intents) return false;  // WriteData redirects
-    return WriteInPlaceChecked(ino, off, buf, n);
-  }
+  // Write() asks only when the mount does not redirect every write.
+  if (checksums) return WriteInPlaceChecked(ino, off, buf, n);
   const Epoch e = live();
   const uint64_t chunk_bytes = uint64_t{chunk_blocks} * bs;
   // Every block of the range must be mapped, written, and born at the live
