@@ -128,12 +128,14 @@ void Committer::Loop(uint32_t interval_ms) {
     }
     const uint64_t seq = last_seq_.load();
     const uint64_t writes = dev_->WritesCompleted();
-    if (seq <= durable_seq_ && writes <= durable_writes_) continue;
+    if (seq <= durable_seq_ && writes <= durable_writes_ && (!pending_ || pending_->empty())) {
+      continue;
+    }
     l.unlock();
     // A failure is recorded and logged once (NoteFailure), here or by
     // SyncTo; every later Apply/SyncAll returns it.
     Status f = Failure();
-    if (f.ok()) f = SyncTo(seq, writes);
+    if (f.ok()) f = pending_ && !pending_->empty() ? SyncAll() : SyncTo(seq, writes);
     if (!f.ok()) NoteFailure(f);
     l.lock();
   }
@@ -211,6 +213,15 @@ void Committer::Durable(uint64_t* seq, uint64_t* writes) {
 }
 
 Status Committer::SyncAll() {
+  // Checksums staged by overwrites in place before this call are committed
+  // first, so the cycle below makes them durable.
+  if (pending_ && !pending_->empty()) {
+    Status st = pending_->Flush();
+    if (!st.ok()) {
+      NoteFailure(st);
+      return Failure();
+    }
+  }
   // Both marks are read after the caller's commits and writes returned.
   const uint64_t seq = last_seq_.load();
   const uint64_t writes = dev_->WritesCompleted();
@@ -230,18 +241,26 @@ Status Committer::SyncTo(uint64_t seq, uint64_t writes) {
     PSM_RETURN_IF_ERROR(Failure());
     syncing_ = true;
     l.unlock();
+    PSM_SYNC_POINT("Committer::SyncTo:BeforeTarget");
     uint64_t target;
     {
       // Every commit with a sequence <= target has finished its write.
       std::unique_lock<std::shared_mutex> g(gate_);
       target = last_seq_.load();
     }
+    // Staged checksums are committed after the target was read: a block
+    // freed by a commit up to the target had its checksum staged before
+    // that free (under the file's lock), so it is committed here, before
+    // this cycle releases the block for reuse; committed later, it would
+    // overwrite the checksum of the block's next contents.
+    Status st;
+    if (pending_ && !pending_->empty()) st = pending_->Flush();
     PSM_SYNC_POINT("Committer::SyncTo:BeforeImageSync");
     // The image first: metadata must never become durable before the data
     // it points at (the barrier file system enforces the same for RocksDB's
     // own writes).
     uint64_t covered = 0;
-    Status st = dev_->SyncIfDirty(&covered);
+    if (st.ok()) st = dev_->SyncIfDirty(&covered);
     PSM_SYNC_POINT("Committer::SyncTo:BeforeWalSync");
     if (st.ok()) st = store_->SyncWal();
     if (st.ok()) {

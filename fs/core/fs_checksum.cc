@@ -40,7 +40,132 @@ void FileSystem::Impl::PutChecksums(Txn* txn, BlockNo p, const char* data, uint6
   for (uint64_t i = 0; i < n; ++i) PutChecksum(txn, p + i, BlockCrc(data + i * bs, bs));
 }
 
-Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out) {
+uint64_t PendingChecksums::Stage(const std::vector<BlockNo>& p, const std::vector<uint32_t>& crc) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < p.size(); ++i) {
+    auto& c = staged_[p[i] >> kChunkShift];
+    if (!c) c = std::make_unique<Chunk>();
+    const size_t k = p[i] & ((size_t{1} << kChunkShift) - 1);
+    c->crc[k] = crc[i];
+    c->present[k / 64] |= uint64_t{1} << (k % 64);
+  }
+  chunks_.store(staged_.size() + flushing_.size(), std::memory_order_release);
+  return gen_;
+}
+
+std::optional<uint32_t> PendingChecksums::FindLocked(BlockNo p) const {
+  const size_t k = p & ((size_t{1} << kChunkShift) - 1);
+  for (const Chunks* m : {&staged_, &flushing_}) {  // the newer first
+    auto it = m->find(p >> kChunkShift);
+    if (it != m->end() && (it->second->present[k / 64] >> (k % 64) & 1)) {
+      return it->second->crc[k];
+    }
+  }
+  return std::nullopt;
+}
+
+void PendingChecksums::Overlay(BlockNo p, uint64_t n,
+                               std::vector<std::optional<uint32_t>>* out) const {
+  std::lock_guard<std::mutex> l(mu_);
+  for (uint64_t i = 0; i < n; ++i) {
+    // A chunk with nothing staged skips to the next.
+    const uint64_t c = (p + i) >> kChunkShift;
+    if (!staged_.count(c) && !flushing_.count(c)) {
+      i = ((c + 1) << kChunkShift) - p - 1;
+      continue;
+    }
+    if (auto v = FindLocked(p + i)) (*out)[i] = v;
+  }
+}
+
+void PendingChecksums::OverlayOf(const std::vector<BlockNo>& blocks,
+                                 std::vector<std::optional<uint32_t>>* out) const {
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (auto v = FindLocked(blocks[i])) (*out)[i] = v;
+  }
+}
+
+Status PendingChecksums::Flush() {
+  std::lock_guard<std::mutex> f(flush_mu_);
+  uint64_t gen;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (staged_.empty() && flushing_.empty()) return Status::Ok();
+    // flushing_ is not empty only after a failed commit: those entries go
+    // again, under the newer ones.
+    for (auto& [c, chunk] : staged_) {
+      auto& dst = flushing_[c];
+      if (!dst) {
+        dst = std::move(chunk);
+        continue;
+      }
+      for (size_t w = 0; w < std::size(chunk->present); ++w) {
+        for (uint64_t bits = chunk->present[w]; bits; bits &= bits - 1) {
+          const size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+          dst->crc[k] = chunk->crc[k];
+        }
+        dst->present[w] |= chunk->present[w];
+      }
+    }
+    staged_.clear();
+    gen = gen_++;
+    chunks_.store(flushing_.size(), std::memory_order_release);
+  }
+  // flushing_ changes only under flush_mu_: read it without mu_ (readers
+  // only read it too).
+  Txn txn(store_);
+  for (const auto& [c, chunk] : flushing_) {
+    for (size_t w = 0; w < std::size(chunk->present); ++w) {
+      for (uint64_t bits = chunk->present[w]; bits; bits &= bits - 1) {
+        const size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+        PutChecksum(&txn, (c << kChunkShift) + k, chunk->crc[k]);
+      }
+    }
+  }
+  uint64_t seq = 0;
+  Status s = committer_->Apply(&txn, {}, {}, &seq);
+  if (!s.ok()) return s;  // the entries stay visible; the volume has failed
+  std::lock_guard<std::mutex> l(mu_);
+  flushing_.clear();
+  flushed_[gen] = seq;
+  chunks_.store(staged_.size(), std::memory_order_release);
+  return Status::Ok();
+}
+
+uint64_t PendingChecksums::DurableGen(uint64_t seq) {
+  std::lock_guard<std::mutex> l(mu_);
+  while (!flushed_.empty() && flushed_.begin()->second <= seq) {
+    durable_gen_ = std::max(durable_gen_, flushed_.begin()->first);
+    flushed_.erase(flushed_.begin());
+  }
+  return durable_gen_;
+}
+
+size_t PendingChecksums::staged_blocks() const {
+  std::lock_guard<std::mutex> l(mu_);
+  size_t n = 0;
+  for (const Chunks* m : {&staged_, &flushing_}) {
+    for (const auto& [c, chunk] : *m) {
+      for (uint64_t w : chunk->present) n += static_cast<size_t>(__builtin_popcountll(w));
+    }
+  }
+  return n;
+}
+
+Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out,
+                     const PendingChecksums* pending) {
+  if (pending && !pending->empty()) {
+    // The staged ones first: one that is not staged now was either never
+    // staged or is committed already, and the read below sees it.
+    std::vector<std::optional<uint32_t>> staged(n);
+    pending->Overlay(p, n, &staged);
+    PSM_RETURN_IF_ERROR(LoadChecksums(store, p, n, out));
+    for (uint64_t i = 0; i < n; ++i) {
+      if (staged[i]) (*out)[i] = staged[i];
+    }
+    return Status::Ok();
+  }
   out->assign(n, std::nullopt);
   // A long run (a sequential read, a scrub step) walks many adjacent
   // records, often cold: read their table blocks ahead (~12 bytes a block
@@ -61,7 +186,17 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optio
 }
 
 Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
-                       std::vector<std::optional<uint32_t>>* out) {
+                       std::vector<std::optional<uint32_t>>* out,
+                       const PendingChecksums* pending) {
+  if (pending && !pending->empty()) {
+    std::vector<std::optional<uint32_t>> staged(blocks.size());
+    pending->OverlayOf(blocks, &staged);  // first, as in LoadChecksums
+    PSM_RETURN_IF_ERROR(LoadChecksumsOf(store, blocks, out));
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (staged[i]) (*out)[i] = staged[i];
+    }
+    return Status::Ok();
+  }
   out->assign(blocks.size(), std::nullopt);
   std::vector<std::string> keys, values;
   std::vector<Status> st;
@@ -117,16 +252,16 @@ BlockGuard::~BlockGuard() {
 
 Result<uint64_t> FileSystem::Impl::RecheckBlocks(BlockNo p, uint64_t n, char* buf) {
   std::vector<std::optional<uint32_t>> want;
-  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want));
+  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want, pending_csums.get()));
   for (uint64_t i = 0; i < n; ++i) {
     char* b = buf + i * bs;
     if (!want[i] || *want[i] == BlockCrc(b, bs)) continue;
     // One block at a time: an overwrite in place holds the stripes of its
-    // blocks from its write to its checksum's commit.
+    // blocks from its write to its checksums' staging.
     BlockGuard g(this, p + i, 1, /*exclusive=*/false);
     PSM_RETURN_IF_ERROR(dev->Read((p + i) * bs, b, bs));
     std::vector<std::optional<uint32_t>> now;
-    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p + i, 1, &now));
+    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p + i, 1, &now, pending_csums.get()));
     if (now[0] && *now[0] != BlockCrc(b, bs) && !Unrecovered(p + i)) return i;
   }
   return n;
@@ -142,7 +277,7 @@ Status FileSystem::Impl::VerifyRuns(std::vector<ReadRun>* runs) {
     for (uint64_t i = 0; i < r.n; ++i) blocks.push_back(r.p + i);
   }
   std::vector<std::optional<uint32_t>> want;
-  Status s = LoadChecksumsOf(store.get(), blocks, &want);
+  Status s = LoadChecksumsOf(store.get(), blocks, &want, pending_csums.get());
   size_t k = 0;
   for (const ReadRun& r : *runs) {
     if (!s.ok()) break;
@@ -172,7 +307,7 @@ Status FileSystem::Impl::VerifyRuns(std::vector<ReadRun>* runs) {
 Status FileSystem::Impl::VerifyBlocks(BlockNo p, uint64_t n, char* buf, const BlockUse& use) {
   if (!checksums) return Status::Ok();
   std::vector<std::optional<uint32_t>> want;
-  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want));
+  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want, pending_csums.get()));
   bool any = false;
   for (uint64_t i = 0; i < n && !any; ++i) {
     any = want[i] && *want[i] != BlockCrc(buf + i * bs, bs);

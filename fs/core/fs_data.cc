@@ -693,10 +693,12 @@ Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, co
   // whatever of this write reached the disk is found and re-checksummed
   // (RecoverIntents), never read as damage.
   PSM_RETURN_IF_ERROR(intents->Begin(regions));
-  uint64_t seq = ~uint64_t{0}, writes = ~uint64_t{0};  // never durable: on failure the intent stays
+  std::vector<uint32_t> crcs(phys.size());
+  for (size_t i = 0; i < phys.size(); ++i) crcs[i] = BlockCrc(buf + i * bs, bs);
+  uint64_t gen = ~uint64_t{0}, writes = ~uint64_t{0};  // never durable: on failure the intent stays
   Status s;
   {
-    // From the first byte in place to the checksum's commit, readers that
+    // From the first byte in place to the checksums' staging, readers that
     // see a mismatch wait here and look again (RecheckBlocks).
     BlockGuard g(this, phys, /*exclusive=*/true);
     for (size_t i = 0; i < phys.size() && s.ok();) {
@@ -706,20 +708,15 @@ Result<bool> FileSystem::Impl::WriteInPlaceChecked(InodeId ino, uint64_t off, co
       i = j;
     }
     if (s.ok()) {
-      Txn txn(store.get());
-      for (size_t i = 0; i < phys.size(); ++i) {
-        PutChecksum(&txn, phys[i], BlockCrc(buf + i * bs, bs));
-      }
-      uint64_t q = 0;
-      s = committer->Apply(&txn, {}, {}, &q);
-      if (s.ok()) {
-        seq = q;
-        writes = dev->WritesCompleted();
-      }
+      // Committed with the next sync cycle's (PendingChecksums): readers
+      // find them staged until then, and the intent covers a crash.
+      gen = pending_csums->Stage(phys, crcs);
+      writes = dev->WritesCompleted();
     }
   }
-  intents->End(regions, seq, writes);
+  intents->End(regions, gen, writes);
   PSM_RETURN_IF_ERROR(s);
+  if (pending_csums->full()) PSM_RETURN_IF_ERROR(pending_csums->Flush());
   return true;
 }
 

@@ -16,9 +16,11 @@
 //   3a. IntentMap::mu_ the write intents (fs/core/intent.cc); a commit may
 //                     run under it (rows 5-7), nothing else.
 //   3b. block stripes blk_mu[BlockStripe(p)] (BlockGuard): exclusive
-//                     around an overwrite in place and its checksum commit,
-//                     shared to re-read and re-verify a block that failed
-//                     its checksum (and to repair it).
+//                     around an overwrite in place and its checksum's
+//                     staging, shared to re-read and re-verify a block that
+//                     failed its checksum (and to repair it).
+//   3c. PendingChecksums::flush_mu_ one commit of staged checksums at a
+//                     time (rows 5-7 under it); its mu_ is a leaf.
 //   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
 //                     two at once)
 //   5. Committer gate (shared per commit, exclusive to read the sync target)
@@ -109,6 +111,7 @@ class FairSharedMutex {
 // Apply() and SyncAll() return that failure and nothing more is made
 // durable; reads go on. The background loop logs it once; no path
 // discards it. A remount replays from the last durable state.
+class PendingChecksums;
 class Committer {
  public:
   // `cache` (may be null) is told of every inode a commit changed, once
@@ -143,6 +146,11 @@ class Committer {
   // Called by the background loop once per interval, with no lock held
   // (set before Start; the write intents' clean-up, fs/core/intent.cc).
   void SetTick(std::function<void()> tick) { tick_ = std::move(tick); }
+  // Checksums staged outside commits (PendingChecksums), set before Start:
+  // committed by SyncAll before its cycle and by every cycle after it read
+  // its target and before it releases freed blocks; the background loop
+  // runs a cycle while some are staged.
+  void SetPending(PendingChecksums* pending) { pending_ = pending; }
 
   // Exact volume counters (keys.h kVolUsedBlocks, kVolFiles), loaded at
   // mount and kept equal to the stored ones: Apply() adds the used-blocks
@@ -181,6 +189,7 @@ class Committer {
   std::atomic<bool> failed_{false};  // failure_ is set
   bool stop_ = false;
   std::function<void()> tick_;
+  PendingChecksums* pending_ = nullptr;
   std::thread thread_;
 };
 
@@ -191,15 +200,18 @@ class Committer {
 // region's overwrites are durable and it has been idle a while.
 inline constexpr unsigned kIntentShift = 12;  // 4,096 blocks: 16 MiB of 4 KiB blocks
 inline uint64_t IntentRegion(BlockNo p) { return p >> kIntentShift; }
+class PendingChecksums;
 class IntentMap {
  public:
-  IntentMap(Store* store, Committer* committer) : store_(store), committer_(committer) {}
+  IntentMap(Store* store, Committer* committer, PendingChecksums* pending)
+      : store_(store), committer_(committer), pending_(pending) {}
   // Returns once every region in `regions` (sorted, unique) has a durable
   // intent, counting one write in flight in each (End() after it).
   Status Begin(const std::vector<uint64_t>& regions);
-  // The write counted by Begin is done: its checksums were committed with
-  // sequence `seq` and its bytes written by image write `writes`.
-  void End(const std::vector<uint64_t>& regions, uint64_t seq, uint64_t writes);
+  // The write counted by Begin is done: its checksums were staged in
+  // generation `gen` of the pending checksums (PendingChecksums::Stage) and
+  // its bytes written by image write `writes`.
+  void End(const std::vector<uint64_t>& regions, uint64_t gen, uint64_t writes);
   // Drops the intents of regions whose overwrites are durable and which
   // saw none for `idle_ns` (the committer's tick).
   void DropIdle(int64_t idle_ns);
@@ -210,17 +222,76 @@ class IntentMap {
   struct Region {
     bool durable = false;  // its record is durable (else being written)
     uint32_t inflight = 0;
-    uint64_t seq = 0, writes = 0;  // the newest overwrite's marks
+    uint64_t gen = 0, writes = 0;  // the newest overwrite's marks
     int64_t last_ns = 0;
   };
   Store* store_;
   Committer* committer_;
+  PendingChecksums* pending_;
   std::mutex mu_;  // lock order 3a
   std::condition_variable cv_;
   Status failure_;  // GUARDED_BY(mu_): an intent could not be made durable
   std::unordered_map<uint64_t, Region> regions_;  // GUARDED_BY(mu_)
 };
 std::string IntentKey(uint64_t region);
+
+// The checksums of overwrites in place not committed yet (fs_checksum.cc,
+// docs/integrity.md "Checksums of overwrites in place"). An overwrite in
+// place stages its blocks' checksums here instead of committing each; they
+// are committed together, in block order, by every sync cycle (after it
+// read its target, before it releases freed blocks: a block with a staged
+// checksum is never reallocated before that checksum is committed), by
+// SyncAll before its cycle, before a snapshot's commit (so no snapshot
+// record precedes them in the WAL), and by a writer when too much is
+// staged. Readers look here first, then in `csums`: an entry leaves only
+// after its commit. A crash loses what is staged; the region's write intent,
+// kept until the commit of its generation is durable, has the mount
+// recompute it.
+class PendingChecksums {
+ public:
+  PendingChecksums(Store* store, Committer* committer) : store_(store), committer_(committer) {}
+  // Stages crc[i] for block p[i]; the caller holds the blocks' stripes
+  // exclusively. Returns the generation the entries belong to.
+  uint64_t Stage(const std::vector<BlockNo>& p, const std::vector<uint32_t>& crc);
+  // Nothing staged or being committed (no lock: a reader that races a
+  // Stage re-checks under the block's stripe, which Stage ran under).
+  bool empty() const { return chunks_.load(std::memory_order_acquire) == 0; }
+  // A writer should Flush() now (bounds the memory: ~4 KiB per chunk).
+  bool full() const { return chunks_.load(std::memory_order_relaxed) >= kMaxChunks; }
+  // Sets (*out)[i] to the staged checksum of block p + i where one is
+  // staged; leaves the others. out->size() >= n.
+  void Overlay(BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out) const;
+  // The same for blocks[i].
+  void OverlayOf(const std::vector<BlockNo>& blocks,
+                 std::vector<std::optional<uint32_t>>* out) const;
+  // Commits everything staged (one commit, block order), not synced.
+  Status Flush();
+  // The newest generation whose commit is covered by durable commit `seq`.
+  uint64_t DurableGen(uint64_t seq);
+  size_t staged_blocks() const;
+
+  static constexpr unsigned kChunkShift = 10;  // 1,024 blocks per chunk
+  static constexpr size_t kMaxChunks = 512;
+
+ private:
+  struct Chunk {
+    uint32_t crc[size_t{1} << kChunkShift];
+    uint64_t present[(size_t{1} << kChunkShift) / 64] = {};
+  };
+  using Chunks = std::map<uint64_t, std::unique_ptr<Chunk>>;
+  // The staged checksum of block p, if any (mu_ held).
+  std::optional<uint32_t> FindLocked(BlockNo p) const;
+  Store* store_;
+  Committer* committer_;
+  std::mutex flush_mu_;  // lock order 3c: one Flush at a time, a commit under it
+  mutable std::mutex mu_;  // a leaf
+  Chunks staged_;    // GUARDED_BY(mu_): newer than flushing_
+  Chunks flushing_;  // written under mu_ and flush_mu_; read under either
+  uint64_t gen_ = 1;            // GUARDED_BY(mu_): the generation Stage adds to
+  std::map<uint64_t, uint64_t> flushed_;  // GUARDED_BY(mu_): generation -> its commit, until durable
+  uint64_t durable_gen_ = 0;    // GUARDED_BY(mu_)
+  std::atomic<size_t> chunks_{0};  // staged_.size() + flushing_.size()
+};
 inline constexpr std::string_view kIntentPrefix = "intent/";
 
 struct FileHandle {
@@ -450,6 +521,8 @@ struct FileSystem::Impl : public EpochSet {
   // overwrite in place may have reached the disk before its checksum was
   // durable; recomputed after an unclean shutdown.
   std::unique_ptr<IntentMap> intents;
+  // Their checksums until committed (checksummed, writable volumes only).
+  std::unique_ptr<PendingChecksums> pending_csums;
   // A read-only open of a volume with intents left by an unclean shutdown
   // cannot recompute them: a block of one of these regions that fails its
   // checksum is served as it is (docs/integrity.md).
@@ -690,13 +763,16 @@ class SharedDevice : public BlockDevice {
 uint32_t BlockCrc(const char* data, size_t bs);
 // Records `crc` as the checksum of physical block p in txn.
 void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
-// The checksums of physical blocks [p, p+n) (nullopt: none recorded).
+// The checksums of physical blocks [p, p+n) (nullopt: none recorded),
+// those staged in `pending` (if given) over those committed.
 Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
-                     std::vector<std::optional<uint32_t>>* out);
+                     std::vector<std::optional<uint32_t>>* out,
+                     const PendingChecksums* pending = nullptr);
 // The checksums of the given physical blocks (any order), in one batched
 // lookup: (*out)[i] for blocks[i].
 Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
-                       std::vector<std::optional<uint32_t>>* out);
+                       std::vector<std::optional<uint32_t>>* out,
+                       const PendingChecksums* pending = nullptr);
 
 // The allocated ranges of `alloc` that meet [lo, hi), clipped to it (with
 // `keep`: only those of records it keeps). fs/core/scrub.cc.

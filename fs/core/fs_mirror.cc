@@ -47,7 +47,7 @@ Status FileSystem::Impl::ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf,
   if (rs.ok() && !checksums) return rs;
   std::vector<std::optional<uint32_t>> want;
   if (checksums) {
-    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want));
+    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), p, n, &want, pending_csums.get()));
   } else {
     want.assign(n, std::nullopt);
   }
@@ -63,11 +63,11 @@ Status FileSystem::Impl::ReadBlocksMirrored(BlockNo p, uint64_t n, char* buf,
     const BlockNo b = p + i;
     // Read again, with the checksum, under the block's stripe: the first
     // read may have met an overwrite in place between its bytes and its
-    // checksum's commit. The repair below runs under it too, so it cannot
+    // checksum's staging. The repair below runs under it too, so it cannot
     // write old bytes over an overwrite in place.
     BlockGuard g(this, b, 1, /*exclusive=*/false);
     std::vector<std::optional<uint32_t>> now(1);
-    if (checksums) PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now));
+    if (checksums) PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now, pending_csums.get()));
     Status m = mirror->ReadSide(first, b * bs, mine.data(), bs);
     if (m.ok() && (!now[0] || *now[0] == BlockCrc(mine.data(), bs) || Unrecovered(b))) {
       memcpy(buf + i * bs, mine.data(), bs);
@@ -109,7 +109,7 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
                                             std::vector<BlockNo>* rewrite) {
   const std::vector<int> sides = mirror->ReadableSides(r.start * bs, r.len * bs);
   std::vector<std::optional<uint32_t>> want;
-  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), r.start, r.len, &want));
+  PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), r.start, r.len, &want, pending_csums.get()));
   std::string data[2];
   std::vector<bool> readable[2];
   for (size_t i = 0; i < sides.size(); ++i) {
@@ -132,7 +132,7 @@ Status FileSystem::Impl::ScrubMirroredRange(const Range& r, std::vector<BlockNo>
     if (!all_good) {
       guard.emplace(this, b, 1, /*exclusive=*/false);
       std::vector<std::optional<uint32_t>> now;
-      PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now));
+      PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &now, pending_csums.get()));
       want[k] = now[0];
       for (size_t i = 0; i < sides.size(); ++i) {
         char* at = data[i].data() + k * bs;
@@ -185,7 +185,7 @@ Status FileSystem::Impl::RewriteChecksums(const std::vector<BlockNo>& blocks,
   for (BlockNo b : blocks) {
     BlockGuard g(this, b, 1, /*exclusive=*/false);
     std::vector<std::optional<uint32_t>> have;
-    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &have));
+    PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), b, 1, &have, pending_csums.get()));
     if (have[0]) continue;  // an overwrite in place gave it one meanwhile
     const std::vector<int> sides = mirror->ReadableSides(b * bs, bs);
     bool agree = !sides.empty() && mirror->ReadSide(sides[0], b * bs, first.data(), bs).ok();

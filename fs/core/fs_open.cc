@@ -371,7 +371,10 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   impl->alloc = std::make_unique<Allocator>(1, impl->sb.block_count);
   impl->committer = std::make_unique<Committer>(impl->dev.get(), store, impl->alloc.get(),
                                                  &impl->cache);
-  impl->intents = std::make_unique<IntentMap>(store, impl->committer.get());
+  impl->pending_csums = std::make_unique<PendingChecksums>(store, impl->committer.get());
+  impl->committer->SetPending(impl->pending_csums.get());
+  impl->intents =
+      std::make_unique<IntentMap>(store, impl->committer.get(), impl->pending_csums.get());
   {
     uint64_t used = 0, files = 0;
     s = LoadVolumeCounters(store, &used, &files);
@@ -490,8 +493,11 @@ Status FileSystem::Close() {
   m->scanner->Stop();
   Status st;
   if (!m->opts.read_only) {
-    st = m->committer->SyncAll();
+    st = m->committer->SyncAll();  // commits the staged checksums first
     m->committer->Stop();
+    if (st.ok() && !m->pending_csums->empty()) {
+      st = Status::IOError("checksums were staged after the last sync; the write intents stay");
+    }
     if (st.ok()) {
       // Every overwrite in place is durable: no intent is needed any more.
       Txn txn(m->store.get());

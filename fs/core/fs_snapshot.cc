@@ -44,6 +44,12 @@ Status Impl::CommitSnapshotLocked(Txn* txn, SnapshotRec rec, const std::string& 
     id = next_snap;
   }
   if (id >= (uint64_t{1} << (64 - kSnapShift))) return Status::NoSpace("snapshot ids exhausted");
+  // Checksums staged by overwrites in place of blocks born at this epoch
+  // go before the record: once the epoch advances, a crash's recovery no
+  // longer recomputes those blocks (RecoverIntents), so the WAL must never
+  // keep the snapshot without them. (volume_mu is held exclusively: no
+  // overwrite in place runs.)
+  PSM_RETURN_IF_ERROR(pending_csums->Flush());
   const Epoch e = live();
   rec.epoch = e;
   rec.state = SnapState::kActive;

@@ -80,13 +80,13 @@ Status IntentMap::Begin(const std::vector<uint64_t>& regions) {
   return Status::Ok();
 }
 
-void IntentMap::End(const std::vector<uint64_t>& regions, uint64_t seq, uint64_t writes) {
+void IntentMap::End(const std::vector<uint64_t>& regions, uint64_t gen, uint64_t writes) {
   const int64_t now = SteadyNs();
   std::lock_guard<std::mutex> l(mu_);
   for (uint64_t r : regions) {
     Region& g = regions_[r];
     --g.inflight;
-    g.seq = std::max(g.seq, seq);
+    g.gen = std::max(g.gen, gen);
     g.writes = std::max(g.writes, writes);
     g.last_ns = now;
   }
@@ -95,13 +95,16 @@ void IntentMap::End(const std::vector<uint64_t>& regions, uint64_t seq, uint64_t
 void IntentMap::DropIdle(int64_t idle_ns) {
   uint64_t dseq = 0, dwrites = 0;
   committer_->Durable(&dseq, &dwrites);
+  // The overwrites' checksums are durable once the commit of their
+  // generation is.
+  const uint64_t dgen = pending_->DurableGen(dseq);
   const int64_t now = SteadyNs();
   // Under mu_ to the commit: a Begin that finds the region gone writes its
   // record after this delete, never before it.
   std::lock_guard<std::mutex> l(mu_);
   std::vector<uint64_t> gone;
   for (const auto& [r, g] : regions_) {
-    if (g.durable && g.inflight == 0 && g.seq <= dseq && g.writes <= dwrites &&
+    if (g.durable && g.inflight == 0 && g.gen <= dgen && g.writes <= dwrites &&
         now - g.last_ns >= idle_ns) {
       gone.push_back(r);
     }

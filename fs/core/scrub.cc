@@ -290,7 +290,7 @@ void FileSystem::Impl::ScrubLoop() {
         // reclaimed) and write so as to reuse them: the hold must keep
         // them from being rewritten before their checksums are read.
         PSM_SYNC_POINT("Scrub::AfterBlockRead");
-        if (s.ok()) s = LoadChecksums(store.get(), r.start, r.len, &want);
+        if (s.ok()) s = LoadChecksums(store.get(), r.start, r.len, &want, pending_csums.get());
         if (!s.ok()) break;
         bytes_read += buf.size();
         for (uint64_t k = 0; k < r.len; ++k) {

@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "tests/common/core_test_util.h"
 #include "tests/common/faulty_volume.h"
 #include "tests/common/psm_test_util.h"
+#include "meta/sync_point.h"
 
 using namespace psm;
 using psm_test::CoreVolume;
@@ -223,4 +225,76 @@ TEST_CASE("overwrite in place: a clean unmount leaves no intent") {
   v.Open();
   CHECK(v.fs->Stats().write_intent_regions == 0);
   CHECK(v.fs->Stats().intent_recovered_blocks == 0);
+}
+
+// The checksums of overwrites in place are staged and committed together by
+// the next sync cycle (PendingChecksums, docs/integrity.md "Checksums of
+// overwrites in place").
+
+TEST_CASE("staged checksums: reads, scrubs and snapshots see them before their commit") {
+  FaultyVolume v(true, 600000);  // no background cycle
+  Setup s = WriteFile(v);
+  const std::string nw = Pat(8, 30);
+  KernelWrite(v.fs.get(), s.fh, 8 * kB, nw);  // staged; nothing syncs after it
+  s.model.replace(8 * kB, nw.size(), nw);
+  CHECK(v.Read("a") == s.model);
+  REQUIRE(v.fs->StartScrub(0).ok());
+  REQUIRE(v.fs->WaitScrub(120));
+  CHECK(v.fs->GetScrubStatus().damaged_blocks == 0);
+  CHECK(v.fs->Stats().checksum_errors == 0);
+  // The snapshot commits them before its own record.
+  REQUIRE(v.fs->CreateSnapshot("s").ok());
+  REQUIRE(v.fs->Release(s.fh).ok());
+  v.PowerCut();
+  auto root = v.fs->Lookup(kSnapDirNode, "s");
+  REQUIRE(root.ok());
+  std::string got;
+  REQUIRE(ReadAt(v, root->node, "a", 0, s.model.size(), &got).ok());
+  CHECK(got == s.model);
+  CHECK(v.Read("a") == s.model);
+  CHECK(v.fs->Stats().checksum_errors == 0);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("staged checksums: a block freed after its overwrite in place is reused under its new checksum") {
+  // The cycle that releases a freed block for reuse commits the checksum
+  // staged for it first. Committed after the reuse, that checksum would
+  // describe the block's old contents and fail its new ones.
+  FaultyVolume v(true, 600000);  // no background cycle
+  Setup s = WriteFile(v);
+  const size_t at = Where(v, s.model.substr(0, kB));
+  KernelWrite(v.fs.get(), s.fh, 0, Pat(1, 31));  // the region's intent is made durable
+  REQUIRE(v.fs->Fsync(s.fh, false).ok());
+  std::atomic<int> hits{0};
+  SyncPoint::SetCallback("Committer::SyncTo:BeforeTarget", [&] {
+    if (hits.fetch_add(1) != 0) return;
+    // After SyncAll committed what was staged, before the cycle reads its
+    // target: every block of `a` overwritten in place, then freed.
+    KernelWrite(v.fs.get(), s.fh, 0, Pat(64, 32));
+    struct stat st {};
+    st.st_size = 0;
+    REQUIRE(v.fs->SetAttr(s.node, st, kSetSize, v.cred).ok());
+  });
+  v.Create("c");  // something for the cycle to make durable
+  SyncPoint::Enable();
+  REQUIRE(v.fs->SyncAll().ok());  // this cycle releases a's blocks
+  SyncPoint::ClearAll();
+  SyncPoint::Disable();
+  REQUIRE(hits.load() >= 1);
+  REQUIRE(v.fs->Release(s.fh).ok());
+  const NodeId b = v.Create("b");
+  const std::string mb = Pat(64, 33);
+  const uint64_t fb = OpenRw(v, b);
+  KernelWrite(v.fs.get(), fb, 0, mb);
+  REQUIRE(v.fs->Fsync(fb, false).ok());
+  REQUIRE(v.fs->Release(fb).ok());
+  REQUIRE_MESSAGE(Disk(v).compare(at, kB, mb, 0, kB) == 0,
+                  "b did not take a's first block: the test cannot provoke a reuse");
+  REQUIRE(v.fs->SyncAll().ok());
+  CHECK(v.Read("b") == mb);
+  CHECK(v.fs->Stats().checksum_errors == 0);
+  v.PowerCut();
+  CHECK(v.Read("b") == mb);
+  CHECK(v.fs->Stats().checksum_errors == 0);
+  CHECK(v.Fsck() == 0);
 }
