@@ -200,11 +200,15 @@ class Committer {
 // region's overwrites are durable and it has been idle a while.
 inline constexpr unsigned kIntentShift = 12;  // 4,096 blocks: 16 MiB of 4 KiB blocks
 inline uint64_t IntentRegion(BlockNo p) { return p >> kIntentShift; }
+// A region's intent is made durable with those of the other regions of its
+// aligned group (8 regions: 128 MiB of 4 KiB blocks), in one sync.
+inline constexpr uint64_t kIntentGroup = 8;
 class PendingChecksums;
 class IntentMap {
  public:
-  IntentMap(Store* store, Committer* committer, PendingChecksums* pending)
-      : store_(store), committer_(committer), pending_(pending) {}
+  // `regions`: the image's regions (blocks >> kIntentShift, rounded up).
+  IntentMap(Store* store, Committer* committer, PendingChecksums* pending, uint64_t regions)
+      : store_(store), committer_(committer), pending_(pending), image_regions_(regions) {}
   // Returns once every region in `regions` (sorted, unique) has a durable
   // intent, counting one write in flight in each (End() after it).
   Status Begin(const std::vector<uint64_t>& regions);
@@ -228,6 +232,7 @@ class IntentMap {
   Store* store_;
   Committer* committer_;
   PendingChecksums* pending_;
+  uint64_t image_regions_;
   std::mutex mu_;  // lock order 3a
   std::condition_variable cv_;
   Status failure_;  // GUARDED_BY(mu_): an intent could not be made durable

@@ -374,7 +374,9 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   impl->pending_csums = std::make_unique<PendingChecksums>(store, impl->committer.get());
   impl->committer->SetPending(impl->pending_csums.get());
   impl->intents =
-      std::make_unique<IntentMap>(store, impl->committer.get(), impl->pending_csums.get());
+      std::make_unique<IntentMap>(store, impl->committer.get(), impl->pending_csums.get(),
+                                  (impl->sb.block_count + (uint64_t{1} << kIntentShift) - 1) >>
+                                      kIntentShift);
   {
     uint64_t used = 0, files = 0;
     s = LoadVolumeCounters(store, &used, &files);
