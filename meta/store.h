@@ -157,6 +157,9 @@ class Txn {
   // Unversioned read seeing own writes.
   Status Get(Cf cf, std::string_view key, std::string* value);
   void Put(Cf cf, std::string_view key, std::string_view value);
+  // A Put that reads through this Txn (Get, GetAt, its iterators) do not
+  // see: for records nothing reads back before the commit (checksums).
+  void PutUnindexed(Cf cf, std::string_view key, std::string_view value);
   void Delete(Cf cf, std::string_view key);
   // Adds `delta` to the counter `key` of the `volume` column family (one of
   // the keys.h counters) when the Txn commits, atomically with its other

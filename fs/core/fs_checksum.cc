@@ -32,7 +32,8 @@ uint32_t BlockCrc(const char* data, size_t bs) { return Crc32c(0, data, bs); }
 void PutChecksum(Txn* txn, BlockNo p, uint32_t crc) {
   std::string v;
   PutLE32(&v, crc);
-  txn->Put(Cf::kCsums, CsumKey(p), v);
+  // No read of `csums` goes through a Txn (LoadChecksums reads the store).
+  txn->PutUnindexed(Cf::kCsums, CsumKey(p), v);
 }
 
 void FileSystem::Impl::PutChecksums(Txn* txn, BlockNo p, const char* data, uint64_t n) {
