@@ -350,6 +350,11 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
   }
   gauge("psmfs_live_cache_bytes", "Chunk maps of open files held in the live cache, bytes.",
         Number(s.live_cache_bytes));
+  gauge("psmfs_kernel_refs", "Inodes the kernel holds a reference to (until its FORGET).",
+        Number(s.kernel_refs));
+  gauge("psmfs_kernel_refs_bytes",
+        "Memory of the table counting the kernel's references (charged to the metadata cache).",
+        Number(s.kernel_refs_bytes));
   gauge("psmfs_free_index_ranges", "Free extents in the allocator's in-memory index.",
         Number(s.free_ranges));
   gauge("psmfs_free_index_memory_bytes", "Memory of the allocator's free-extent index.",

@@ -345,6 +345,10 @@ std::unique_ptr<rocksdb::Iterator> Store::NewVersionIterator(Cf cf) {
 
 size_t Store::cache_capacity() const { return cache_ ? cache_->GetCapacity() : 0; }
 size_t Store::cache_usage() const { return cache_ ? cache_->GetUsage() : 0; }
+void Store::SetCacheCapacity(size_t bytes) {
+  tsan::RocksCallScope rocks;
+  if (cache_) cache_->SetCapacity(bytes);
+}
 
 uint64_t Store::EstimateKeys(Cf cf) {
   tsan::RocksCallScope rocks;

@@ -110,6 +110,9 @@ class Store {
   // in use now (block cache entries plus memtables charged to it).
   size_t cache_capacity() const;
   size_t cache_usage() const;
+  // Resizes the cache (evicting down to it): the filesystem charges
+  // memory it holds outside the cache to the same budget.
+  void SetCacheCapacity(size_t bytes);
   bool read_only() const { return read_only_; }
 
  private:

@@ -408,6 +408,8 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("metadata_cache_bytes", v.metadata_cache_bytes)
       .Set("metadata_cache_used_bytes", v.metadata_cache_used_bytes)
       .Set("live_cache_bytes", v.live_cache_bytes)
+      .Set("kernel_refs", v.kernel_refs)
+      .Set("kernel_refs_bytes", v.kernel_refs_bytes)
       .Set("checksums", v.checksums)
       .Set("checksum_errors", v.checksum_errors)
       .Set("write_intent_regions", v.write_intent_regions)
@@ -498,6 +500,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.metadata_cache_bytes = j.GetUint("metadata_cache_bytes");
   v.metadata_cache_used_bytes = j.GetUint("metadata_cache_used_bytes");
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
+  v.kernel_refs = j.GetUint("kernel_refs");
+  v.kernel_refs_bytes = j.GetUint("kernel_refs_bytes");
   v.checksums = j.GetBool("checksums", false);
   v.checksum_errors = j.GetUint("checksum_errors");
   v.write_intent_regions = j.GetUint("write_intent_regions");

@@ -287,6 +287,11 @@ struct VolumeStats {
   uint64_t metadata_cache_bytes = 0;       // RocksDB's budget (cache_bytes)
   uint64_t metadata_cache_used_bytes = 0;  // what of it is used now
   uint64_t live_cache_bytes = 0;           // chunk maps cached for open files
+  // Inodes the kernel holds a reference to (count_lookups), and the bytes
+  // of their table, charged to the metadata cache (metadata_cache_bytes is
+  // less by as much, down to half its share).
+  uint64_t kernel_refs = 0;
+  uint64_t kernel_refs_bytes = 0;
   // Data checksums (docs/integrity.md).
   bool checksums = false;        // the volume checksums its data blocks
   uint64_t checksum_errors = 0;  // reads that failed their checksum since mount

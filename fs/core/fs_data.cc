@@ -861,7 +861,7 @@ Status FileSystem::Release(uint64_t fh) {
       if (o != m->live_open.end() && --o->second == 0) {
         m->live_open.erase(o);
         m->cache.Disable(h.ino);
-        last = !m->lookups.count(h.ino);
+        last = !m->lookups.Contains(h.ino);
       }
     }
   }

@@ -16,7 +16,11 @@
 // directories (their parent's record changed). Only those directories are
 // listed at both epochs. Paths are rebuilt upwards through InodeAttr::parent
 // (directories: their parent; other files: the directory of their newest
-// name, a hint checked against that directory's entries).
+// name, a hint checked against that directory's entries): the names wanted
+// from one directory are found in one pass over its entries that stops at
+// the last of them, so an unchanged ancestor (the root of a wide tree) is
+// not listed whole. Each inode record is read once per epoch, through one
+// iterator (PathFinder).
 //
 // Snapshots read here are pinned (SnapEntry::open_handles) so a concurrent
 // delete cannot reclaim their blocks mid-read; live reads hold the inode
@@ -160,15 +164,17 @@ struct Listing {
   std::map<std::string, Dentry> ents;
 };
 
-// Calls fn(name, value) for every name under `prefix` in `cf` that is
-// present at epoch e, in one pass over the versions. `name_of` takes a key
-// to its name part.
+// Calls fn(name, value, &stop) for every name under `prefix` in `cf` that
+// is present at epoch e, in name order (a name's key ends in a NUL, so the
+// keys sort by name), in one pass over the versions; fn sets stop to end
+// the pass early. `name_of` takes a key to its name part.
 template <typename NameOf, typename Fn>
 Status ForEachNameAt(Impl* m, Cf cf, const std::string& prefix, Epoch e, NameOf name_of, Fn fn) {
   auto it = m->store->NewIterator(cf);
   std::string last;
   bool have_last = false;
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
+  bool stop = false;
+  for (it->Seek(prefix); it->Valid() && !stop; it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
     if (k.substr(0, prefix.size()) != prefix) break;
     if (KeyEpoch(k) > e) continue;
@@ -178,27 +184,27 @@ Status ForEachNameAt(Impl* m, Cf cf, const std::string& prefix, Epoch e, NameOf 
     have_last = true;
     std::string_view v(it->value().data(), it->value().size());
     if (v.empty() || v[0] != kTagValue) continue;  // tombstone: absent at e
-    PSM_RETURN_IF_ERROR(fn(name, v.substr(1)));
+    PSM_RETURN_IF_ERROR(fn(name, v.substr(1), &stop));
   }
   return Status::FromRocks(it->status());
 }
 
+std::string_view DentryName(std::string_view k) {
+  InodeId parent;
+  std::string_view name;
+  ParseDentryKey(k, &parent, &name);
+  return name;
+}
+
 // The entries of directory `dir` at epoch e.
 Status ListDirAt(Impl* m, InodeId dir, Epoch e, Listing* out) {
-  return ForEachNameAt(
-      m, Cf::kDentries, DentryDirPrefix(dir), e,
-      [](std::string_view k) {
-        InodeId parent;
-        std::string_view name;
-        ParseDentryKey(k, &parent, &name);
-        return name;
-      },
-      [&](std::string_view name, std::string_view v) {
-        Dentry d;
-        PSM_RETURN_IF_ERROR(DecodeDentry(v, &d));
-        out->ents.emplace(std::string(name), d);
-        return Status::Ok();
-      });
+  return ForEachNameAt(m, Cf::kDentries, DentryDirPrefix(dir), e, DentryName,
+                       [&](std::string_view name, std::string_view v, bool*) {
+                         Dentry d;
+                         PSM_RETURN_IF_ERROR(DecodeDentry(v, &d));
+                         out->ents.emplace(std::string(name), d);
+                         return Status::Ok();
+                       });
 }
 
 // The extended attributes of `ino` at epoch e, name -> value.
@@ -211,16 +217,39 @@ Status XattrsAt(Impl* m, InodeId ino, Epoch e, std::map<std::string, std::string
         ParseXattrKey(k, &owner, &name);
         return name;
       },
-      [&](std::string_view name, std::string_view v) {
+      [&](std::string_view name, std::string_view v, bool*) {
         out->emplace(std::string(name), std::string(v));
         return Status::Ok();
       });
 }
 
+// Attributes and paths at one epoch. What it reads follows the change,
+// not the volume (issue #16): attributes through one iterator, each read
+// once; a name by reading its directory's entries in name order only up to
+// the names wanted from it, every name wanted from one directory in one
+// pass (Prepare), never the whole listing of an ancestor such as the root.
 class PathFinder {
  public:
-  PathFinder(Impl* m, Epoch e) : m_(m), e_(e) {}
+  PathFinder(Impl* m, Epoch e) : m_(m), e_(e), it_(m->store->NewVersionIterator(Cf::kInodes)) {}
 
+  // The inode's record at this epoch (kNotFound when absent) and the epoch
+  // it was written at.
+  Status Attr(InodeId ino, InodeAttr* a, Epoch* version = nullptr) {
+    auto c = attrs_.find(ino);
+    if (c == attrs_.end()) {
+      Got g;
+      std::string payload;
+      g.s = GetAtIter(it_.get(), InodePrefix(ino), e_, &payload, &g.version);
+      if (g.s.ok()) g.s = DecodeInode(payload, &g.a);
+      c = attrs_.emplace(ino, std::move(g)).first;
+    }
+    if (!c->second.s.ok()) return c->second.s;
+    *a = c->second.a;
+    if (version) *version = c->second.version;
+    return Status::Ok();
+  }
+
+  // Every entry of `dir` at this epoch (a diff compares them).
   const Listing* List(InodeId dir) {
     auto it = cache_.find(dir);
     if (it != cache_.end()) return &it->second;
@@ -229,31 +258,101 @@ class PathFinder {
     return &cache_.emplace(dir, std::move(l)).first->second;
   }
 
+  // Finds the names of `inos` and of their ancestors, level by level, each
+  // directory read once per level for all the names wanted from it.
+  void Prepare(const std::vector<InodeId>& inos) {
+    std::vector<InodeId> level(inos.begin(), inos.end());
+    while (!level.empty()) {
+      std::map<InodeId, std::set<InodeId>> wanted;  // directory -> inodes to name in it
+      for (InodeId ino : level) {
+        if (ino == kRootIno || links_.count(ino)) continue;
+        Link& l = links_[ino];
+        InodeAttr a;
+        if (Attr(ino, &a).ok() && a.parent != 0) {
+          l.parent = a.parent;
+          wanted[a.parent].insert(ino);
+        }
+      }
+      level.clear();
+      for (auto& [dir, want] : wanted) {
+        // An inode's path is through the first entry (in name order) that
+        // names it: the first one this pass meets.
+        if (FindNames(dir, want) && dir != kRootIno) level.push_back(dir);
+      }
+    }
+  }
+
   // "/a/b" for `ino` at this epoch; "" when it cannot be named.
-  std::string PathOf(InodeId ino, int depth = 0) {
+  std::string PathOf(InodeId ino) {
+    if (ino == kRootIno) return "";
+    if (!links_.count(ino)) Prepare({ino});
+    return Compose(ino, 0);
+  }
+
+ private:
+  struct Got {
+    Status s;
+    InodeAttr a;
+    Epoch version = 0;
+  };
+  struct Link {
+    InodeId parent = 0;  // 0: no parent, or not named in it
+    std::string name;
+    bool named = false;
+  };
+
+  // Names the inodes of `want` from the entries of `dir`, stopping once
+  // each has its first name; true when any was named. A directory whose
+  // entries cannot be read names none.
+  bool FindNames(InodeId dir, const std::set<InodeId>& want) {
+    std::map<InodeId, std::string> found;
+    auto c = cache_.find(dir);
+    if (c != cache_.end()) {
+      for (const auto& [name, d] : c->second.ents) {
+        if (want.count(d.ino)) found.emplace(d.ino, name);
+        if (found.size() == want.size()) break;
+      }
+    } else {
+      Status s = ForEachNameAt(m_, Cf::kDentries, DentryDirPrefix(dir), e_, DentryName,
+                               [&](std::string_view name, std::string_view v, bool* stop) {
+                                 Dentry d;
+                                 PSM_RETURN_IF_ERROR(DecodeDentry(v, &d));
+                                 if (want.count(d.ino)) found.emplace(d.ino, std::string(name));
+                                 *stop = found.size() == want.size();
+                                 return Status::Ok();
+                               });
+      if (!s.ok()) found.clear();
+    }
+    for (auto& [ino, name] : found) {
+      Link& l = links_[ino];
+      l.name = std::move(name);
+      l.named = true;
+    }
+    return !found.empty();
+  }
+
+  std::string Compose(InodeId ino, int depth) {
     if (ino == kRootIno) return "";
     if (depth > 4096) return {};
     auto c = paths_.find(ino);
     if (c != paths_.end()) return c->second;
-    InodeAttr a;
     std::string out;
-    if (GetAttrAt(m_, ino, e_, &a, nullptr).ok() && a.parent != 0) {
-      const Listing* l = List(a.parent);
-      for (const auto& [name, d] : l->ents) {
-        if (d.ino != ino) continue;
-        std::string up = a.parent == kRootIno ? "" : PathOf(a.parent, depth + 1);
-        if (a.parent == kRootIno || !up.empty()) out = up + "/" + name;
-        break;
-      }
+    auto l = links_.find(ino);
+    if (l != links_.end() && l->second.named) {
+      const InodeId parent = l->second.parent;
+      std::string up = parent == kRootIno ? "" : Compose(parent, depth + 1);
+      if (parent == kRootIno || !up.empty()) out = up + "/" + l->second.name;
     }
     paths_[ino] = out;
     return out;
   }
 
- private:
   Impl* m_;
   Epoch e_;
+  std::unique_ptr<rocksdb::Iterator> it_;  // version iterator over inodes
+  std::map<InodeId, Got> attrs_;
   std::map<InodeId, Listing> cache_;
+  std::map<InodeId, Link> links_;
   std::map<InodeId, std::string> paths_;
 };
 
@@ -400,8 +499,8 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
   for (InodeId ino : changed) {
     InodeAttr xa, xb;
     Epoch va = 0, vb = 0;
-    Status sa = GetAttrAt(m, ino, a.epoch, &xa, &va);
-    Status sb = GetAttrAt(m, ino, b.epoch, &xb, &vb);
+    Status sa = pa.Attr(ino, &xa, &va);
+    Status sb = pb.Attr(ino, &xb, &vb);
     if (!sa.ok() && !sa.Is(Code::kNotFound)) return sa;
     if (!sb.ok() && !sb.Is(Code::kNotFound)) return sb;
     if ((sa.ok() && S_ISDIR(xa.mode)) || (sb.ok() && S_ISDIR(xb.mode))) dirs.insert(ino);
@@ -418,31 +517,51 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
     }
   }
   // Entries that appeared / disappeared, matched by inode into renames.
-  std::map<InodeId, std::pair<std::string, uint32_t>> gone, came;
+  struct Moved {
+    InodeId dir;
+    const std::string* name;
+    Dentry d;
+  };
+  std::vector<Moved> went, arrived;  // in directory, then name order
   for (InodeId dir : dirs) {
     ++r.dirs_compared;
     const Listing* la = pa.List(dir);
     const Listing* lb = pb.List(dir);
     InodeAttr da, db;
-    if (la->ents != lb->ents && GetAttrAt(m, dir, a.epoch, &da, nullptr).ok() &&
-        GetAttrAt(m, dir, b.epoch, &db, nullptr).ok()) {
+    if (la->ents != lb->ents && pa.Attr(dir, &da).ok() && pb.Attr(dir, &db).ok()) {
       modified.insert(dir);  // entries came or went, whatever its times say
     }
     for (const auto& [name, d] : la->ents) {
       auto o = lb->ents.find(name);
       if (o != lb->ents.end() && o->second.ino == d.ino) continue;
-      std::string up = dir == kRootIno ? "" : pa.PathOf(dir);
-      if (dir != kRootIno && up.empty()) up = "/<inode " + std::to_string(dir) + ">";
-      gone[d.ino] = {up + "/" + name, d.type};
+      went.push_back(Moved{dir, &name, d});
     }
     for (const auto& [name, d] : lb->ents) {
       auto o = la->ents.find(name);
       if (o != la->ents.end() && o->second.ino == d.ino) continue;
-      std::string up = dir == kRootIno ? "" : pb.PathOf(dir);
-      if (dir != kRootIno && up.empty()) up = "/<inode " + std::to_string(dir) + ">";
-      came[d.ino] = {up + "/" + name, d.type};
+      arrived.push_back(Moved{dir, &name, d});
     }
   }
+  // The paths wanted at each end, their directories read once for all.
+  {
+    std::vector<InodeId> wa, wb;
+    for (const Moved& x : went) wa.push_back(x.dir);
+    for (const Moved& x : arrived) wb.push_back(x.dir);
+    for (InodeId ino : modified) {
+      InodeAttr xb;
+      if (pb.Attr(ino, &xb).ok()) wb.push_back(ino);
+    }
+    pa.Prepare(wa);
+    pb.Prepare(wb);
+  }
+  std::map<InodeId, std::pair<std::string, uint32_t>> gone, came;
+  auto path_in = [](PathFinder& pf, InodeId dir) {
+    if (dir == kRootIno) return std::string();
+    std::string up = pf.PathOf(dir);
+    return up.empty() ? "/<inode " + std::to_string(dir) + ">" : up;
+  };
+  for (const Moved& x : went) gone[x.d.ino] = {path_in(pa, x.dir) + "/" + *x.name, x.d.type};
+  for (const Moved& x : arrived) came[x.d.ino] = {path_in(pb, x.dir) + "/" + *x.name, x.d.type};
   for (const auto& [ino, pt] : gone) {
     auto c = came.find(ino);
     DiffEntry e;
@@ -467,7 +586,7 @@ Result<DiffResult> FileSystem::Diff(std::string_view from, std::string_view to) 
   }
   for (InodeId ino : modified) {
     InodeAttr xb;
-    if (!GetAttrAt(m, ino, b.epoch, &xb, nullptr).ok()) continue;
+    if (!pb.Attr(ino, &xb).ok()) continue;
     std::string p = ino == kRootIno ? "/" : pb.PathOf(ino);
     if (p.empty()) p = "/<inode " + std::to_string(ino) + ">";
     if (entries.count(p)) continue;  // already listed as created or renamed

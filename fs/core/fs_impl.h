@@ -49,6 +49,7 @@
 #include "fs/device/block_device.h"
 #include "fs/core/filesystem.h"
 #include "fs/core/live_cache.h"
+#include "fs/core/ref_counts.h"
 #include "fs/space/scanner.h"
 #include "fs/device/mirror_device.h"
 #include "fs/device/superblock.h"
@@ -395,13 +396,31 @@ struct FileSystem::Impl : public EpochSet {
   std::unordered_map<uint64_t, FileHandle> files;
   std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs;
   std::unordered_map<InodeId, int> live_open;  // open handles per live inode
-  std::unordered_map<InodeId, uint64_t> lookups;  // kernel references (count_lookups)
+  // Kernel references (count_lookups), one 8-byte word an inode the kernel
+  // holds (ref_counts.h). Its table is charged to the metadata cache
+  // (ChargeLookups), so that the two stay within the half of the budget.
+  RefCounts lookups;
   // REQUIRES handles_mu. The inode is still referenced by a handle or the kernel.
-  bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.count(ino); }
+  bool InUseLocked(InodeId ino) const { return live_open.count(ino) || lookups.Contains(ino); }
   // Records one kernel reference for an entry handed out (count_lookups).
   // `dir`: the node is a directory, whose attributes the live cache keeps
   // while the kernel references it (cached_refs).
   void NoteLookup(NodeId node, bool dir);
+  // REQUIRES handles_mu. True when the lookups table changed size since the
+  // last charge: then ChargeLookups, without handles_mu.
+  bool LookupsResizedLocked() {
+    size_t b = lookups.bytes();
+    if (b == lookups_bytes.load(std::memory_order_relaxed)) return false;
+    lookups_bytes.store(b, std::memory_order_relaxed);
+    return true;
+  }
+  // Sets the metadata cache's capacity to its share of the budget less the
+  // lookups table (down to half that share at most).
+  void ChargeLookups();
+  std::atomic<size_t> lookups_bytes{0};
+  std::mutex charge_mu;
+  size_t charged_lookups_bytes = 0;  // GUARDED_BY charge_mu
+  size_t cache_share_bytes = 0;      // StoreOptions::cache_bytes
   // Live inodes the kernel holds a reference to whose attributes are in the
   // live cache (LiveCache::Enable when they join, Disable at the FORGET of
   // the last reference), count_lookups only:

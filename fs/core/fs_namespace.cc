@@ -119,31 +119,41 @@ Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
 void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
   if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   const InodeId ino = InoOf(node);
-  std::lock_guard<std::mutex> l(handles_mu);
-  if (lookups[ino]++ == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
-      cached_refs.insert(ino).second) {
-    cache.Enable(ino);
+  bool charge;
+  {
+    std::lock_guard<std::mutex> l(handles_mu);
+    if (lookups.Add(ino) == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
+        cached_refs.insert(ino).second) {
+      cache.Enable(ino);
+    }
+    charge = LookupsResizedLocked();
   }
+  if (charge) ChargeLookups();
+}
+
+void FileSystem::Impl::ChargeLookups() {
+  std::lock_guard<std::mutex> l(charge_mu);
+  const size_t b = lookups_bytes.load(std::memory_order_relaxed);
+  if (b == charged_lookups_bytes || !store || cache_share_bytes == 0) return;
+  charged_lookups_bytes = b;
+  store->SetCacheCapacity(cache_share_bytes - std::min(b, cache_share_bytes / 2));
 }
 
 void FileSystem::Forget(NodeId node, uint64_t nlookup) {
   Impl* m = impl_.get();
   if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   InodeId ino = InoOf(node);
-  bool cached = false, open = false;
+  bool cached = false, open = false, charge = false;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
-    auto it = m->lookups.find(ino);
-    if (it == m->lookups.end()) return;
-    if (it->second > nlookup) {
-      it->second -= nlookup;
-      return;
-    }
-    m->lookups.erase(it);
+    std::optional<uint64_t> left = m->lookups.Release(ino, nlookup);
+    if (!left || *left > 0) return;
+    charge = m->LookupsResizedLocked();
     // Its cached attributes go after MaybeDestroy, which reads them.
     cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
     open = m->live_open.count(ino) != 0;
   }
+  if (charge) m->ChargeLookups();
   Status s = open ? Status::Ok() : m->MaybeDestroy(ino);
   if (cached) m->cache.Disable(ino);
   if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
@@ -470,7 +480,7 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
 void KeepOrphanAttrs(Impl* m, InodeId ino, const InodeAttr& a) {
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
-    if (m->lookups.count(ino) && m->cached_refs.size() < Impl::kMaxCachedRefs &&
+    if (m->lookups.Contains(ino) && m->cached_refs.size() < Impl::kMaxCachedRefs &&
         m->cached_refs.insert(ino).second) {
       m->cache.Enable(ino);
     }
@@ -860,6 +870,11 @@ VolumeStats FileSystem::Stats() {
     s.metadata_cache_used_bytes = m->store->cache_usage();
   }
   s.live_cache_bytes = m->cache.bytes_cached();
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    s.kernel_refs = m->lookups.size();
+    s.kernel_refs_bytes = m->lookups.bytes();
+  }
   s.checksums = m->checksums;
   s.checksum_errors = m->checksum_errors.load();
   if (m->intents) s.write_intent_regions = m->intents->size();

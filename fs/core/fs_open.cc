@@ -288,6 +288,7 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   StoreOptions so;
   so.read_only = opts.read_only;
   so.cache_bytes = std::max<uint64_t>(opts.memory_bytes / 2, 8u << 20);
+  impl->cache_share_bytes = so.cache_bytes;
   impl->cache.SetByteLimit(std::max<uint64_t>(opts.memory_bytes / 8, 1u << 20));
   if (opts.count_lookups) {
     // The kernel never looks the root up: its attributes stay cached.

@@ -307,3 +307,80 @@ TEST_CASE("diff reports created, removed, modified and renamed paths from the de
   REQUIRE(none.ok());
   CHECK(none->entries.empty());
 }
+
+namespace {
+
+// Every field of every entry, in order: what `psmctl diff` prints.
+std::vector<std::string> DiffLines(const DiffResult& r) {
+  std::vector<std::string> out;
+  for (const auto& e : r.entries) {
+    std::string l = std::string(1, e.change) + " " + e.path;
+    if (e.change == 'R') l += " <- " + e.old_path;
+    l += S_ISDIR(e.type) ? " dir" : S_ISREG(e.type) ? " file" : " other";
+    out.push_back(l);
+  }
+  return out;
+}
+
+}  // namespace
+
+// The paths of changed files are found by reading their parents' entries,
+// and only as far as needed; this pins the exact output (order, renames,
+// the name chosen for a file with several links, paths through renamed and
+// deep directories) so that any shortcut there stays correct.
+TEST_CASE("diff output: order, links, renames and deep paths exactly") {
+  CoreVolume v;
+  NodeId top = v.Mkdir(kRootIno, "top");
+  for (int i = 0; i < 40; ++i) v.Mkdir(kRootIno, "dir" + std::to_string(i));  // a wide root
+  NodeId deep = top;
+  for (int i = 0; i < 6; ++i) deep = v.Mkdir(deep, "l" + std::to_string(i));
+  NodeId dfile = v.Put(deep, "leaf", "x");
+  NodeId wide = v.Mkdir(kRootIno, "wide");
+  std::vector<NodeId> files;
+  for (int i = 0; i < 300; ++i) files.push_back(v.Put(wide, "f" + std::to_string(i), "data"));
+  // One file, two names in one directory and one in another: its path is
+  // the first name (in byte order) in the directory of its newest name.
+  NodeId linked = v.Put(wide, "zz-link", "L");
+  REQUIRE(v.fs->Link(linked, wide, "aa-link").ok());
+  NodeId moved_dir = v.Mkdir(kRootIno, "olddir");
+  NodeId inner = v.Put(moved_dir, "inner", "i");
+  v.Put(top, "victim", "v");
+  REQUIRE(v.fs->CreateSnapshot("a").ok());
+
+  REQUIRE(v.WriteAt(dfile, 0, "changed").ok());
+  for (int i : {0, 7, 150, 299}) REQUIRE(v.WriteAt(files[i], 0, "DATA").ok());
+  REQUIRE(v.WriteAt(linked, 0, "LL").ok());
+  REQUIRE(v.fs->Rename(kRootIno, "olddir", top, "newdir", 0).ok());
+  REQUIRE(v.WriteAt(inner, 0, "ii").ok());
+  REQUIRE(v.fs->Unlink(top, "victim").ok());
+  v.Put(deep, "born", "b");
+  REQUIRE(v.fs->CreateSnapshot("b").ok());
+
+  auto r = v.fs->Diff("a", "b");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  std::vector<std::string> want = {
+      "M / dir",
+      "M /top dir",
+      "M /top/l0/l1/l2/l3/l4/l5 dir",
+      "+ /top/l0/l1/l2/l3/l4/l5/born file",
+      "M /top/l0/l1/l2/l3/l4/l5/leaf file",
+      "R /top/newdir <- /olddir dir",
+      "M /top/newdir/inner file",
+      "- /top/victim file",
+      "M /wide/aa-link file",
+      "M /wide/f0 file",
+      "M /wide/f150 file",
+      "M /wide/f299 file",
+      "M /wide/f7 file",
+  };
+  CHECK(DiffLines(r.value()) == want);
+  // The same change against the live tree, and after a remount (nothing
+  // cached).
+  auto live = v.fs->Diff("a", "");
+  REQUIRE(live.ok());
+  CHECK(DiffLines(live.value()) == want);
+  v.Remount();
+  auto again = v.fs->Diff("a", "b");
+  REQUIRE(again.ok());
+  CHECK(DiffLines(again.value()) == want);
+}

@@ -365,3 +365,56 @@ TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") 
   CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));
   CHECK(v.Fsck() == 0);
 }
+
+TEST_CASE("with kernel lookup counts, thousands of unlinked inodes are destroyed once, at their last FORGET") {
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const uint64_t free0 = v.FreeBlocks();
+  const uint64_t files0 = v.fs->Stats().files;
+  const uint64_t cache0 = v.fs->Stats().metadata_cache_bytes;
+  constexpr int kFiles = 3000;  // past the table's first sizes: it grows and shrinks
+  std::vector<NodeId> nodes;
+  for (int i = 0; i < kFiles; ++i) {
+    nodes.push_back(v.Put(kRootIno, "f" + std::to_string(i), "x"));  // Create: one reference
+    if (i % 2 == 0) REQUIRE(v.fs->Lookup(kRootIno, "f" + std::to_string(i)).ok());  // two
+  }
+  VolumeStats s = v.fs->Stats();
+  CHECK(s.kernel_refs == kFiles);
+  CHECK(s.kernel_refs_bytes >= kFiles * 8);
+  // The table is charged to the metadata cache.
+  CHECK(s.metadata_cache_bytes == cache0 - s.kernel_refs_bytes);
+  std::vector<uint64_t> open;
+  for (int i = 0; i < kFiles; i += 100) {
+    auto fh = v.fs->OpenFile(nodes[i], O_RDONLY);
+    REQUIRE(fh.ok());
+    open.push_back(*fh);
+  }
+  for (int i = 0; i < kFiles; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  const uint64_t held = v.FreeBlocks();
+  CHECK(held < free0);
+  // One FORGET each: the odd ones (one reference) go, the even ones stay.
+  for (NodeId n : nodes) v.fs->Forget(n, 1);
+  for (int i = 0; i < kFiles; ++i) {
+    const bool gone = i % 2 == 1;
+    CHECK_MESSAGE(v.fs->GetAttr(nodes[i]).status().Is(Code::kStale) == gone, i);
+  }
+  CHECK(v.fs->Stats().kernel_refs == kFiles / 2);
+  // The rest: all but the open ones go; a FORGET too many changes nothing.
+  for (int i = 0; i < kFiles; i += 2) v.fs->Forget(nodes[i], 1);
+  for (int i = 0; i < kFiles; i += 2) v.fs->Forget(nodes[i], 1);
+  CHECK(v.fs->Stats().kernel_refs == 0);
+  for (int i = 0; i < kFiles; ++i) {
+    CHECK_MESSAGE(v.fs->GetAttr(nodes[i]).status().Is(Code::kStale) == (i % 100 != 0), i);
+  }
+  CHECK(v.fs->Stats().files == files0 + open.size());
+  for (uint64_t fh : open) REQUIRE(v.fs->Release(fh).ok());
+  CHECK(v.fs->Stats().files == files0);
+  CHECK(v.FreeBlocks() == free0);
+  // Nothing referenced: the cache has its whole share back but the
+  // smallest table.
+  s = v.fs->Stats();
+  CHECK(s.kernel_refs_bytes <= 1024 * 8);
+  CHECK(s.metadata_cache_bytes == cache0 - s.kernel_refs_bytes);
+  CHECK(v.Fsck() == 0);
+}

@@ -1,0 +1,87 @@
+// RefCounts (fs/core/ref_counts.h), the kernel-reference table, against an
+// std::unordered_map doing the same: adds and releases of random inodes
+// (dense small numbers, so runs and wrap-around in the table form, and a
+// few of 2^48 and up), counts past the packed 16 bits, growth and shrinking.
+#include <optional>
+#include <unordered_map>
+
+#include "fs/core/ref_counts.h"
+#include "tests/common/core_test_util.h"
+
+using psm::RefCounts;
+
+TEST_CASE("RefCounts counts as a map does, through growth, shrinking and large counts") {
+  const uint64_t seed = psm_test::TestSeed("RefCounts", 16);
+  RefCounts r;
+  std::unordered_map<uint64_t, uint64_t> want;
+  auto check_all = [&] {
+    REQUIRE(r.size() == want.size());
+    for (const auto& [ino, n] : want) REQUIRE(r.Get(ino) == n);
+  };
+  uint64_t k = 0;
+  for (int phase = 0; phase < 3; ++phase) {
+    // Fill (phase 0: 20,000 inodes; later ones fewer), then drain most.
+    const uint64_t span = phase == 0 ? 20000 : 3000;
+    for (int i = 0; i < 60000; ++i) {
+      uint64_t x = psm_test::SeedOf(seed, k++);
+      uint64_t ino = 2 + x % span;
+      if (x % 97 == 0) ino = (uint64_t{1} << 48) + x % 5;  // past the packed bits
+      uint64_t n = x % 211 == 0 ? 70000 : 1 + (x >> 40) % 3;  // now and then past 0xffff
+      uint64_t before = want.count(ino) ? want[ino] : 0;
+      REQUIRE(r.Add(ino, n) == before);
+      want[ino] = before + n;
+      if (x % 5 == 0) {  // a FORGET of some of one inode's references
+        uint64_t y = psm_test::SeedOf(seed, k++);
+        uint64_t victim = 2 + y % span;
+        auto it = want.find(victim);
+        uint64_t drop = 1 + (y >> 40) % 4;
+        std::optional<uint64_t> left = r.Release(victim, drop);
+        if (it == want.end()) {
+          REQUIRE(!left.has_value());
+        } else {
+          REQUIRE(left.has_value());
+          if (it->second > drop) {
+            it->second -= drop;
+            REQUIRE(*left == it->second);
+          } else {
+            want.erase(it);
+            REQUIRE(*left == 0);
+            REQUIRE(!r.Contains(victim));
+          }
+        }
+      }
+    }
+    check_all();
+    const size_t full_bytes = r.bytes();
+    // Drain all but a few: every remaining inode's count is exact, and the
+    // table gives its memory back.
+    for (auto it = want.begin(); it != want.end();) {
+      if (it->first % 50 == 0) {
+        ++it;
+        continue;
+      }
+      std::optional<uint64_t> left = r.Release(it->first, it->second);
+      REQUIRE(left.has_value());
+      REQUIRE(*left == 0);
+      REQUIRE(!r.Contains(it->first));
+      it = want.erase(it);
+    }
+    check_all();
+    CHECK(r.bytes() < full_bytes);
+  }
+  for (const auto& [ino, n] : want) REQUIRE(r.Release(ino, n + 5) == std::optional<uint64_t>(0));
+  CHECK(r.size() == 0);
+  CHECK(!r.Release(12345, 1).has_value());
+  CHECK(r.Get(12345) == 0);
+}
+
+TEST_CASE("RefCounts: a million inodes take 8 to 20 bytes each") {
+  RefCounts r;
+  for (uint64_t i = 2; i < 1000002; ++i) REQUIRE(r.Add(i) == 0);
+  CHECK(r.size() == 1000000);
+  CHECK(r.bytes() <= 20 * 1000000);
+  for (uint64_t i = 2; i < 1000002; i += 3) REQUIRE(r.Get(i) == 1);
+  for (uint64_t i = 2; i < 1000002; ++i) REQUIRE(r.Release(i, 1) == std::optional<uint64_t>(0));
+  CHECK(r.size() == 0);
+  CHECK(r.bytes() <= 1024 * 8);
+}
