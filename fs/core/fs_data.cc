@@ -552,10 +552,106 @@ Status FileSystem::Impl::ShiftBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64
   return Status::Ok();
 }
 
+namespace {
+
+// Removes every chunk record of `ino` from the live tree and kills the
+// blocks they map (DestroyInode of a regular file): what UnmapBlocks of the
+// whole file does, in one pass. UnmapBlocks found the present chunks
+// (ChunkIndices: an iterator, a seek per chunk), read each (LoadMap: an
+// iterator and a seek) and wrote it back empty (PutVersion: an iterator, a
+// seek and a step). Here one iterator walks every version of every chunk
+// of the file once, in key order: the first version of a chunk is its
+// newest (keys.h), and the key after it tells whether an older one
+// remains. For each chunk the decision is PutVersion's for a delete
+// (meta/versioned.h): a newest version born at the live epoch E is
+// overwritten in place (deleted, or a tombstone when an older version
+// remains); an older one that a present snapshot can see stays with a
+// `dead` entry and a tombstone at E; one no snapshot can see is removed,
+// with a tombstone at E only if an older version remains; a tombstone is
+// already absent. The writes are made after the walk: the Txn's iterator
+// must not see its batch change under it. The caller holds the inode's
+// stripe exclusively and volume_mu shared (E and the snapshot set are
+// fixed), as for UnmapBlocks.
+Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
+                     std::vector<Range>* frees) {
+  const Epoch e = m->live();
+  const std::string file = ChunkFilePrefix(ino);
+  struct Drop {
+    std::string newest_key;  // the chunk's newest version
+    Epoch newest = 0;
+    bool older = false;      // an older version remains under it
+  };
+  std::vector<Drop> drops;
+  std::vector<std::pair<BlockNo, Epoch>> killed;
+  {
+    // An empty Txn reads what the store holds: no batch to merge in.
+    auto it = txn->empty() ? m->store->NewIterator(Cf::kChunks) : txn->NewIterator(Cf::kChunks);
+    std::vector<Extent> ext;
+    it->Seek(file);
+    while (it->Valid()) {
+      std::string_view k(it->key().data(), it->key().size());
+      if (k.size() != 24 || k.substr(0, 8) != file) break;
+      Drop d;
+      d.newest_key.assign(k);
+      d.newest = KeyEpoch(k);
+      if (d.newest > e) return Status::Corruption("record version newer than the live epoch");
+      const bool tomb = it->value().empty() || it->value()[0] == kTagTombstone;
+      if (!tomb) {
+        PSM_RETURN_IF_ERROR(DecodeExtents(
+            std::string_view(it->value().data() + 1, it->value().size() - 1), &ext));
+        for (const Extent& x : ext) {
+          if (static_cast<uint64_t>(x.off) + x.len > m->chunk_blocks) {
+            return Status::Corruption("extent beyond chunk in inode " + std::to_string(ino));
+          }
+          for (uint32_t i = 0; i < x.len; ++i) {
+            killed.emplace_back(x.pblock + i, x.birth);
+            if (a->blocks) a->blocks--;
+          }
+        }
+      }
+      const std::string_view chunk = std::string_view(d.newest_key).substr(0, 16);
+      it->Next();
+      d.older = it->Valid() && it->key().size() == 24 &&
+                memcmp(it->key().data(), chunk.data(), chunk.size()) == 0;
+      // Nothing to do for a tombstone born before E (already absent), nor
+      // for a lone one at E... which PutVersion deletes: keep that.
+      if (!tomb || (d.newest == e && !d.older)) drops.push_back(std::move(d));
+      while (it->Valid() && it->key().size() == 24 &&
+             memcmp(it->key().data(), chunk.data(), chunk.size()) == 0) {
+        it->Next();
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  for (const Drop& d : drops) {
+    if (d.newest == e) {
+      if (d.older) {
+        txn->Put(Cf::kChunks, d.newest_key, TombstoneValue());
+      } else {
+        txn->Delete(Cf::kChunks, d.newest_key);
+      }
+      continue;
+    }
+    const std::string tomb_key = VersionKey(KeyPrefix(d.newest_key), e);
+    if (m->AnyIn(d.newest, e)) {
+      DeadValue dv;
+      dv.birth = d.newest;
+      txn->Put(Cf::kDead, DeadVersionKey(e, Cf::kChunks, d.newest_key), EncodeDeadValue(dv));
+      txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
+    } else {
+      txn->Delete(Cf::kChunks, d.newest_key);
+      if (d.older) txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
+    }
+  }
+  return KillRuns(m, txn, &killed, frees);
+}
+
+}  // namespace
+
 Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
                                       std::vector<Range>* frees) {
   const Epoch e = live();
-  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(UnmapBlocks(txn, ino, a, 0, kInoMask, frees));
+  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(DestroyChunks(this, txn, ino, a, frees));
   // xattrs
   std::vector<std::string> names;
   {
