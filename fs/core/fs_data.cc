@@ -643,7 +643,42 @@ Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
       if (d.older) txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
     }
   }
-  return KillRuns(m, txn, &killed, frees);
+  // The killed blocks, in runs of one birth (KillRuns). A run that is
+  // exactly one whole `alloc` record, as a small file's block usually is
+  // (one record per allocation), is killed with a point lookup of that
+  // record's key instead of KillRange's iterator and SeekForPrev; the
+  // outcome is KillRange's for a record that starts at the run and ends
+  // with it (no split): a `dead` entry and a death epoch if a present
+  // snapshot can see the blocks, else the record removed and the range
+  // freed. Any other run goes through KillRange.
+  std::sort(killed.begin(), killed.end());
+  std::vector<std::pair<BlockNo, Epoch>> rest;
+  for (size_t i = 0; i < killed.size();) {
+    size_t j = i + 1;
+    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
+           killed[j].second == killed[i].second) {
+      ++j;
+    }
+    const BlockNo p = killed[i].first;
+    const uint64_t len = j - i;
+    std::string v;
+    Status g = txn->Get(Cf::kAlloc, AllocKey(p), &v);
+    if (!g.ok() && !g.Is(Code::kNotFound)) return g;
+    AllocRec rec;
+    if (g.ok() && DecodeAlloc(v, &rec).ok() && rec.length == len && rec.death == 0) {
+      if (m->AnyIn(rec.birth, e)) {
+        txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{len, rec.birth, e}));
+        txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, len}));
+      } else {
+        txn->Delete(Cf::kAlloc, AllocKey(p));
+        frees->push_back(Range{p, len});
+      }
+    } else {
+      rest.insert(rest.end(), killed.begin() + i, killed.begin() + j);
+    }
+    i = j;
+  }
+  return KillRuns(m, txn, &rest, frees);
 }
 
 }  // namespace
@@ -651,11 +686,11 @@ Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
 Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
                                       std::vector<Range>* frees) {
   const Epoch e = live();
-  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(DestroyChunks(this, txn, ino, a, frees));
-  // xattrs
+  // xattrs: read before the chunks are written, so that the Txn of a
+  // FORGET's destroy, still empty, reads the store directly (DestroyChunks)
   std::vector<std::string> names;
   {
-    auto it = txn->NewIterator(Cf::kXattrs);
+    auto it = txn->empty() ? store->NewIterator(Cf::kXattrs) : txn->NewIterator(Cf::kXattrs);
     std::string last;
     PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), XattrFilePrefix(ino),
                                       [&](std::string_view k, std::string_view v) {
@@ -667,6 +702,7 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
                                         return true;
                                       }));
   }
+  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(DestroyChunks(this, txn, ino, a, frees));
   for (const auto& p : names) {
     PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, p, e, std::nullopt, *this));
   }
