@@ -262,6 +262,7 @@ Status DecodeInode(std::string_view in, InodeAttr* a) {
   a->parent = GetLE64(p);
   a->inline_data.assign(in.substr(kInodeSize));
   a->version = 0;  // the caller's to set: the record does not hold it
+  a->sole = false;
   return Status::Ok();
 }
 

@@ -226,6 +226,12 @@ struct InodeAttr {
   // unknown. PutAttr of attributes whose version is the live epoch
   // overwrites that version without looking for it. Not compared by ==.
   Epoch version = 0;
+  // Not stored either: known that no version older than `version` exists
+  // (set only where a read stepped past `version` and found none:
+  // RemoveEntry's read of the child). false = unknown. DestroyInode of
+  // attributes at the live epoch with this set removes that version
+  // without looking for older ones. Not compared by ==.
+  bool sole = false;
   bool operator==(const InodeAttr& o) const {
     return mode == o.mode && uid == o.uid && gid == o.gid && nlink == o.nlink &&
            size == o.size && rdev == o.rdev && atime_ns == o.atime_ns &&

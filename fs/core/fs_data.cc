@@ -707,6 +707,13 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
     PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, p, e, std::nullopt, *this));
   }
   txn->AddCounter(kVolFiles, -1);
+  if (a->version == e && a->sole) {
+    // PutVersion's delete of a version born at E with nothing older under
+    // it, known from the read that gave `a` (InodeAttr::sole; the caller
+    // holds the stripe since, and reclaim only ever removes versions).
+    txn->Delete(Cf::kInodes, VersionKey(InodePrefix(ino), e));
+    return Status::Ok();
+  }
   return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::nullopt, *this);
 }
 

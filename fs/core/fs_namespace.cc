@@ -46,6 +46,38 @@ Status GetDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name, Epoch
 // version meanwhile (it removes only versions no snapshot and not the live
 // tree sees); `older` is then stale and the removal leaves a tombstone
 // that hides nothing, as PutVersion's own read before a commit would.
+// The attributes of the child RemoveEntry removes a link of, as LoadAttr
+// reads them (the live cache first), with InodeAttr::sole when they come
+// from the store at the live epoch's version: the read's iterator steps
+// past that version, as DestroyInode's PutVersion would have had to with
+// an iterator and a seek of its own (at the FORGET of an orphan, or in
+// this Txn). Only for a file: a directory's attributes, rewritten at every
+// change of its entries, may have many overwritten copies to step over.
+// The child's stripe is held exclusively from here to the commit, and the
+// attributes reach the FORGET through the live cache, which drops them
+// when a commit writes the record; reclaim may only remove older versions.
+Status ReadChildAttr(Impl* m, InodeId ino, InodeAttr* a) {
+  const Epoch e = m->live();
+  uint64_t gen = 0;
+  const LiveCache::Hit h = m->AskCache(e, [&] { return m->cache.GetAttr(ino, a, &gen); });
+  if (h == LiveCache::Hit::kHit) return Status::Ok();
+  const std::string prefix = InodePrefix(ino);
+  auto it = m->store->NewVersionIterator(Cf::kInodes);
+  std::string payload;
+  Epoch version = 0;
+  PSM_RETURN_IF_ERROR(GetAtIter(it.get(), prefix, e, &payload, &version));
+  PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
+  a->version = version;
+  if (h == LiveCache::Hit::kMiss) m->cache.PutAttr(ino, gen, *a);
+  if (version == e && !S_ISDIR(a->mode)) {
+    it->Next();
+    a->sole = !(it->Valid() && it->key().size() == prefix.size() + 8 &&
+                memcmp(it->key().data(), prefix.data(), prefix.size()) == 0);
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  return Status::Ok();
+}
+
 struct EntryRead {
   Dentry d;
   Epoch version = 0;
@@ -376,7 +408,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
   // Both records were just written as their versions at the live epoch
-  // (InodeAttr::version: the next PutAttr of either needs no seek).
+  // (InodeAttr::version: the next PutAttr of either needs no seek; an
+  // older version of the parent's may have been kept under it).
+  if (pa.version != m->live()) pa.sole = false;
   pa.version = a.version = m->live();
   m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
   if (own) {
@@ -557,7 +591,7 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     Txn txn(m->store.get());
     InodeAttr pa, a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &pa));
-    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, d.ino, m->live(), &a));
+    PSM_RETURN_IF_ERROR(ReadChildAttr(m, d.ino, &a));
     if (dir) {
       if (!S_ISDIR(a.mode)) return Status::NotDir();
       if (a.size != 0) return Status::NotEmpty();
@@ -585,7 +619,10 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
-    // Written as their versions at the live epoch (InodeAttr::version).
+    // Written as their versions at the live epoch (InodeAttr::version);
+    // one that was older may have been kept under the new one.
+    if (pa.version != m->live()) pa.sole = false;
+    if (a.version != m->live()) a.sole = false;
     pa.version = a.version = m->live();
     m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
     if (orphaned) KeepOrphanAttrs(m, d.ino, a);  // and the child's
