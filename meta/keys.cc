@@ -261,6 +261,8 @@ Status DecodeInode(std::string_view in, InodeAttr* a) {
   a->flags = GetLE32(p); p += 4;
   a->parent = GetLE64(p);
   a->inline_data.assign(in.substr(kInodeSize));
+  a->version = 0;  // the caller's to set: the record does not hold it
+  a->sole = false;
   return Status::Ok();
 }
 

@@ -221,7 +221,24 @@ struct InodeAttr {
   uint32_t flags = 0;   // reserved
   InodeId parent = 0;   // directories: the parent directory (for "..")
   std::string inline_data;  // symlinks: the target
-  bool operator==(const InodeAttr&) const = default;
+  // Not stored: the epoch of the record version these attributes were read
+  // from or written as (FileSystem::Impl::LoadAttr, the live cache); 0 =
+  // unknown. PutAttr of attributes whose version is the live epoch
+  // overwrites that version without looking for it. Not compared by ==.
+  Epoch version = 0;
+  // Not stored either: known that no version older than `version` exists
+  // (set only where a read stepped past `version` and found none:
+  // RemoveEntry's read of the child). false = unknown. DestroyInode of
+  // attributes at the live epoch with this set removes that version
+  // without looking for older ones. Not compared by ==.
+  bool sole = false;
+  bool operator==(const InodeAttr& o) const {
+    return mode == o.mode && uid == o.uid && gid == o.gid && nlink == o.nlink &&
+           size == o.size && rdev == o.rdev && atime_ns == o.atime_ns &&
+           mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns && btime_ns == o.btime_ns &&
+           blocks == o.blocks && flags == o.flags && parent == o.parent &&
+           inline_data == o.inline_data;
+  }
 };
 std::string EncodeInode(const InodeAttr& a);
 Status DecodeInode(std::string_view in, InodeAttr* out);

@@ -552,14 +552,145 @@ Status FileSystem::Impl::ShiftBlocks(Txn* txn, InodeId ino, InodeAttr* a, uint64
   return Status::Ok();
 }
 
+namespace {
+
+// Removes every chunk record of `ino` from the live tree and kills the
+// blocks they map (DestroyInode of a regular file): what UnmapBlocks of the
+// whole file does, in one pass. UnmapBlocks found the present chunks
+// (ChunkIndices: an iterator, a seek per chunk), read each (LoadMap: an
+// iterator and a seek) and wrote it back empty (PutVersion: an iterator, a
+// seek and a step). Here one iterator walks every version of every chunk
+// of the file once, in key order: the first version of a chunk is its
+// newest (keys.h), and the key after it tells whether an older one
+// remains. For each chunk the decision is PutVersion's for a delete
+// (meta/versioned.h): a newest version born at the live epoch E is
+// overwritten in place (deleted, or a tombstone when an older version
+// remains); an older one that a present snapshot can see stays with a
+// `dead` entry and a tombstone at E; one no snapshot can see is removed,
+// with a tombstone at E only if an older version remains; a tombstone is
+// already absent. The writes are made after the walk: the Txn's iterator
+// must not see its batch change under it. The caller holds the inode's
+// stripe exclusively and volume_mu shared (E and the snapshot set are
+// fixed), as for UnmapBlocks.
+Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
+                     std::vector<Range>* frees) {
+  const Epoch e = m->live();
+  const std::string file = ChunkFilePrefix(ino);
+  struct Drop {
+    std::string newest_key;  // the chunk's newest version
+    Epoch newest = 0;
+    bool older = false;      // an older version remains under it
+  };
+  std::vector<Drop> drops;
+  std::vector<std::pair<BlockNo, Epoch>> killed;
+  {
+    // An empty Txn reads what the store holds: no batch to merge in.
+    auto it = txn->empty() ? m->store->NewIterator(Cf::kChunks) : txn->NewIterator(Cf::kChunks);
+    std::vector<Extent> ext;
+    it->Seek(file);
+    while (it->Valid()) {
+      std::string_view k(it->key().data(), it->key().size());
+      if (k.size() != 24 || k.substr(0, 8) != file) break;
+      Drop d;
+      d.newest_key.assign(k);
+      d.newest = KeyEpoch(k);
+      if (d.newest > e) return Status::Corruption("record version newer than the live epoch");
+      const bool tomb = it->value().empty() || it->value()[0] == kTagTombstone;
+      if (!tomb) {
+        PSM_RETURN_IF_ERROR(DecodeExtents(
+            std::string_view(it->value().data() + 1, it->value().size() - 1), &ext));
+        for (const Extent& x : ext) {
+          if (static_cast<uint64_t>(x.off) + x.len > m->chunk_blocks) {
+            return Status::Corruption("extent beyond chunk in inode " + std::to_string(ino));
+          }
+          for (uint32_t i = 0; i < x.len; ++i) {
+            killed.emplace_back(x.pblock + i, x.birth);
+            if (a->blocks) a->blocks--;
+          }
+        }
+      }
+      const std::string_view chunk = std::string_view(d.newest_key).substr(0, 16);
+      it->Next();
+      d.older = it->Valid() && it->key().size() == 24 &&
+                memcmp(it->key().data(), chunk.data(), chunk.size()) == 0;
+      // Nothing to do for a tombstone born before E (already absent), nor
+      // for a lone one at E... which PutVersion deletes: keep that.
+      if (!tomb || (d.newest == e && !d.older)) drops.push_back(std::move(d));
+      while (it->Valid() && it->key().size() == 24 &&
+             memcmp(it->key().data(), chunk.data(), chunk.size()) == 0) {
+        it->Next();
+      }
+    }
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  for (const Drop& d : drops) {
+    if (d.newest == e) {
+      if (d.older) {
+        txn->Put(Cf::kChunks, d.newest_key, TombstoneValue());
+      } else {
+        txn->Delete(Cf::kChunks, d.newest_key);
+      }
+      continue;
+    }
+    const std::string tomb_key = VersionKey(KeyPrefix(d.newest_key), e);
+    if (m->AnyIn(d.newest, e)) {
+      DeadValue dv;
+      dv.birth = d.newest;
+      txn->Put(Cf::kDead, DeadVersionKey(e, Cf::kChunks, d.newest_key), EncodeDeadValue(dv));
+      txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
+    } else {
+      txn->Delete(Cf::kChunks, d.newest_key);
+      if (d.older) txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
+    }
+  }
+  // The killed blocks, in runs of one birth (KillRuns). A run that is
+  // exactly one whole `alloc` record, as a small file's block usually is
+  // (one record per allocation), is killed with a point lookup of that
+  // record's key instead of KillRange's iterator and SeekForPrev; the
+  // outcome is KillRange's for a record that starts at the run and ends
+  // with it (no split): a `dead` entry and a death epoch if a present
+  // snapshot can see the blocks, else the record removed and the range
+  // freed. Any other run goes through KillRange.
+  std::sort(killed.begin(), killed.end());
+  std::vector<std::pair<BlockNo, Epoch>> rest;
+  for (size_t i = 0; i < killed.size();) {
+    size_t j = i + 1;
+    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
+           killed[j].second == killed[i].second) {
+      ++j;
+    }
+    const BlockNo p = killed[i].first;
+    const uint64_t len = j - i;
+    std::string v;
+    Status g = txn->Get(Cf::kAlloc, AllocKey(p), &v);
+    if (!g.ok() && !g.Is(Code::kNotFound)) return g;
+    AllocRec rec;
+    if (g.ok() && DecodeAlloc(v, &rec).ok() && rec.length == len && rec.death == 0) {
+      if (m->AnyIn(rec.birth, e)) {
+        txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{len, rec.birth, e}));
+        txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, len}));
+      } else {
+        txn->Delete(Cf::kAlloc, AllocKey(p));
+        frees->push_back(Range{p, len});
+      }
+    } else {
+      rest.insert(rest.end(), killed.begin() + i, killed.begin() + j);
+    }
+    i = j;
+  }
+  return KillRuns(m, txn, &rest, frees);
+}
+
+}  // namespace
+
 Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
                                       std::vector<Range>* frees) {
   const Epoch e = live();
-  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(UnmapBlocks(txn, ino, a, 0, kInoMask, frees));
-  // xattrs
+  // xattrs: read before the chunks are written, so that the Txn of a
+  // FORGET's destroy, still empty, reads the store directly (DestroyChunks)
   std::vector<std::string> names;
   {
-    auto it = txn->NewIterator(Cf::kXattrs);
+    auto it = txn->empty() ? store->NewIterator(Cf::kXattrs) : txn->NewIterator(Cf::kXattrs);
     std::string last;
     PSM_RETURN_IF_ERROR(ForEachPrefix(it.get(), XattrFilePrefix(ino),
                                       [&](std::string_view k, std::string_view v) {
@@ -571,10 +702,18 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
                                         return true;
                                       }));
   }
+  if (S_ISREG(a->mode)) PSM_RETURN_IF_ERROR(DestroyChunks(this, txn, ino, a, frees));
   for (const auto& p : names) {
     PSM_RETURN_IF_ERROR(PutVersion(txn, Cf::kXattrs, p, e, std::nullopt, *this));
   }
   txn->AddCounter(kVolFiles, -1);
+  if (a->version == e && a->sole) {
+    // PutVersion's delete of a version born at E with nothing older under
+    // it, known from the read that gave `a` (InodeAttr::sole; the caller
+    // holds the stripe since, and reclaim only ever removes versions).
+    txn->Delete(Cf::kInodes, VersionKey(InodePrefix(ino), e));
+    return Status::Ok();
+  }
   return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::nullopt, *this);
 }
 

@@ -20,13 +20,84 @@ namespace {
 
 using Impl = FileSystem::Impl;
 
-Status GetDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name, Epoch e, Dentry* d) {
+// `version` (if given) gets the epoch of the version found, a tombstone's
+// too (kNotFound then); it is left alone when the record has no version at
+// or below e.
+Status GetDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name, Epoch e, Dentry* d,
+                 Epoch* version = nullptr) {
   std::string payload;
   std::string prefix = DentryPrefix(parent, name);
-  Status s = txn ? txn->GetAt(Cf::kDentries, prefix, e, &payload)
-                 : GetAt(m->store.get(), Cf::kDentries, prefix, e, &payload);
+  Status s = txn ? txn->GetAt(Cf::kDentries, prefix, e, &payload, version)
+                 : GetAt(m->store.get(), Cf::kDentries, prefix, e, &payload, version);
   PSM_RETURN_IF_ERROR(s);
   return DecodeDentry(payload, d);
+}
+
+// The live entry `name` of `parent` read for its removal (RemoveEntry),
+// with what the removal needs to know of the record's versions: the one
+// read (`version`) and, when that was born at the live epoch, whether an
+// older one remains under it (`older`). One version iterator serves both:
+// the read's seek lands on the newest version and a step tells the rest,
+// where the removal's PutVersion made a second iterator and sought the
+// same key again. The versions cannot change in between: the parent's
+// stripe guards the entry and is held exclusively from this read to the
+// removal's commit, and volume_mu shared keeps the live epoch (writers of
+// the record hold one or the other). Snapshot reclaim may remove an older
+// version meanwhile (it removes only versions no snapshot and not the live
+// tree sees); `older` is then stale and the removal leaves a tombstone
+// that hides nothing, as PutVersion's own read before a commit would.
+// The attributes of the child RemoveEntry removes a link of, as LoadAttr
+// reads them (the live cache first), with InodeAttr::sole when they come
+// from the store at the live epoch's version: the read's iterator steps
+// past that version, as DestroyInode's PutVersion would have had to with
+// an iterator and a seek of its own (at the FORGET of an orphan, or in
+// this Txn). Only for a file: a directory's attributes, rewritten at every
+// change of its entries, may have many overwritten copies to step over.
+// The child's stripe is held exclusively from here to the commit, and the
+// attributes reach the FORGET through the live cache, which drops them
+// when a commit writes the record; reclaim may only remove older versions.
+Status ReadChildAttr(Impl* m, InodeId ino, InodeAttr* a) {
+  const Epoch e = m->live();
+  uint64_t gen = 0;
+  const LiveCache::Hit h = m->AskCache(e, [&] { return m->cache.GetAttr(ino, a, &gen); });
+  if (h == LiveCache::Hit::kHit) return Status::Ok();
+  const std::string prefix = InodePrefix(ino);
+  auto it = m->store->NewVersionIterator(Cf::kInodes);
+  std::string payload;
+  Epoch version = 0;
+  PSM_RETURN_IF_ERROR(GetAtIter(it.get(), prefix, e, &payload, &version));
+  PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
+  a->version = version;
+  if (h == LiveCache::Hit::kMiss) m->cache.PutAttr(ino, gen, *a);
+  if (version == e && !S_ISDIR(a->mode)) {
+    it->Next();
+    a->sole = !(it->Valid() && it->key().size() == prefix.size() + 8 &&
+                memcmp(it->key().data(), prefix.data(), prefix.size()) == 0);
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  return Status::Ok();
+}
+
+struct EntryRead {
+  Dentry d;
+  Epoch version = 0;
+  bool older = false;
+};
+Status ReadEntryForRemoval(Impl* m, InodeId parent, std::string_view name, EntryRead* out) {
+  const std::string prefix = DentryPrefix(parent, name);
+  const Epoch e = m->live();
+  auto it = m->store->NewVersionIterator(Cf::kDentries);
+  std::string payload;
+  PSM_RETURN_IF_ERROR(GetAtIter(it.get(), prefix, e, &payload, &out->version));
+  PSM_RETURN_IF_ERROR(DecodeDentry(payload, &out->d));
+  out->older = false;
+  if (out->version == e) {
+    it->Next();
+    out->older = it->Valid() && it->key().size() == prefix.size() + 8 &&
+                 memcmp(it->key().data(), prefix.data(), prefix.size()) == 0;
+    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }
+  return Status::Ok();
 }
 
 Status PutDentry(Impl* m, Txn* txn, InodeId parent, std::string_view name,
@@ -301,7 +372,8 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   if (!S_ISDIR(pa.mode)) return Status::NotDir();
   if (pa.nlink == 0) return Status::NotFound("directory was removed");
   Dentry old;
-  s = GetDentry(m, &txn, v.ino, name, m->live(), &old);
+  Epoch old_version = 0;  // stays 0 when the name never had a version
+  s = GetDentry(m, &txn, v.ino, name, m->live(), &old, &old_version);
   if (s.ok()) return Status::Exists();
   if (!s.Is(Code::kNotFound)) return s;
   PSM_ASSIGN_OR_RETURN(InodeId ino, m->AllocIno());
@@ -330,12 +402,26 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   // is no older version for PutVersion to seek: the first one is put.
   txn.Put(Cf::kInodes, VersionKey(InodePrefix(ino), m->live()), Tagged(EncodeInode(a)));
   txn.AddCounter(kVolFiles, 1);
-  PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
+  if (old_version == 0) {
+    // The name has no version at all, live or in a snapshot (the read above
+    // found none at or below the live epoch, and none is newer): nothing for
+    // PutVersion to seek. The parent's stripe, held since that read, keeps
+    // other writers of the entry out.
+    txn.Put(Cf::kDentries, VersionKey(DentryPrefix(v.ino, name), m->live()),
+            Tagged(EncodeDentry(Dentry{ino, mode & S_IFMT})));
+  } else {
+    PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, Dentry{ino, mode & S_IFMT}));
+  }
   pa.size++;
   if (S_ISDIR(mode)) pa.nlink++;
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
+  // Both records were just written as their versions at the live epoch
+  // (InodeAttr::version: the next PutAttr of either needs no seek; an
+  // older version of the parent's may have been kept under it).
+  if (pa.version != m->live()) pa.sole = false;
+  pa.version = a.version = m->live();
   m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
   if (own) {
     {
@@ -503,19 +589,19 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     // taken together and the entry read again.
     std::optional<LockSet> ls;
     ls.emplace(m, std::initializer_list<InodeId>{v.ino});
-    Dentry d;
-    PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d));
+    EntryRead er;
+    PSM_RETURN_IF_ERROR(ReadEntryForRemoval(m, v.ino, name, &er));
+    const Dentry d = er.d;
     if (!ls->Add(d.ino)) {
       ls.reset();
       ls.emplace(m, std::initializer_list<InodeId>{v.ino, d.ino});
-      Dentry d2;
-      PSM_RETURN_IF_ERROR(GetDentry(m, nullptr, v.ino, name, m->live(), &d2));
-      if (d2.ino != d.ino) continue;  // replaced meanwhile: retry with the new child
+      PSM_RETURN_IF_ERROR(ReadEntryForRemoval(m, v.ino, name, &er));
+      if (er.d.ino != d.ino) continue;  // replaced meanwhile: retry with the new child
     }
     Txn txn(m->store.get());
     InodeAttr pa, a;
     PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, v.ino, m->live(), &pa));
-    PSM_RETURN_IF_ERROR(m->LoadAttr(&txn, d.ino, m->live(), &a));
+    PSM_RETURN_IF_ERROR(ReadChildAttr(m, d.ino, &a));
     if (dir) {
       if (!S_ISDIR(a.mode)) return Status::NotDir();
       if (a.size != 0) return Status::NotEmpty();
@@ -523,7 +609,19 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
       return Status::IsDir();
     }
     std::vector<Range> frees;
-    PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
+    if (er.version == m->live()) {
+      // PutVersion's delete of a version born at the live epoch, with what
+      // ReadEntryForRemoval found: overwritten in place, by a tombstone
+      // if an older version remains, else removed.
+      const std::string key = VersionKey(DentryPrefix(v.ino, name), er.version);
+      if (er.older) {
+        txn.Put(Cf::kDentries, key, TombstoneValue());
+      } else {
+        txn.Delete(Cf::kDentries, key);
+      }
+    } else {
+      PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
+    }
     bool orphaned = false;
     PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees, &orphaned));
     if (pa.size) pa.size--;
@@ -531,6 +629,11 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
+    // Written as their versions at the live epoch (InodeAttr::version);
+    // one that was older may have been kept under the new one.
+    if (pa.version != m->live()) pa.sole = false;
+    if (a.version != m->live()) a.sole = false;
+    pa.version = a.version = m->live();
     m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
     if (orphaned) KeepOrphanAttrs(m, d.ino, a);  // and the child's
     return Status::Ok();

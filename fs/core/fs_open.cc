@@ -574,16 +574,22 @@ Status FileSystem::Impl::LoadAttr(Txn* txn, InodeId ino, Epoch e, InodeAttr* a) 
   // A Txn that has written nothing reads what the store holds, which is
   // what the cache holds for an open file: a write's first read of its
   // file's attributes needs no store lookup.
+  // a->version: the epoch of the version read (InodeAttr::version), which
+  // PutAttr uses; the cache keeps it with the attributes.
+  Epoch version = 0;
   if (txn && !txn->empty()) {
-    PSM_RETURN_IF_ERROR(txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload));
-    return DecodeInode(payload, a);
+    PSM_RETURN_IF_ERROR(txn->GetAt(Cf::kInodes, InodePrefix(ino), e, &payload, &version));
+    PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
+    a->version = version;
+    return Status::Ok();
   }
   // An open live file: its newest record may be cached.
   uint64_t gen = 0;
   const LiveCache::Hit h = AskCache(e, [&] { return cache.GetAttr(ino, a, &gen); });
   if (h == LiveCache::Hit::kHit) return Status::Ok();
-  PSM_RETURN_IF_ERROR(GetAt(store.get(), Cf::kInodes, InodePrefix(ino), e, &payload));
+  PSM_RETURN_IF_ERROR(GetAt(store.get(), Cf::kInodes, InodePrefix(ino), e, &payload, &version));
   PSM_RETURN_IF_ERROR(DecodeInode(payload, a));
+  a->version = version;
   if (h == LiveCache::Hit::kMiss) cache.PutAttr(ino, gen, *a);
   return Status::Ok();
 }
@@ -594,7 +600,23 @@ Status FileSystem::Impl::LoadAttrAt(InodeId ino, Epoch e, InodeAttr* a) {
 
 Status FileSystem::Impl::PutAttr(Txn* txn, InodeId ino, const InodeAttr& a) {
   std::string enc = EncodeInode(a);
-  return PutVersion(txn, Cf::kInodes, InodePrefix(ino), live(), std::string_view(enc), *this);
+  const Epoch e = live();
+  if (a.version == e) {
+    // `a` was read (LoadAttr, through this Txn or the live cache) or
+    // written (LiveCache::SetAttr after a commit) as the version born at
+    // the live epoch, and the caller holds the inode's stripe exclusively
+    // and volume_mu shared since before that read (or, for cached
+    // attributes, the cache drops an entry once a commit writes the
+    // record: live_cache.h): that version is still the newest, and E has
+    // not moved. PutVersion would seek it only to overwrite it in place
+    // (no snapshot can see a version born at E), so it is overwritten
+    // without the seek. Should this Txn have deleted the record since,
+    // PutVersion would also write the version at E (nothing newer is
+    // left to find) and the result is the same.
+    txn->Put(Cf::kInodes, VersionKey(InodePrefix(ino), e), Tagged(enc));
+    return Status::Ok();
+  }
+  return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::string_view(enc), *this);
 }
 
 void FileSystem::Impl::FillStat(NodeId node, const InodeAttr& a, struct stat* st) const {

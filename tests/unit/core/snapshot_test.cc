@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "meta/store.h"
 #include "tests/common/core_test_util.h"
 
 using namespace psm;
@@ -234,4 +235,92 @@ TEST_CASE("1000 snapshots: create, list, browse, delete") {
   CHECK(v.ReadAll(v.Node(SnapRoot(v, "snap-537"), "f")) == "v7");
   CHECK(v.fs->ListSnapshots(false).size() == 500);
   CHECK(v.Fsck() == 0);
+}
+
+namespace {
+
+// Keys of `cf` that start with `prefix` (a closed volume's store).
+size_t KeysWith(Store* st, Cf cf, const std::string& prefix) {
+  size_t n = 0;
+  auto it = st->NewIterator(cf);
+  REQUIRE(ForEachPrefix(it.get(), prefix, [&](std::string_view, std::string_view) {
+            ++n;
+            return true;
+          }).ok());
+  return n;
+}
+
+}  // namespace
+
+// The removal paths that skip PutVersion's seek (DestroyChunks, an entry
+// removed with what its read found, a name put without a seek when it never
+// had a version, PutAttr of attributes read at the live epoch) against
+// versions snapshots see: the live tree must stop seeing what was removed,
+// the snapshots must keep it, and once the snapshots are gone nothing of the
+// removed files may be left (a version kept without its dead entry would
+// never be reclaimed).
+TEST_CASE("unlink removes a file's live records and leaves the versions snapshots see to reclaim") {
+  CoreVolume v(128ull << 20);
+  const uint64_t free0 = v.FreeBlocks();
+  const NodeId d = v.Mkdir(kRootIno, "d");
+  v.Put(d, "m", Pattern(4096, 9));
+  REQUIRE(v.fs->CreateSnapshot("s0").ok());
+  REQUIRE(v.fs->Unlink(d, "m").ok());  // a tombstone over a version s0 sees
+  const NodeId a = v.Put(d, "a", Pattern(4096, 1));
+  const NodeId b = v.Put(d, "b", Pattern((2 << 20) + 4096, 2));  // three chunks
+  v.Put(d, "n", Pattern(4096, 3));
+  REQUIRE(v.fs->CreateSnapshot("s1").ok());
+  v.Put(d, "m", Pattern(4096, 8));  // the name's tombstone is seen by s1
+  REQUIRE(v.WriteAt(b, 0, Pattern(4096, 4)).ok());  // chunk 0: a version at E over s1's
+  struct stat st {};
+  st.st_mode = 0600;
+  REQUIRE(v.fs->SetAttr(a, st, kSetMode, v.cred).ok());  // a new attribute version over s1's
+  const NodeId c = v.Put(d, "c", Pattern(8192, 5));      // born at E
+  for (const char* name : {"a", "b", "c", "n", "m"}) REQUIRE(v.fs->Unlink(d, name).ok());
+  v.Put(d, "n", Pattern(4096, 6));
+  REQUIRE(v.fs->Unlink(d, "n").ok());  // removed at E over the tombstone at E
+  for (const char* name : {"a", "b", "c", "n", "m"}) CHECK(!v.fs->Lookup(d, name).ok());
+  const NodeId sd = v.Node(SnapRoot(v, "s1"), "d");
+  CHECK(v.ReadAll(v.Node(sd, "a")) == Pattern(4096, 1));
+  CHECK(v.ReadAll(v.Node(sd, "b")) == Pattern((2 << 20) + 4096, 2));
+  CHECK(v.ReadAll(v.Node(sd, "n")) == Pattern(4096, 3));
+  CHECK(v.ReadAll(v.Node(v.Node(SnapRoot(v, "s0"), "d"), "m")) == Pattern(4096, 9));
+  const InodeId inos[] = {InoOf(a), InoOf(b), InoOf(c)};
+  REQUIRE(v.fs->Close().ok());
+  v.fs.reset();
+  {
+    auto r = Store::Open(v.dir + "/meta", StoreOptions{});
+    REQUIRE(r.ok());
+    Store* s = r->get();
+    std::string ev;
+    REQUIRE(s->Get(Cf::kVolume, kVolEpoch, &ev).ok());
+    const Epoch e = GetLE64(ev.data());
+    for (const char* name : {"a", "b", "c", "n", "m"}) {
+      CHECK(GetAt(s, Cf::kDentries, DentryPrefix(InoOf(d), name), e, nullptr).Is(Code::kNotFound));
+    }
+    for (InodeId ino : inos) {
+      CHECK(GetAt(s, Cf::kInodes, InodePrefix(ino), e, nullptr).Is(Code::kNotFound));
+      for (uint64_t idx = 0; idx < 4; ++idx) {
+        CHECK(GetAt(s, Cf::kChunks, ChunkPrefix(ino, idx), e, nullptr).Is(Code::kNotFound));
+      }
+    }
+  }
+  v.Open();
+  REQUIRE(v.fs->DeleteSnapshot("s1").ok());
+  REQUIRE(v.fs->DeleteSnapshot("s0").ok());
+  WaitReclaim(v);
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+  REQUIRE(v.fs->Close().ok());
+  v.fs.reset();
+  auto r = Store::Open(v.dir + "/meta", StoreOptions{});
+  REQUIRE(r.ok());
+  Store* s = r->get();
+  for (InodeId ino : inos) {
+    CHECK(KeysWith(s, Cf::kInodes, InodePrefix(ino)) == 0);
+    CHECK(KeysWith(s, Cf::kChunks, ChunkFilePrefix(ino)) == 0);
+  }
+  CHECK(KeysWith(s, Cf::kDentries, DentryDirPrefix(InoOf(d))) == 0);
+  r->reset();
+  v.Open();
 }
