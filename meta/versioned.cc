@@ -6,10 +6,53 @@ namespace psm {
 namespace {
 
 bool HasPrefixExact(const rocksdb::Slice& k, std::string_view prefix) {
-  return k.size() == prefix.size() + 8 && memcmp(k.data(), prefix.data(), prefix.size()) == 0;
+  return IsVersionOf(std::string_view(k.data(), k.size()), prefix);
+}
+
+// The delete's rule, with `keep` (a present snapshot sees the newest
+// version) decided.
+void DeleteRead(Txn* txn, Cf cf, std::string_view newest_key, bool newest_tomb, bool older,
+                bool keep, Epoch e) {
+  const Epoch newest = KeyEpoch(newest_key);
+  if (newest == e) {
+    // Overwrite in place: no snapshot can see a version born at E.
+    if (older) {
+      txn->Put(cf, newest_key, TombstoneValue());
+    } else {
+      txn->Delete(cf, newest_key);
+    }
+    return;
+  }
+  if (newest_tomb) return;  // already absent
+  if (keep) {
+    DeadValue dv;
+    dv.birth = newest;
+    txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
+  } else {
+    txn->Delete(cf, newest_key);
+  }
+  if (keep || older) txn->Put(cf, VersionKey(KeyPrefix(newest_key), e), TombstoneValue());
 }
 
 }  // namespace
+
+bool IsVersionOf(std::string_view key, std::string_view prefix) {
+  return key.size() == prefix.size() + 8 && memcmp(key.data(), prefix.data(), prefix.size()) == 0;
+}
+
+Result<bool> NextIsOlderVersion(rocksdb::Iterator* it, std::string_view prefix) {
+  it->Next();
+  const bool r = it->Valid() && HasPrefixExact(it->key(), prefix);
+  PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  return r;
+}
+
+void DeleteVersionRead(Txn* txn, Cf cf, std::string_view newest_key, bool newest_tomb,
+                       bool older, Epoch e, const EpochSet& snaps) {
+  const Epoch newest = KeyEpoch(newest_key);
+  DeleteRead(txn, cf, newest_key, newest_tomb, older,
+             newest != e && !newest_tomb && snaps.AnyIn(newest, e), e);
+}
 
 Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
                   const std::optional<std::string_view>& payload, const EpochSet& snaps) {
@@ -33,54 +76,35 @@ Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
   }
 
   const std::string new_key = VersionKey(prefix, e);
-  // Whether a version older than the newest stays in the store. Asked only
-  // when removing: stepping past a key that was rewritten many times in
-  // the memtable (a directory's attributes, once per create in it) skips
-  // every hidden older write of it, so a Next() on every put made a run of
-  // creates in one directory quadratic.
-  auto older_remains = [&]() -> Result<bool> {
-    if (!have_newest) return false;
-    it->Next();
-    bool r = it->Valid() && HasPrefixExact(it->key(), prefix);
-    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
-    return r;
-  };
-
-  if (have_newest && newest_epoch == e) {
-    // Overwrite in place: no snapshot can see a version born at E.
-    if (payload) {
-      txn->Put(cf, new_key, Tagged(*payload));
-      return Status::Ok();
+  // Whether a version older than the newest stays in the store is asked
+  // only when removing: stepping past a key that was rewritten many times
+  // in the memtable (a directory's attributes, once per create in it)
+  // skips every hidden older write of it, so a Next() on every put made a
+  // run of creates in one directory quadratic.
+  if (!payload) {
+    if (!have_newest) return Status::Ok();  // already absent
+    const bool keep = newest_epoch != e && !newest_tomb && snaps.AnyIn(newest_epoch, e);
+    // Decide before the batch changes under the iterator; where the answer
+    // does not matter (a tombstone or a kept version before E) the step is
+    // not taken.
+    bool older = false;
+    if (newest_epoch == e || (!newest_tomb && !keep)) {
+      PSM_ASSIGN_OR_RETURN(older, NextIsOlderVersion(it.get(), prefix));
     }
-    PSM_ASSIGN_OR_RETURN(bool older, older_remains());
-    if (older) {
-      txn->Put(cf, new_key, TombstoneValue());
-    } else {
-      txn->Delete(cf, new_key);
-    }
+    DeleteRead(txn, cf, newest_key, newest_tomb, older, keep, e);
     return Status::Ok();
   }
-
-  if (!payload && (!have_newest || newest_tomb)) return Status::Ok();  // already absent
-
-  const bool keep_newest = have_newest && snaps.AnyIn(newest_epoch, e);
-  // Decide before the batch changes under the iterator.
-  bool tomb = keep_newest;
-  if (!payload && !tomb) {
-    PSM_ASSIGN_OR_RETURN(tomb, older_remains());
+  if (have_newest && newest_epoch != e) {
+    if (snaps.AnyIn(newest_epoch, e)) {
+      DeadValue dv;
+      dv.birth = newest_epoch;
+      txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
+    } else {
+      txn->Delete(cf, newest_key);
+    }
   }
-  if (keep_newest) {
-    DeadValue dv;
-    dv.birth = newest_epoch;
-    txn->Put(Cf::kDead, DeadVersionKey(e, cf, newest_key), EncodeDeadValue(dv));
-  } else if (have_newest) {
-    txn->Delete(cf, newest_key);
-  }
-  if (payload) {
-    txn->Put(cf, new_key, Tagged(*payload));
-  } else if (tomb) {
-    txn->Put(cf, new_key, TombstoneValue());
-  }
+  // At E: an overwrite in place (no snapshot can see a version born at E).
+  txn->Put(cf, new_key, Tagged(*payload));
   return Status::Ok();
 }
 

@@ -39,6 +39,20 @@ class EpochSet {
 Status PutVersion(Txn* txn, Cf cf, std::string_view prefix, Epoch e,
                   const std::optional<std::string_view>& payload, const EpochSet& snaps);
 
+// PutVersion's delete of a record whose versions the caller has read
+// already, holding the record's lock since: its newest version's key and
+// whether that is a tombstone, and whether an older version remains under
+// it (needed only when the newest was born at `e`, or no present snapshot
+// can see it; pass false otherwise). Writes what PutVersion would.
+void DeleteVersionRead(Txn* txn, Cf cf, std::string_view newest_key, bool newest_tomb,
+                       bool older, Epoch e, const EpochSet& snaps);
+
+// `key` is a version key of record `prefix`.
+bool IsVersionOf(std::string_view key, std::string_view prefix);
+// Steps `it` (on a version of `prefix`) to the next key: true when that is
+// an older version of the same record.
+Result<bool> NextIsOlderVersion(rocksdb::Iterator* it, std::string_view prefix);
+
 // The key of record `prefix`'s lone tombstone: its newest version when that
 // is a tombstone with nothing older under it, which hides nothing. "" when
 // there is none. Reads through `txn`.

@@ -54,36 +54,59 @@ uint64_t PendingChecksums::Stage(const std::vector<BlockNo>& p, const std::vecto
   return gen_;
 }
 
-std::optional<uint32_t> PendingChecksums::FindLocked(BlockNo p) const {
-  const size_t k = p & ((size_t{1} << kChunkShift) - 1);
-  for (const Chunks* m : {&staged_, &flushing_}) {  // the newer first
-    auto it = m->find(p >> kChunkShift);
-    if (it != m->end() && (it->second->present[k / 64] >> (k % 64) & 1)) {
-      return it->second->crc[k];
+namespace {
+
+// Calls fn(k) for every block k of `c` with a staged checksum, in order.
+template <typename Fn>
+void ForEachStaged(const PendingChecksums::Chunk& c, Fn fn) {
+  for (size_t w = 0; w < std::size(c.present); ++w) {
+    for (uint64_t bits = c.present[w]; bits; bits &= bits - 1) {
+      fn(w * 64 + static_cast<size_t>(__builtin_ctzll(bits)));
     }
   }
-  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<uint32_t> PendingChecksums::Chunk::Get(size_t k) const {
+  if (!(present[k / 64] >> (k % 64) & 1)) return std::nullopt;
+  return crc[k];
+}
+
+std::pair<const PendingChecksums::Chunk*, const PendingChecksums::Chunk*>
+PendingChecksums::FindLocked(uint64_t c) const {
+  auto s = staged_.find(c);
+  auto f = flushing_.find(c);
+  return {s == staged_.end() ? nullptr : s->second.get(),
+          f == flushing_.end() ? nullptr : f->second.get()};
 }
 
 void PendingChecksums::Overlay(BlockNo p, uint64_t n,
                                std::vector<std::optional<uint32_t>>* out) const {
+  constexpr uint64_t kMask = (uint64_t{1} << kChunkShift) - 1;
   std::lock_guard<std::mutex> l(mu_);
-  for (uint64_t i = 0; i < n; ++i) {
-    // A chunk with nothing staged skips to the next.
-    const uint64_t c = (p + i) >> kChunkShift;
-    if (!staged_.count(c) && !flushing_.count(c)) {
-      i = ((c + 1) << kChunkShift) - p - 1;
-      continue;
+  // Chunk by chunk: a chunk with nothing staged is skipped whole.
+  for (uint64_t b = p; b < p + n; b = (b | kMask) + 1) {
+    const auto [staged, flushing] = FindLocked(b >> kChunkShift);
+    if (!staged && !flushing) continue;
+    const uint64_t end = std::min(p + n, (b | kMask) + 1);
+    for (uint64_t q = b; q < end; ++q) {
+      std::optional<uint32_t> v = staged ? staged->Get(q & kMask) : std::nullopt;  // the newer
+      if (!v && flushing) v = flushing->Get(q & kMask);
+      if (v) (*out)[q - p] = v;
     }
-    if (auto v = FindLocked(p + i)) (*out)[i] = v;
   }
 }
 
 void PendingChecksums::OverlayOf(const std::vector<BlockNo>& blocks,
                                  std::vector<std::optional<uint32_t>>* out) const {
+  constexpr uint64_t kMask = (uint64_t{1} << kChunkShift) - 1;
   std::lock_guard<std::mutex> l(mu_);
   for (size_t i = 0; i < blocks.size(); ++i) {
-    if (auto v = FindLocked(blocks[i])) (*out)[i] = v;
+    const auto [staged, flushing] = FindLocked(blocks[i] >> kChunkShift);
+    std::optional<uint32_t> v = staged ? staged->Get(blocks[i] & kMask) : std::nullopt;
+    if (!v && flushing) v = flushing->Get(blocks[i] & kMask);
+    if (v) (*out)[i] = v;
   }
 }
 
@@ -101,13 +124,8 @@ Status PendingChecksums::Flush() {
         dst = std::move(chunk);
         continue;
       }
-      for (size_t w = 0; w < std::size(chunk->present); ++w) {
-        for (uint64_t bits = chunk->present[w]; bits; bits &= bits - 1) {
-          const size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-          dst->crc[k] = chunk->crc[k];
-        }
-        dst->present[w] |= chunk->present[w];
-      }
+      ForEachStaged(*chunk, [&](size_t k) { dst->crc[k] = chunk->crc[k]; });
+      for (size_t w = 0; w < std::size(chunk->present); ++w) dst->present[w] |= chunk->present[w];
     }
     staged_.clear();
     gen = gen_++;
@@ -117,12 +135,9 @@ Status PendingChecksums::Flush() {
   // only read it too).
   Txn txn(store_);
   for (const auto& [c, chunk] : flushing_) {
-    for (size_t w = 0; w < std::size(chunk->present); ++w) {
-      for (uint64_t bits = chunk->present[w]; bits; bits &= bits - 1) {
-        const size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
-        PutChecksum(&txn, (c << kChunkShift) + k, chunk->crc[k]);
-      }
-    }
+    ForEachStaged(*chunk, [&, c = c, &chunk = chunk](size_t k) {
+      PutChecksum(&txn, (c << kChunkShift) + k, chunk->crc[k]);
+    });
   }
   uint64_t seq = 0;
   Status s = committer_->Apply(&txn, {}, {}, &seq);
@@ -143,16 +158,17 @@ uint64_t PendingChecksums::DurableGen(uint64_t seq) {
   return durable_gen_;
 }
 
-size_t PendingChecksums::staged_blocks() const {
-  std::lock_guard<std::mutex> l(mu_);
-  size_t n = 0;
-  for (const Chunks* m : {&staged_, &flushing_}) {
-    for (const auto& [c, chunk] : *m) {
-      for (uint64_t w : chunk->present) n += static_cast<size_t>(__builtin_popcountll(w));
-    }
+namespace {
+
+// Puts the staged checksums (read before *out) over the committed ones.
+void OverStaged(const std::vector<std::optional<uint32_t>>& staged,
+                std::vector<std::optional<uint32_t>>* out) {
+  for (size_t i = 0; i < staged.size(); ++i) {
+    if (staged[i]) (*out)[i] = staged[i];
   }
-  return n;
 }
+
+}  // namespace
 
 Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out,
                      const PendingChecksums* pending) {
@@ -162,9 +178,7 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optio
     std::vector<std::optional<uint32_t>> staged(n);
     pending->Overlay(p, n, &staged);
     PSM_RETURN_IF_ERROR(LoadChecksums(store, p, n, out));
-    for (uint64_t i = 0; i < n; ++i) {
-      if (staged[i]) (*out)[i] = staged[i];
-    }
+    OverStaged(staged, out);
     return Status::Ok();
   }
   out->assign(n, std::nullopt);
@@ -193,9 +207,7 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
     std::vector<std::optional<uint32_t>> staged(blocks.size());
     pending->OverlayOf(blocks, &staged);  // first, as in LoadChecksums
     PSM_RETURN_IF_ERROR(LoadChecksumsOf(store, blocks, out));
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if (staged[i]) (*out)[i] = staged[i];
-    }
+    OverStaged(staged, out);
     return Status::Ok();
   }
   out->assign(blocks.size(), std::nullopt);

@@ -110,10 +110,37 @@ Status ChunkIndices(FileSystem::Impl* m, Txn* txn, InodeId ino, Epoch e, uint64_
   return Status::FromRocks(it->status());
 }
 
+// KillRange of a run [p, p+len) that is exactly one whole live `alloc`
+// record, found with a point lookup of that record's key instead of
+// KillRange's iterator and SeekForPrev: the outcome is KillRange's for a
+// record that starts at the run and ends with it (no split). False (and
+// nothing written) when the run is not such a record.
+Result<bool> KillWholeRecord(FileSystem::Impl* m, Txn* txn, BlockNo p, uint64_t len,
+                             std::vector<Range>* frees) {
+  std::string v;
+  Status g = txn->Get(Cf::kAlloc, AllocKey(p), &v);
+  if (g.Is(Code::kNotFound)) return false;
+  PSM_RETURN_IF_ERROR(g);
+  AllocRec rec;
+  if (!DecodeAlloc(v, &rec).ok() || rec.length != len || rec.death != 0) return false;
+  const Epoch e = m->live();
+  if (m->AnyIn(rec.birth, e)) {
+    txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{len, rec.birth, e}));
+    txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, len}));
+  } else {
+    txn->Delete(Cf::kAlloc, AllocKey(p));
+    frees->push_back(Range{p, len});
+  }
+  return true;
+}
+
 // Kills replaced blocks (physical block, birth), merged into runs of
-// consecutive blocks of one birth.
+// consecutive blocks of one birth. `whole_records`: the runs are likely
+// whole `alloc` records (a destroyed file's blocks), so each is tried with
+// a point lookup first (KillWholeRecord); elsewhere that lookup would
+// mostly miss (a run cut out of a larger record) and is not made.
 Status KillRuns(FileSystem::Impl* m, Txn* txn, std::vector<std::pair<BlockNo, Epoch>>* killed,
-                std::vector<Range>* frees) {
+                std::vector<Range>* frees, bool whole_records = false) {
   std::sort(killed->begin(), killed->end());
   for (size_t i = 0; i < killed->size();) {
     size_t j = i + 1;
@@ -121,7 +148,14 @@ Status KillRuns(FileSystem::Impl* m, Txn* txn, std::vector<std::pair<BlockNo, Ep
            (*killed)[j].second == (*killed)[i].second) {
       ++j;
     }
-    PSM_RETURN_IF_ERROR(m->KillRange(txn, (*killed)[i].first, j - i, (*killed)[i].second, frees));
+    bool done = false;
+    if (whole_records) {
+      PSM_ASSIGN_OR_RETURN(done, KillWholeRecord(m, txn, (*killed)[i].first, j - i, frees));
+    }
+    if (!done) {
+      PSM_RETURN_IF_ERROR(
+          m->KillRange(txn, (*killed)[i].first, j - i, (*killed)[i].second, frees));
+    }
     i = j;
   }
   return Status::Ok();
@@ -578,7 +612,7 @@ Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
   const std::string file = ChunkFilePrefix(ino);
   struct Drop {
     std::string newest_key;  // the chunk's newest version
-    Epoch newest = 0;
+    bool tomb = false;       // it is a tombstone
     bool older = false;      // an older version remains under it
   };
   std::vector<Drop> drops;
@@ -593,10 +627,10 @@ Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
       if (k.size() != 24 || k.substr(0, 8) != file) break;
       Drop d;
       d.newest_key.assign(k);
-      d.newest = KeyEpoch(k);
-      if (d.newest > e) return Status::Corruption("record version newer than the live epoch");
-      const bool tomb = it->value().empty() || it->value()[0] == kTagTombstone;
-      if (!tomb) {
+      const Epoch newest = KeyEpoch(k);
+      if (newest > e) return Status::Corruption("record version newer than the live epoch");
+      d.tomb = it->value().empty() || it->value()[0] == kTagTombstone;
+      if (!d.tomb) {
         PSM_RETURN_IF_ERROR(DecodeExtents(
             std::string_view(it->value().data() + 1, it->value().size() - 1), &ext));
         for (const Extent& x : ext) {
@@ -609,76 +643,24 @@ Status DestroyChunks(FileSystem::Impl* m, Txn* txn, InodeId ino, InodeAttr* a,
           }
         }
       }
-      const std::string_view chunk = std::string_view(d.newest_key).substr(0, 16);
-      it->Next();
-      d.older = it->Valid() && it->key().size() == 24 &&
-                memcmp(it->key().data(), chunk.data(), chunk.size()) == 0;
-      // Nothing to do for a tombstone born before E (already absent), nor
-      // for a lone one at E... which PutVersion deletes: keep that.
-      if (!tomb || (d.newest == e && !d.older)) drops.push_back(std::move(d));
-      while (it->Valid() && it->key().size() == 24 &&
-             memcmp(it->key().data(), chunk.data(), chunk.size()) == 0) {
+      const std::string_view chunk = KeyPrefix(d.newest_key);
+      PSM_ASSIGN_OR_RETURN(d.older, NextIsOlderVersion(it.get(), chunk));
+      while (it->Valid() && IsVersionOf(std::string_view(it->key().data(), it->key().size()),
+                                        chunk)) {
         it->Next();
       }
+      // Nothing to do for a tombstone born before E (already absent), nor
+      // for one at E over an older version; a lone one at E goes.
+      if (!d.tomb || (newest == e && !d.older)) drops.push_back(std::move(d));
     }
     PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
   }
   for (const Drop& d : drops) {
-    if (d.newest == e) {
-      if (d.older) {
-        txn->Put(Cf::kChunks, d.newest_key, TombstoneValue());
-      } else {
-        txn->Delete(Cf::kChunks, d.newest_key);
-      }
-      continue;
-    }
-    const std::string tomb_key = VersionKey(KeyPrefix(d.newest_key), e);
-    if (m->AnyIn(d.newest, e)) {
-      DeadValue dv;
-      dv.birth = d.newest;
-      txn->Put(Cf::kDead, DeadVersionKey(e, Cf::kChunks, d.newest_key), EncodeDeadValue(dv));
-      txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
-    } else {
-      txn->Delete(Cf::kChunks, d.newest_key);
-      if (d.older) txn->Put(Cf::kChunks, tomb_key, TombstoneValue());
-    }
+    DeleteVersionRead(txn, Cf::kChunks, d.newest_key, d.tomb, d.older, e, *m);
   }
-  // The killed blocks, in runs of one birth (KillRuns). A run that is
-  // exactly one whole `alloc` record, as a small file's block usually is
-  // (one record per allocation), is killed with a point lookup of that
-  // record's key instead of KillRange's iterator and SeekForPrev; the
-  // outcome is KillRange's for a record that starts at the run and ends
-  // with it (no split): a `dead` entry and a death epoch if a present
-  // snapshot can see the blocks, else the record removed and the range
-  // freed. Any other run goes through KillRange.
-  std::sort(killed.begin(), killed.end());
-  std::vector<std::pair<BlockNo, Epoch>> rest;
-  for (size_t i = 0; i < killed.size();) {
-    size_t j = i + 1;
-    while (j < killed.size() && killed[j].first == killed[j - 1].first + 1 &&
-           killed[j].second == killed[i].second) {
-      ++j;
-    }
-    const BlockNo p = killed[i].first;
-    const uint64_t len = j - i;
-    std::string v;
-    Status g = txn->Get(Cf::kAlloc, AllocKey(p), &v);
-    if (!g.ok() && !g.Is(Code::kNotFound)) return g;
-    AllocRec rec;
-    if (g.ok() && DecodeAlloc(v, &rec).ok() && rec.length == len && rec.death == 0) {
-      if (m->AnyIn(rec.birth, e)) {
-        txn->Put(Cf::kAlloc, AllocKey(p), EncodeAlloc(AllocRec{len, rec.birth, e}));
-        txn->Put(Cf::kDead, DeadRangeKey(e, p), EncodeDeadValue(DeadValue{rec.birth, len}));
-      } else {
-        txn->Delete(Cf::kAlloc, AllocKey(p));
-        frees->push_back(Range{p, len});
-      }
-    } else {
-      rest.insert(rest.end(), killed.begin() + i, killed.begin() + j);
-    }
-    i = j;
-  }
-  return KillRuns(m, txn, &rest, frees);
+  // The killed blocks: a small file's block is usually one whole `alloc`
+  // record (one record per allocation), killed with a point lookup.
+  return KillRuns(m, txn, &killed, frees, /*whole_records=*/true);
 }
 
 }  // namespace
@@ -708,10 +690,11 @@ Status FileSystem::Impl::DestroyInode(Txn* txn, InodeId ino, InodeAttr* a,
   }
   txn->AddCounter(kVolFiles, -1);
   if (a->version == e && a->sole) {
-    // PutVersion's delete of a version born at E with nothing older under
-    // it, known from the read that gave `a` (InodeAttr::sole; the caller
-    // holds the stripe since, and reclaim only ever removes versions).
-    txn->Delete(Cf::kInodes, VersionKey(InodePrefix(ino), e));
+    // PutVersion's delete, with nothing older under the version born at E
+    // known from the read that gave `a` (InodeAttr::sole; the caller holds
+    // the stripe since, and reclaim only ever removes versions).
+    DeleteVersionRead(txn, Cf::kInodes, VersionKey(InodePrefix(ino), e), /*newest_tomb=*/false,
+                      /*older=*/false, e, *this);
     return Status::Ok();
   }
   return PutVersion(txn, Cf::kInodes, InodePrefix(ino), e, std::nullopt, *this);

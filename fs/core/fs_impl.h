@@ -194,6 +194,14 @@ class Committer {
   std::thread thread_;
 };
 
+// Attributes just committed as their record's version at the live epoch
+// `e` (InodeAttr::version): the next PutAttr needs no seek. A version that
+// was older may have been kept under the new one, so `sole` no longer holds.
+inline void NoteWrittenAtLive(InodeAttr* a, Epoch e) {
+  if (a->version != e) a->sole = false;
+  a->version = e;
+}
+
 // Write intents (fs/core/intent.cc, docs/integrity.md "Overwrites in
 // place"): a region of 2^kIntentShift blocks gets a durable record in
 // `volume` ("intent/" BE64(region)) before the first overwrite in place of
@@ -274,19 +282,19 @@ class PendingChecksums {
   Status Flush();
   // The newest generation whose commit is covered by durable commit `seq`.
   uint64_t DurableGen(uint64_t seq);
-  size_t staged_blocks() const;
 
   static constexpr unsigned kChunkShift = 10;  // 1,024 blocks per chunk
   static constexpr size_t kMaxChunks = 512;
-
- private:
   struct Chunk {
     uint32_t crc[size_t{1} << kChunkShift];
     uint64_t present[(size_t{1} << kChunkShift) / 64] = {};
+    std::optional<uint32_t> Get(size_t k) const;  // block k of the chunk
   };
+
+ private:
   using Chunks = std::map<uint64_t, std::unique_ptr<Chunk>>;
-  // The staged checksum of block p, if any (mu_ held).
-  std::optional<uint32_t> FindLocked(BlockNo p) const;
+  // Chunk c staged and being committed, either null (mu_ held).
+  std::pair<const Chunk*, const Chunk*> FindLocked(uint64_t c) const;
   Store* store_;
   Committer* committer_;
   std::mutex flush_mu_;  // lock order 3c: one Flush at a time, a commit under it
@@ -418,7 +426,7 @@ struct FileSystem::Impl : public EpochSet {
   // lookups table (down to half that share at most).
   void ChargeLookups();
   std::atomic<size_t> lookups_bytes{0};
-  std::mutex charge_mu;
+  std::mutex charge_mu;  // lock order 7f: no psmfs lock held; the cache's under it
   size_t charged_lookups_bytes = 0;  // GUARDED_BY charge_mu
   size_t cache_share_bytes = 0;      // StoreOptions::cache_bytes
   // Live inodes the kernel holds a reference to whose attributes are in the

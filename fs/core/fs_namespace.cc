@@ -70,10 +70,8 @@ Status ReadChildAttr(Impl* m, InodeId ino, InodeAttr* a) {
   a->version = version;
   if (h == LiveCache::Hit::kMiss) m->cache.PutAttr(ino, gen, *a);
   if (version == e && !S_ISDIR(a->mode)) {
-    it->Next();
-    a->sole = !(it->Valid() && it->key().size() == prefix.size() + 8 &&
-                memcmp(it->key().data(), prefix.data(), prefix.size()) == 0);
-    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    PSM_ASSIGN_OR_RETURN(bool older, NextIsOlderVersion(it.get(), prefix));
+    a->sole = !older;
   }
   return Status::Ok();
 }
@@ -92,10 +90,7 @@ Status ReadEntryForRemoval(Impl* m, InodeId parent, std::string_view name, Entry
   PSM_RETURN_IF_ERROR(DecodeDentry(payload, &out->d));
   out->older = false;
   if (out->version == e) {
-    it->Next();
-    out->older = it->Valid() && it->key().size() == prefix.size() + 8 &&
-                 memcmp(it->key().data(), prefix.data(), prefix.size()) == 0;
-    PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+    PSM_ASSIGN_OR_RETURN(out->older, NextIsOlderVersion(it.get(), prefix));
   }
   return Status::Ok();
 }
@@ -418,10 +413,9 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
   // Both records were just written as their versions at the live epoch
-  // (InodeAttr::version: the next PutAttr of either needs no seek; an
-  // older version of the parent's may have been kept under it).
-  if (pa.version != m->live()) pa.sole = false;
-  pa.version = a.version = m->live();
+  // (InodeAttr::version: the next PutAttr of either needs no seek).
+  NoteWrittenAtLive(&pa, m->live());
+  NoteWrittenAtLive(&a, m->live());
   m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
   if (own) {
     {
@@ -610,15 +604,9 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     }
     std::vector<Range> frees;
     if (er.version == m->live()) {
-      // PutVersion's delete of a version born at the live epoch, with what
-      // ReadEntryForRemoval found: overwritten in place, by a tombstone
-      // if an older version remains, else removed.
-      const std::string key = VersionKey(DentryPrefix(v.ino, name), er.version);
-      if (er.older) {
-        txn.Put(Cf::kDentries, key, TombstoneValue());
-      } else {
-        txn.Delete(Cf::kDentries, key);
-      }
+      // PutVersion's delete, with what ReadEntryForRemoval found.
+      DeleteVersionRead(&txn, Cf::kDentries, VersionKey(DentryPrefix(v.ino, name), er.version),
+                        /*newest_tomb=*/false, er.older, m->live(), *m);
     } else {
       PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
     }
@@ -629,11 +617,9 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
-    // Written as their versions at the live epoch (InodeAttr::version);
-    // one that was older may have been kept under the new one.
-    if (pa.version != m->live()) pa.sole = false;
-    if (a.version != m->live()) a.sole = false;
-    pa.version = a.version = m->live();
+    // Written as their versions at the live epoch (InodeAttr::version).
+    NoteWrittenAtLive(&pa, m->live());
+    NoteWrittenAtLive(&a, m->live());
     m->cache.SetAttr(v.ino, pa);  // the parent's stripe is still held
     if (orphaned) KeepOrphanAttrs(m, d.ino, a);  // and the child's
     return Status::Ok();

@@ -52,13 +52,14 @@ Status IntentMap::Begin(const std::vector<uint64_t>& regions) {
     // each would cost a sync cycle of its own (an image sync while the
     // kernel writes back). Unused, they go at the next DropIdle.
     const size_t n = mine.size();
+    const int64_t now = SteadyNs();
     for (size_t i = 0; i < n; ++i) {
       const uint64_t g = mine[i] & ~uint64_t{kIntentGroup - 1};
       for (uint64_t r = g; r < std::min(g + kIntentGroup, image_regions_); ++r) {
         auto [it, inserted] = regions_.try_emplace(r);
         if (inserted) {
           mine.push_back(r);
-          it->second.last_ns = SteadyNs();
+          it->second.last_ns = now;
         }
       }
     }
