@@ -355,6 +355,12 @@ void RenderVolume(const MetricsTarget& t, Exposition* x) {
   gauge("psmfs_kernel_refs_bytes",
         "Memory of the table counting the kernel's references (charged to the metadata cache).",
         Number(s.kernel_refs_bytes));
+  gauge("psmfs_kernel_refs_cap",
+        "Most inodes the kernel may hold before the daemon asks it to drop dentries (0: none).",
+        Number(s.kernel_refs_cap));
+  counter("psmfs_kernel_refs_shed_total",
+          "Dentries the daemon asked the kernel to drop to keep under the cap.",
+          s.kernel_refs_shed);
   gauge("psmfs_free_index_ranges", "Free extents in the allocator's in-memory index.",
         Number(s.free_ranges));
   gauge("psmfs_free_index_memory_bytes", "Memory of the allocator's free-extent index.",

@@ -91,6 +91,13 @@ int RunStatus(const StatusArgs& a) {
                         HumanSize(s.metadata_cache_used_bytes) + " of " +
                         HumanSize(s.metadata_cache_bytes) + ", open-file cache " +
                         HumanSize(s.live_cache_bytes) + ")");
+    std::string refs = std::to_string(s.kernel_refs) + " inode(s), " +
+                       HumanSize(s.kernel_refs_bytes);
+    if (s.kernel_refs_cap) {
+      refs += "; cap " + std::to_string(s.kernel_refs_cap) + ", " +
+              std::to_string(s.kernel_refs_shed) + " dentries dropped to keep under it";
+    }
+    line("Kernel refs:", refs);
   }
   if (i.mounted) {
     line("Checksums:", std::string(s.checksums ? "on" : "off") + ", " +

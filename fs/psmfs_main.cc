@@ -196,6 +196,9 @@ void PrintHelp() {
       "  memory=SIZE            the daemon's memory budget: metadata cache,\n"
       "                         memtables and open-file cache stay within it\n"
       "                         (default 256M, at least 32M)\n"
+      "  max_kernel_refs=N      past N inodes held by the kernel, ask it to drop\n"
+      "                         dentries until it holds 3/4 of N (default: from\n"
+      "                         memory, 1572864 at 256M; at least 100)\n"
       "  no_default_permissions do not let the kernel check permissions; psmfs\n"
       "                         does not check them either, so every caller may\n"
       "                         do everything (default: default_permissions on)\n"
@@ -359,6 +362,12 @@ void ApplyOpt(const std::string& raw, CmdLine* cl) {
       UsageError("memory=" + val + ": expected a size of at least 32M (e.g. 256M, 1G)");
     }
     cl->mount.memory_bytes = bytes;
+  } else if (key == "max_kernel_refs") {
+    need_val();
+    if (!ParseUnsigned(val, 1ull << 40, &n) || n < 100) {
+      UsageError("max_kernel_refs=" + val + ": expected a count of at least 100");
+    }
+    cl->mount.max_kernel_refs = n;
   } else if (key == "redirect_writes" && !has_val) {
     cl->mount.redirect_writes = true;
   } else if (key == "no_default_permissions" && !has_val) {
@@ -484,12 +493,10 @@ std::string UnescapeMountField(std::string_view s) {
   return out;
 }
 
-// The "major:minor" of the topmost mount at `path` (absolute, resolved), or
-// nothing when `path` is not a mount point.
-std::optional<std::string> MountDevice(const std::string& path) {
+// Calls fn(major:minor, mount point) for each line of /proc/self/mountinfo.
+void ForEachMount(const std::function<void(std::string_view, const std::string&)>& fn) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
-  std::optional<std::string> found;
   while (std::getline(in, line)) {
     // id parent major:minor root mountpoint ...
     std::vector<std::string_view> f;
@@ -499,8 +506,29 @@ std::optional<std::string> MountDevice(const std::string& path) {
       f.push_back(rest.substr(0, sp));
       rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
     }
-    if (f.size() == 5 && UnescapeMountField(f[4]) == path) found = std::string(f[2]);
+    if (f.size() == 5) fn(f[2], UnescapeMountField(f[4]));
   }
+}
+
+// The "major:minor" of the topmost mount at `path` (absolute, resolved), or
+// nothing when `path` is not a mount point.
+std::optional<std::string> MountDevice(const std::string& path) {
+  std::optional<std::string> found;
+  ForEachMount([&](std::string_view dev, const std::string& at) {
+    if (at == path) found = std::string(dev);
+  });
+  return found;
+}
+
+// The first mount strictly below `path` (absolute, resolved), "" if none.
+std::string MountBelow(const std::string& path) {
+  std::string found;
+  const std::string prefix = path == "/" ? path : path + "/";
+  ForEachMount([&](std::string_view, const std::string& at) {
+    if (found.empty() && at.size() > prefix.size() && at.compare(0, prefix.size(), prefix) == 0) {
+      found = at;
+    }
+  });
   return found;
 }
 
@@ -664,6 +692,8 @@ int Serve(const CmdLine& cl, StartupReport report) {
   FuseAdapterOptions adapter_opts = cl.adapter;
   // ACLs enforced by the kernel need its permission checks.
   if (!cl.default_permissions) adapter_opts.posix_acl = false;
+  adapter_opts.max_kernel_refs = KernelRefsCap(cl.mount);
+  adapter_opts.mount_below = [mnt = cl.mountpoint] { return MountBelow(mnt); };
   FuseAdapter adapter(fs.get(), adapter_opts);
   FuseArgs fa(FuseArgv(cl, cl.debug));
   StartCapture();

@@ -410,6 +410,8 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("live_cache_bytes", v.live_cache_bytes)
       .Set("kernel_refs", v.kernel_refs)
       .Set("kernel_refs_bytes", v.kernel_refs_bytes)
+      .Set("kernel_refs_cap", v.kernel_refs_cap)
+      .Set("kernel_refs_shed", v.kernel_refs_shed)
       .Set("checksums", v.checksums)
       .Set("checksum_errors", v.checksum_errors)
       .Set("write_intent_regions", v.write_intent_regions)
@@ -502,6 +504,8 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.live_cache_bytes = j.GetUint("live_cache_bytes");
   v.kernel_refs = j.GetUint("kernel_refs");
   v.kernel_refs_bytes = j.GetUint("kernel_refs_bytes");
+  v.kernel_refs_cap = j.GetUint("kernel_refs_cap");
+  v.kernel_refs_shed = j.GetUint("kernel_refs_shed");
   v.checksums = j.GetBool("checksums", false);
   v.checksum_errors = j.GetUint("checksum_errors");
   v.write_intent_regions = j.GetUint("write_intent_regions");

@@ -124,7 +124,18 @@ struct MountOptions {
   // (LiveCache::SetByteLimit); the rest is left for the process itself
   // (heap, FUSE request buffers, thread stacks). Default: 256 MiB.
   uint64_t memory_bytes = 256ull << 20;
+  // The most inodes the kernel may hold references to before the daemon
+  // asks it to drop some (psmfs -o max_kernel_refs=N; docs/architecture.md,
+  // "Memory"): the FUSE adapter's shedder invalidates dentries
+  // (ShedKernelRefs) until the count is 3/4 of this. 0: derived from
+  // memory_bytes (KernelRefsCap). Only with count_lookups.
+  uint64_t max_kernel_refs = 0;
 };
+
+// The cap on kernel references for a mount: `max_kernel_refs` when set,
+// else as many as fit, at 3/4 load, the largest table of at most a
+// sixteenth of `memory_bytes` (1,572,864 at 256 MiB: a 16 MiB table).
+uint64_t KernelRefsCap(const MountOptions& o);
 
 // Options of `psmctl mkfs`.
 struct FormatOptions {
@@ -292,6 +303,10 @@ struct VolumeStats {
   // less by as much, down to half its share).
   uint64_t kernel_refs = 0;
   uint64_t kernel_refs_bytes = 0;
+  // The cap on kernel_refs (MountOptions::max_kernel_refs; 0: none) and
+  // the dentries the daemon asked the kernel to drop to keep under it.
+  uint64_t kernel_refs_cap = 0;
+  uint64_t kernel_refs_shed = 0;
   // Data checksums (docs/integrity.md).
   bool checksums = false;        // the volume checksums its data blocks
   uint64_t checksum_errors = 0;  // reads that failed their checksum since mount
@@ -563,6 +578,17 @@ class FileSystem {
   // removed, modified and renamed paths, sorted by path. The older snapshot
   // is taken as the start whatever the order given.
   Result<DiffResult> Diff(std::string_view from, std::string_view to);
+
+  // Inodes the kernel holds references to (count_lookups).
+  size_t KernelRefs();
+  // Asks the kernel to drop about `want` references (the cap on them,
+  // MountOptions::max_kernel_refs): goes on through the directories the
+  // kernel references, from where the last call stopped, and calls
+  // `inval(directory, name)` for each live entry whose inode the kernel
+  // references; at most one pass over the table a call. Returns the number
+  // of calls. `inval` must only queue (the FUSE adapter's notifier sends
+  // them): the kernel's FORGETs come later. Called without core locks.
+  size_t ShedKernelRefs(size_t want, const std::function<void(NodeId, std::string_view)>& inval);
 
   // Kernel cache invalidation, set by the FUSE adapter: entry (parent, name)
   // and inode (node) notifications. Called without core locks held.

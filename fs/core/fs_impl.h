@@ -426,6 +426,18 @@ struct FileSystem::Impl : public EpochSet {
   // lookups table (down to half that share at most).
   void ChargeLookups();
   std::atomic<size_t> lookups_bytes{0};
+  // The kernel-reference cap's walk (FileSystem::ShedKernelRefs): the
+  // table slot it goes on from and the slots passed since the root was
+  // last visited, the directory it is in (0: none) and the last name it
+  // passed there. Lock order 7g: handles_mu is taken under
+  // shed_mu, never the other way round; no other psmfs lock is held.
+  std::mutex shed_mu;
+  size_t shed_cursor = 0;        // GUARDED_BY shed_mu
+  size_t shed_seen = 0;          // slots passed this revolution; GUARDED_BY shed_mu
+  InodeId shed_dir = 0;          // GUARDED_BY shed_mu
+  std::string shed_after;        // GUARDED_BY shed_mu
+  static constexpr size_t kShedBatch = 1024;  // entries listed a step
+  std::atomic<uint64_t> shed_invalidated{0};  // entries asked since mount
   std::mutex charge_mu;  // lock order 7f: no psmfs lock held; the cache's under it
   size_t charged_lookups_bytes = 0;  // GUARDED_BY charge_mu
   size_t cache_share_bytes = 0;      // StoreOptions::cache_bytes

@@ -188,13 +188,128 @@ void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
   bool charge;
   {
     std::lock_guard<std::mutex> l(handles_mu);
-    if (lookups.Add(ino) == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
+    if (lookups.Add(ino, 1, dir) == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
         cached_refs.insert(ino).second) {
       cache.Enable(ino);
     }
     charge = LookupsResizedLocked();
   }
   if (charge) ChargeLookups();
+}
+
+uint64_t KernelRefsCap(const MountOptions& o) {
+  if (o.max_kernel_refs != 0) return o.max_kernel_refs;
+  uint64_t slots = 1024;
+  while (slots * 2 * sizeof(uint64_t) <= o.memory_bytes / 16) slots *= 2;
+  return slots / 4 * 3;
+}
+
+size_t FileSystem::KernelRefs() {
+  std::lock_guard<std::mutex> l(impl_->handles_mu);
+  return impl_->lookups.size();
+}
+
+// The cap on kernel references (MountOptions::max_kernel_refs,
+// docs/architecture.md "Memory"): the FUSE adapter's shedder calls this
+// when the kernel holds more inodes than the cap. The kernel drops an
+// inode, and sends its FORGET, once no dentry and no open file holds it;
+// invalidating a dentry drops it (and, for a directory, every dentry below
+// it). So this walks the directories the kernel references (the table's
+// `dir` entries, from a cursor kept between calls) and, for each, its live
+// entries (from a name kept between calls, so that a huge directory is
+// taken in pieces), and asks `inval` to invalidate each entry whose inode
+// the kernel references. Nothing is read at a snapshot: snapshot nodes are
+// not counted (NoteLookup). shed_mu serializes callers (lock order 7g):
+// handles_mu is taken under it, briefly, never the other way round.
+size_t FileSystem::ShedKernelRefs(size_t want,
+                                  const std::function<void(NodeId, std::string_view)>& inval) {
+  Impl* m = impl_.get();
+  if (!m->opts.count_lookups || want == 0) return 0;
+  std::lock_guard<std::mutex> sl(m->shed_mu);
+  size_t issued = 0;
+  // At most one revolution of the table a call: a kernel that holds few
+  // directories ends the call early.
+  size_t slots_left;
+  {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    slots_left = m->lookups.capacity();
+  }
+  std::vector<std::string> names;
+  std::vector<InodeId> inos;
+  std::vector<char> held;
+  while (issued < want) {
+    if (m->shed_dir == 0) {
+      if (slots_left == 0) break;
+      std::vector<uint64_t> dirs;
+      {
+        std::lock_guard<std::mutex> l(m->handles_mu);
+        const size_t cap = m->lookups.capacity();
+        if (m->shed_seen >= cap) {
+          // The root (never looked up, so not in the table) ends each
+          // revolution, and the call: its entries hold everything else
+          // below them, and the kernel has not dropped what this call named.
+          m->shed_seen = 0;
+          slots_left = 0;
+          dirs.push_back(kRootIno);
+        } else {
+          const size_t looked = m->lookups.CollectDirs(
+              &m->shed_cursor, std::min({slots_left, cap - m->shed_seen, size_t{4096}}), 1, &dirs);
+          slots_left = looked == 0 ? 0 : slots_left - std::min(slots_left, looked);
+          m->shed_seen += looked == 0 ? cap : looked;
+        }
+      }
+      if (dirs.empty()) continue;
+      m->shed_dir = dirs[0];
+      m->shed_after.clear();
+    }
+    // One piece of the directory's live entries, after shed_after.
+    const InodeId dir = m->shed_dir;
+    const Epoch e = m->live();
+    names.clear();
+    inos.clear();
+    std::string done = m->shed_after;  // the name whose versions are passed
+    auto it = m->store->NewIterator(Cf::kDentries);
+    Status s = ForEachPrefix(
+        it.get(), DentryDirPrefix(dir),
+        [&](std::string_view k, std::string_view val) {
+          InodeId p;
+          std::string_view name;
+          ParseDentryKey(k, &p, &name);
+          if (!done.empty() && name == done) return true;  // an older version
+          if (KeyEpoch(k) > e) return true;
+          done.assign(name);
+          if (val.empty() || val[0] != kTagValue) return true;  // removed
+          Dentry d;
+          if (!DecodeDentry(val.substr(1), &d).ok()) return true;
+          names.push_back(done);
+          inos.push_back(d.ino);
+          return names.size() < Impl::kShedBatch;
+        },
+        m->shed_after.empty() ? std::string() : DentryPrefix(dir, m->shed_after));
+    if (!s.ok()) {
+      PSM_LOG(kLogWarning, "psmfs: listing directory %llu to cap kernel references: %s\n",
+              static_cast<unsigned long long>(dir), s.ToString().c_str());
+    }
+    held.assign(inos.size(), 0);
+    {
+      std::lock_guard<std::mutex> l(m->handles_mu);
+      for (size_t i = 0; i < inos.size(); ++i) held[i] = m->lookups.Contains(inos[i]);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < inos.size(); ++i) {
+      if (!held[i]) continue;
+      inval(MakeNode(0, dir), names[i]);
+      ++n;
+    }
+    issued += n;
+    m->shed_invalidated.fetch_add(n, std::memory_order_relaxed);
+    if (!s.ok() || names.size() < Impl::kShedBatch) {
+      m->shed_dir = 0;  // the directory is done
+    } else {
+      m->shed_after = names.back();
+    }
+  }
+  return issued;
 }
 
 void FileSystem::Impl::ChargeLookups() {
@@ -964,6 +1079,8 @@ VolumeStats FileSystem::Stats() {
     s.kernel_refs = m->lookups.size();
     s.kernel_refs_bytes = m->lookups.bytes();
   }
+  s.kernel_refs_cap = m->opts.count_lookups ? KernelRefsCap(m->opts) : 0;
+  s.kernel_refs_shed = m->shed_invalidated.load(std::memory_order_relaxed);
   s.checksums = m->checksums;
   s.checksum_errors = m->checksum_errors.load();
   if (m->intents) s.write_intent_regions = m->intents->size();

@@ -5,13 +5,16 @@
 // bytes of heap an entry (a 32-byte node and its bucket) and left the
 // allocator's arenas fragmented once the kernel forgot them.
 //
-// Here an entry is one 8-byte word, (ino << 16) | count, in an
+// Here an entry is one 8-byte word, (ino << 16) | dir << 15 | count, in an
 // open-addressing table with linear probing (Fibonacci hashing, load at
 // most 4/5, deletion by backward shift, so no tombstones): 8 to 20 bytes an
 // entry by load, in one allocation that is given back when the table
 // shrinks (below 1/8 full). Inode numbers of 2^48 and up and counts of
-// 0xffff and up (an inode looked up 65,535 times without a FORGET) live in
+// 0x7fff and up (an inode looked up 32,767 times without a FORGET) live in
 // an ordinary map beside it; an inode is in one of the two, never both.
+// The `dir` bit marks directories, so that the kernel-reference cap
+// (FileSystem::ShedKernelRefs) can find the directories the kernel holds
+// with CollectDirs; entries of the big map are never reported there.
 //
 // Not thread-safe: FileSystem::Impl guards it with handles_mu.
 #pragma once
@@ -21,14 +24,15 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 namespace psm {
 
 class RefCounts {
  public:
   // Adds n (> 0) to ino's count (ino != 0); returns the count before (0:
-  // the inode was not referenced).
-  uint64_t Add(uint64_t ino, uint64_t n = 1) {
+  // the inode was not referenced). `dir`: ino is a directory (kept once set).
+  uint64_t Add(uint64_t ino, uint64_t n = 1, bool dir = false) {
     if (ino >> kInoBits || n >= kCountMax) return AddBig(ino, n);
     if (!big_.empty()) {
       auto b = big_.find(ino);
@@ -48,7 +52,7 @@ class RefCounts {
       big_.emplace(ino, before + n);
       return before;
     }
-    slots_[i] = (ino << kCountBits) | (before + n);
+    slots_[i] = (ino << kCountBits) | (w & kDirBit) | (dir ? kDirBit : 0) | (before + n);
     return before;
   }
 
@@ -69,7 +73,7 @@ class RefCounts {
     if (w == 0) return std::nullopt;
     uint64_t count = w & kCountMax;
     if (count > n) {
-      slots_[i] = w - n;
+      slots_[i] = w - n;  // count > n: the subtraction stays in the count bits
       return count - n;
     }
     Erase(i);
@@ -89,13 +93,39 @@ class RefCounts {
   bool Contains(uint64_t ino) const { return Get(ino) != 0; }
 
   size_t size() const { return size_ + big_.size(); }
+
+  // Appends to `dirs` the directories among the table's slots from
+  // *cursor on, looking at most `max_slots` slots and taking at most
+  // `max_dirs`; *cursor moves past the slots looked at (wrapping), so that
+  // repeated calls visit every slot in turn even while the table changes
+  // (a resize may make a call skip or repeat some entries). Returns the
+  // number of slots looked at (at least one unless the table is empty).
+  size_t CollectDirs(size_t* cursor, size_t max_slots, size_t max_dirs,
+                     std::vector<uint64_t>* dirs) const {
+    if (cap_ == 0) return 0;
+    size_t i = *cursor & (cap_ - 1);
+    size_t taken = 0, n = 0;
+    while (n < max_slots && n < cap_ && taken < max_dirs) {
+      const uint64_t w = slots_[i];
+      i = (i + 1) & (cap_ - 1);
+      ++n;
+      if (w != 0 && (w & kDirBit)) {
+        dirs->push_back(w >> kCountBits);
+        ++taken;
+      }
+    }
+    *cursor = i;
+    return n;
+  }
+  size_t capacity() const { return cap_; }  // slots in the table
   // Heap held: the table (the big map is empty but in odd cases).
   size_t bytes() const { return cap_ * sizeof(uint64_t) + big_.size() * 48; }
 
  private:
   static constexpr int kCountBits = 16;
   static constexpr int kInoBits = 64 - kCountBits;
-  static constexpr uint64_t kCountMax = (uint64_t{1} << kCountBits) - 1;
+  static constexpr uint64_t kDirBit = uint64_t{1} << (kCountBits - 1);
+  static constexpr uint64_t kCountMax = kDirBit - 1;
   static constexpr size_t kMinCap = 1024;
 
   size_t Home(uint64_t ino) const { return (ino * 0x9E3779B97F4A7C15ull) >> shift_; }

@@ -176,6 +176,7 @@ Status FuseAdapter::Start(fuse_session* se) {
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) sigaddset(&block, sig);
   pthread_sigmask(SIG_BLOCK, &block, &old);
   notifier_ = std::thread([this] { NotifierLoop(); });
+  if (opts_.max_kernel_refs != 0) shedder_ = std::thread([this] { ShedderLoop(); });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 
   accepting_.store(true, std::memory_order_release);
@@ -201,6 +202,8 @@ void FuseAdapter::Stop() {
   }
   cv_.notify_all();
   done_cv_.notify_all();
+  shed_cv_.notify_all();
+  if (shedder_.joinable()) shedder_.join();
   if (notifier_.joinable()) notifier_.join();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.notices_dropped += queue_.size();
@@ -265,6 +268,58 @@ bool FuseAdapter::WriteBackDirty(NodeId node, int timeout_ms) {
   const uint64_t seq = Enqueue(Notice{false, node, {}, 0});
   if (seq == 0) return false;
   return WaitDone(seq, timeout_ms);
+}
+
+// The cap on kernel references (docs/architecture.md, "Memory"). The
+// kernel sends an inode's FORGET once nothing holds it; an invalidated
+// dentry no longer does. So past the cap this asks the core for entries to
+// invalidate, queues them for the notifier (in steps of 4,096, each drained
+// before the next, so the queue stays small), and stops once it has asked
+// for as many as the count was above 3/4 of the cap; the FORGETs arrive on
+// the request threads meanwhile. It never waits on a request, and requests
+// never wait on it.
+void FuseAdapter::ShedderLoop() {
+  const uint64_t cap = opts_.max_kernel_refs;
+  const uint64_t low = cap - cap / 4;
+  bool warned = false;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    shed_cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; });
+    if (stopping_) return;
+    lock.unlock();
+    const uint64_t refs = fs_->KernelRefs();
+    if (refs > cap) {
+      const std::string below = opts_.mount_below ? opts_.mount_below() : std::string();
+      if (!below.empty()) {
+        if (!warned) {
+          fuse_log(FUSE_LOG_WARNING,
+                   "psmfs: the kernel holds %llu inodes, over max_kernel_refs=%llu, but %s is "
+                   "mounted below the mount point and dropping dentries would unmount it: "
+                   "not capping while it is there\n",
+                   static_cast<unsigned long long>(refs), static_cast<unsigned long long>(cap),
+                   below.c_str());
+          warned = true;
+        }
+      } else {
+        warned = false;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          ++stats_.shed_passes;
+        }
+        auto queue = [this](NodeId parent, std::string_view name) {
+          Enqueue(Notice{true, parent, std::string(name)});
+        };
+        for (uint64_t asked = 0; asked < refs - low;) {
+          const size_t n = fs_->ShedKernelRefs(std::min<uint64_t>(refs - low - asked, 4096), queue);
+          if (n == 0 || !Drain(10000)) break;
+          asked += n;
+          std::lock_guard<std::mutex> l(mu_);
+          if (stopping_) break;
+        }
+      }
+    }
+    lock.lock();
+  }
 }
 
 void FuseAdapter::NotifierLoop() {

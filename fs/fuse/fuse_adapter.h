@@ -38,6 +38,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -94,6 +95,15 @@ struct FuseAdapterOptions {
   // for security.capability before every write(2). Default: true
   // (`-o nokillpriv_v2` turns it off). docs/fuse-adapter.md.
   bool killpriv_v2 = true;
+  // The cap on inodes the kernel holds (MountOptions::max_kernel_refs, via
+  // KernelRefsCap): past it the shedder thread asks the core for dentries
+  // to invalidate (FileSystem::ShedKernelRefs) until the kernel holds 3/4
+  // of it. 0: no cap, no shedder.
+  uint64_t max_kernel_refs = 0;
+  // A mount strictly below the mount point ("" if none). Invalidating a
+  // dentry detaches every mount below it, so the shedder does nothing while
+  // one exists (it asks before each pass). Unset: none is assumed.
+  std::function<std::string()> mount_below;
 };
 
 // Counters for tests and `-d` diagnostics. Monotonic.
@@ -103,6 +113,7 @@ struct FuseAdapterStats {
   uint64_t notices_unknown = 0;  // -ENOENT: the kernel had nothing cached
   uint64_t notices_failed = 0;   // any other error
   uint64_t notices_dropped = 0;  // still queued at Stop()
+  uint64_t shed_passes = 0;      // times the shedder found the kernel over the cap
 };
 
 class FuseAdapter {
@@ -187,6 +198,9 @@ class FuseAdapter {
   // Waits until notice `seq` (and every earlier one) went out; false on timeout.
   bool WaitDone(uint64_t seq, int timeout_ms);
   void NotifierLoop();
+  // Polls the core's kernel-reference count (every 50 ms) and, past
+  // max_kernel_refs, queues the core's dentry invalidations (fuse_adapter.cc).
+  void ShedderLoop();
 
   FileSystem* const fs_;
   const FuseAdapterOptions opts_;
@@ -201,10 +215,12 @@ class FuseAdapter {
 
   fuse_session* se_ = nullptr;  // set by Start(), read by the notifier
   std::thread notifier_;
+  std::thread shedder_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   std::condition_variable done_cv_;  // completed_seq_ advanced
+  std::condition_variable shed_cv_;  // stopping_ set (the shedder's sleep)
   std::deque<Notice> queue_;
   uint64_t next_seq_ = 1;
   uint64_t completed_seq_ = 0;  // every notice with seq <= this is done

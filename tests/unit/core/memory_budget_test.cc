@@ -8,6 +8,9 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
+#include <vector>
 #include <string>
 
 #include "fs/core/filesystem.h"
@@ -81,4 +84,102 @@ TEST_CASE("memory budget: the live cache stops caching chunk maps at its byte li
   c.Disable(7);  // the last close gives it all back
   CHECK(c.bytes_cached() == 0);
   CHECK(c.chunks_cached() == 0);
+}
+
+// The cap on kernel references (MountOptions::max_kernel_refs): the core
+// names, for the FUSE adapter to invalidate, each live entry whose inode
+// the kernel references, of each directory the kernel references, and of
+// the root. Here the test plays the kernel: it keeps its own model of the
+// dentries it holds, checks every name it is given against it, and drops
+// what a kernel would (the entry; for a directory, every entry below it),
+// FORGETting the inodes. Directories hold more entries than one step lists
+// (1,024), forgotten files and unlinked ones (orphans the kernel still
+// holds) are not named, and repeated small calls cover everything.
+TEST_CASE("memory budget: the kernel-reference cap names each held entry once") {
+  psm_test::CoreVolume v;
+  (void)v.fs->Close();
+  v.fs.reset();
+  v.count_lookups = true;
+  v.Open();
+  struct Held {
+    NodeId node;
+    uint64_t refs;
+    bool dir;
+  };
+  std::map<std::pair<NodeId, std::string>, Held> held;  // the kernel's dentries
+  size_t orphans = 0;
+  std::vector<NodeId> dirs;
+  auto mkdir = [&](NodeId parent, const std::string& name) {
+    auto d = v.fs->MkDir(parent, name, 0755, v.cred);
+    REQUIRE_MESSAGE(d.ok(), d.status().ToString());
+    held[{parent, name}] = Held{d->node, 1, true};
+    dirs.push_back(d->node);
+    return d->node;
+  };
+  const NodeId d0 = mkdir(kRootIno, "d0");
+  mkdir(kRootIno, "d1");
+  mkdir(kRootIno, "d2");
+  mkdir(d0, "sub");
+  for (NodeId d : std::vector<NodeId>(dirs)) {
+    for (int i = 0; i < 1500; ++i) {
+      const std::string name = "f" + std::to_string(i);
+      auto c = v.fs->Create(d, name, 0644, O_RDWR, v.cred);
+      REQUIRE_MESSAGE(c.ok(), c.status().ToString());
+      REQUIRE(v.fs->Release(c->second).ok());
+      const NodeId n = c->first.node;
+      if (i % 5 == 0) {
+        v.fs->Forget(n, 1);  // the kernel let it go: not named
+      } else if (i % 7 == 0) {
+        REQUIRE(v.fs->Unlink(d, name).ok());  // an orphan: no name
+        ++orphans;
+      } else {
+        uint64_t refs = 1;
+        if (i % 3 == 0) {
+          REQUIRE(v.fs->Lookup(d, name).ok());
+          refs = 2;
+        }
+        held[{d, name}] = Held{n, refs, false};
+      }
+    }
+  }
+  REQUIRE(v.fs->KernelRefs() == held.size() + orphans);
+
+  std::set<std::pair<NodeId, std::string>> named;
+  for (int call = 0; !held.empty(); ++call) {
+    REQUIRE_MESSAGE(call < 200, held.size() << " entries never named");
+    std::vector<std::pair<NodeId, std::string>> got;
+    const size_t n = v.fs->ShedKernelRefs(300, [&](NodeId parent, std::string_view name) {
+      got.emplace_back(parent, std::string(name));
+    });
+    REQUIRE(n == got.size());
+    CHECK(n < 300 + 1024);  // stops after the step that reached `want`
+    for (const auto& key : got) {
+      REQUIRE_MESSAGE(named.insert(key).second,
+                      key.second << " in " << key.first << " named twice, call " << call);
+      auto it = held.find(key);
+      REQUIRE_MESSAGE(it != held.end(), key.second << " in " << key.first << " is not held");
+      // The kernel drops the dentry, and a directory's whole subtree.
+      std::vector<std::pair<NodeId, std::string>> drop{key};
+      while (!drop.empty()) {
+        auto h = held.find(drop.back());
+        drop.pop_back();
+        if (h == held.end()) continue;
+        if (h->second.dir) {
+          for (const auto& [k, x] : held) {
+            if (k.first == h->second.node) drop.push_back(k);
+          }
+        }
+        v.fs->Forget(h->second.node, h->second.refs);
+        held.erase(h);
+      }
+    }
+  }
+  CHECK(v.fs->KernelRefs() == orphans);
+  // Nothing is left to name: the orphans have no name.
+  size_t more = v.fs->ShedKernelRefs(1000, [](NodeId, std::string_view) {});
+  more += v.fs->ShedKernelRefs(1000, [](NodeId, std::string_view) {});
+  CHECK(more == 0);
+  const VolumeStats st = v.fs->Stats();
+  CHECK(st.kernel_refs_shed == named.size());
+  CHECK(st.kernel_refs == orphans);
 }

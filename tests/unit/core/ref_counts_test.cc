@@ -1,8 +1,10 @@
 // RefCounts (fs/core/ref_counts.h), the kernel-reference table, against an
 // std::unordered_map doing the same: adds and releases of random inodes
 // (dense small numbers, so runs and wrap-around in the table form, and a
-// few of 2^48 and up), counts past the packed 16 bits, growth and shrinking.
+// few of 2^48 and up), counts past the packed 15 bits, growth and shrinking.
+#include <algorithm>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "fs/core/ref_counts.h"
@@ -84,4 +86,47 @@ TEST_CASE("RefCounts: a million inodes take 8 to 20 bytes each") {
   for (uint64_t i = 2; i < 1000002; ++i) REQUIRE(r.Release(i, 1) == std::optional<uint64_t>(0));
   CHECK(r.size() == 0);
   CHECK(r.bytes() <= 1024 * 8);
+}
+
+TEST_CASE("RefCounts: CollectDirs visits every directory once a revolution, in pieces") {
+  RefCounts r;
+  std::set<uint64_t> want;  // directories in the table's slots
+  for (uint64_t ino = 2; ino < 6002; ++ino) {
+    const bool dir = ino % 3 == 0;
+    REQUIRE(r.Add(ino, 1, dir) == 0);
+    if (ino % 4 == 0) REQUIRE(r.Add(ino, 2) == 1);  // a later reference keeps the flag
+    if (dir) want.insert(ino);
+  }
+  // Released directories leave; one pushed past the packed count moves to
+  // the big map, where CollectDirs does not look.
+  for (uint64_t ino = 3; ino < 6002; ino += 30) {
+    REQUIRE(r.Release(ino, r.Get(ino)) == std::optional<uint64_t>(0));
+    want.erase(ino);
+  }
+  REQUIRE(r.Add(6, 70000) > 0);
+  want.erase(6);
+  REQUIRE(r.Get(6) > 70000);
+  std::set<uint64_t> got;
+  size_t cursor = 0, calls = 0;
+  std::vector<uint64_t> dirs;
+  // Pieces of at most 100 slots and 7 directories; a whole revolution is
+  // `capacity()` slots, but a piece cut short by max_dirs covers fewer.
+  for (size_t seen = 0; seen < r.capacity();) {
+    const size_t before = cursor;
+    dirs.clear();
+    const size_t most = std::min<size_t>(100, r.capacity() - seen);
+    const size_t looked = r.CollectDirs(&cursor, most, 7, &dirs);
+    REQUIRE(dirs.size() <= 7);
+    REQUIRE(looked >= 1);
+    REQUIRE(looked <= most);
+    REQUIRE(looked == ((cursor - before) & (r.capacity() - 1)));
+    seen += looked;
+    for (uint64_t d : dirs) {
+      REQUIRE(got.insert(d).second);  // once a revolution
+      REQUIRE(d % 3 == 0);
+    }
+    REQUIRE(++calls < 100000);
+  }
+  CHECK(got == want);
+  CHECK(cursor == 0);
 }

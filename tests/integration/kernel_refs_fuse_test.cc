@@ -1,0 +1,221 @@
+// The cap on kernel references (psmfs -o max_kernel_refs=N,
+// docs/architecture.md "Memory"), through real mounts (label fuse). The
+// daemon keeps 8 to 20 bytes per inode the kernel holds, until its FORGET;
+// past the cap it asks the kernel to drop dentries so that the kernel
+// forgets inodes, and psmctl status shows the count, the cap and the
+// dentries dropped.
+//
+// A walk of 6,000 files (every one lstat'ed and read) under a cap of 1,000:
+//  - without the cap (the default, 1.5 million), the kernel holds them all
+//    after the walk: the control that shows what the test measures;
+//  - with it, the count falls to the cap within seconds, while the walk
+//    goes on and after;
+//  - every file still reads back what the test wrote (its own model, kept
+//    in memory), a second walk included;
+//  - a file held open, and one unlinked while open, stay readable through
+//    their descriptors while dentries are dropped around them; the
+//    unlinked one is gone once closed;
+//  - a bind mount below the mount point stops the shedding (dropping its
+//    dentry would unmount it) and stays mounted; once it is gone shedding
+//    resumes.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fs/json/control_json.h"
+#include "tests/common/fuse_files.h"
+#include "tests/common/mount_fixture.h"
+
+using psm::test::MountedVolume;
+using psm::testutil::Ctl;
+
+namespace {
+
+constexpr int kDirs = 12;
+constexpr int kPerDir = 500;
+
+struct Refs {
+  uint64_t refs = 0, cap = 0, shed = 0;
+};
+
+Refs KernelRefs(const MountedVolume& mv) {
+  auto r = Ctl({"status", mv.mnt, "--json"});
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  auto j = psm::Json::Parse(r.output);
+  REQUIRE_MESSAGE(j.ok(), r.output);
+  const psm::Json* stats = j.value().Find("stats");
+  REQUIRE_MESSAGE(stats != nullptr, r.output);
+  return Refs{stats->GetUint("kernel_refs"), stats->GetUint("kernel_refs_cap"),
+              stats->GetUint("kernel_refs_shed")};
+}
+
+std::string Content(int d, int i) {
+  return "file " + std::to_string(d) + "/" + std::to_string(i) + std::string(i % 37, 'x');
+}
+
+std::string ReadAll(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE_MESSAGE(fd >= 0, path << ": " << strerror(errno));
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    REQUIRE_MESSAGE(n >= 0, path << ": " << strerror(errno));
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+std::string ReadFd(int fd) {
+  std::string out(4096, '\0');
+  ssize_t n = ::pread(fd, out.data(), out.size(), 0);
+  REQUIRE_MESSAGE(n >= 0, strerror(errno));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// The model: every file's expected content, written through the mount.
+std::map<std::string, std::string> Populate(const MountedVolume& mv) {
+  std::map<std::string, std::string> model;
+  for (int d = 0; d < kDirs; ++d) {
+    const std::string dir = "d" + std::to_string(d);
+    REQUIRE(::mkdir(mv.Path(dir).c_str(), 0755) == 0);
+    for (int i = 0; i < kPerDir; ++i) {
+      const std::string rel = dir + "/f" + std::to_string(i);
+      const std::string c = Content(d, i);
+      int fd = ::open(mv.Path(rel).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+      REQUIRE_MESSAGE(fd >= 0, rel << ": " << strerror(errno));
+      REQUIRE(::write(fd, c.data(), c.size()) == static_cast<ssize_t>(c.size()));
+      REQUIRE(::close(fd) == 0);
+      model[rel] = c;
+    }
+  }
+  return model;
+}
+
+// lstat of every file, and a read of every file whose index is a multiple
+// of `read_every`, each checked against the model.
+void Walk(const MountedVolume& mv, const std::map<std::string, std::string>& model,
+          int read_every) {
+  int k = 0;
+  for (const auto& [rel, c] : model) {
+    struct stat st {};
+    REQUIRE_MESSAGE(::lstat(mv.Path(rel).c_str(), &st) == 0, rel << ": " << strerror(errno));
+    REQUIRE(S_ISREG(st.st_mode));
+    REQUIRE_MESSAGE(st.st_size == static_cast<off_t>(c.size()), rel);
+    if (k++ % read_every == 0) REQUIRE_MESSAGE(ReadAll(mv.Path(rel)) == c, rel);
+  }
+}
+
+// Waits up to 30 s for the kernel to hold at most `most` inodes.
+Refs WaitRefsAtMost(const MountedVolume& mv, uint64_t most) {
+  Refs r;
+  for (int i = 0; i < 300; ++i) {
+    r = KernelRefs(mv);
+    if (r.refs <= most) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return r;
+}
+
+bool Mounted(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + path + " ") != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("kernel refs: without a cap the kernel keeps every inode a walk looked up") {
+  auto mv = MountedVolume::Create("256M");
+  REQUIRE(mv);
+  auto model = Populate(*mv);
+  Walk(*mv, model, 50);
+  const Refs r = KernelRefs(*mv);
+  MESSAGE("no cap: " << r.refs << " inodes held after the walk");
+  CHECK(r.cap == 1572864);  // the default at a 256 MiB budget
+  // The files and directories the walk looked up (the kernel may have
+  // dropped a few under memory pressure; not most of them).
+  CHECK(r.refs >= model.size() / 2);
+  CHECK(r.shed == 0);
+  CHECK(mv->Unmount());
+}
+
+TEST_CASE("kernel refs: past max_kernel_refs the daemon has the kernel drop dentries") {
+  auto mv = MountedVolume::Create("256M", "max_kernel_refs=1000");
+  REQUIRE(mv);
+  auto model = Populate(*mv);
+  // One file held open, one unlinked while open: their descriptors must
+  // keep working while the dentries around them are dropped.
+  const std::string kept = "d3/f7", gone = "d5/f11";
+  int kept_fd = ::open(mv->Path(kept).c_str(), O_RDONLY);
+  REQUIRE(kept_fd >= 0);
+  int gone_fd = ::open(mv->Path(gone).c_str(), O_RDONLY);
+  REQUIRE(gone_fd >= 0);
+  REQUIRE(::unlink(mv->Path(gone).c_str()) == 0);
+  const std::string gone_content = model[gone];
+  model.erase(gone);
+
+  Walk(*mv, model, 10);
+  Refs r = WaitRefsAtMost(*mv, 1000);
+  MESSAGE("after the walk: " << r.refs << " inodes held, " << r.shed << " dentries dropped");
+  CHECK(r.cap == 1000);
+  CHECK_MESSAGE(r.refs <= 1000, "the kernel still holds " << r.refs << " inodes");
+  CHECK(r.shed > 0);
+  CHECK(ReadFd(kept_fd) == model[kept]);
+  CHECK(ReadFd(gone_fd) == gone_content);
+
+  // Everything reads back after the dentries were dropped, and a second
+  // walk is capped the same way.
+  Walk(*mv, model, 1);
+  r = WaitRefsAtMost(*mv, 1000);
+  CHECK_MESSAGE(r.refs <= 1000, "the kernel still holds " << r.refs << " inodes");
+  CHECK(ReadFd(kept_fd) == model[kept]);
+  CHECK(ReadFd(gone_fd) == gone_content);
+  REQUIRE(::close(gone_fd) == 0);
+  REQUIRE(::close(kept_fd) == 0);
+  struct stat st {};
+  CHECK(::lstat(mv->Path(gone).c_str(), &st) == -1);
+  CHECK(errno == ENOENT);
+
+  // A bind mount below the mount point: no dentry is dropped while it is
+  // there (that would unmount it), and the daemon says why.
+  char t[] = "/tmp/psm-krbind-XXXXXX";
+  REQUIRE(::mkdtemp(t) != nullptr);
+  const std::string src = t;
+  REQUIRE(::mkdir(mv->Path("d0/m").c_str(), 0755) == 0);
+  REQUIRE_MESSAGE(::mount(src.c_str(), mv->Path("d0/m").c_str(), nullptr, MS_BIND, nullptr) == 0,
+                  "bind mount: " << strerror(errno));
+  const uint64_t shed_before = KernelRefs(*mv).shed;
+  Walk(*mv, model, 1000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  r = KernelRefs(*mv);
+  CHECK(Mounted(mv->Path("d0/m")));
+  CHECK(r.shed == shed_before);
+  CHECK_MESSAGE(r.refs > 1000, "the kernel holds only " << r.refs << " inodes");
+  CHECK(mv->LogText().find("mounted below the mount point") != std::string::npos);
+  REQUIRE(::umount(mv->Path("d0/m").c_str()) == 0);
+  ::rmdir(src.c_str());
+  r = WaitRefsAtMost(*mv, 1000);
+  CHECK_MESSAGE(r.refs <= 1000, "the kernel still holds " << r.refs << " inodes");
+  CHECK(r.shed > shed_before);
+  Walk(*mv, model, 1);
+  CHECK(mv->Unmount());
+}
