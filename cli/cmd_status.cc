@@ -95,7 +95,7 @@ int RunStatus(const StatusArgs& a) {
                        HumanSize(s.kernel_refs_bytes);
     if (s.kernel_refs_cap) {
       refs += "; cap " + std::to_string(s.kernel_refs_cap) + ", " +
-              std::to_string(s.kernel_refs_shed) + " dentries dropped to keep under it";
+              std::to_string(s.kernel_refs_shed) + " dentries invalidated to keep under it";
     }
     line("Kernel refs:", refs);
   }
