@@ -27,7 +27,7 @@
 #                   lstat'ed (.snapshots skipped)                  entries/s
 #   rss_mount_mb    the daemon's VmRSS after mounting and the figures above
 #   rss_walk_mb     its VmRSS after the walk (and `psmctl status`'s memory
-#                   line, in the log)
+#                   and kernel-refs lines, in the log)
 #   fsck            `psmctl fsck` of the unmounted volume           inodes/s
 #   fsck_cpu_share  its user + system CPU time over its wall time (1 = one
 #                   core busy all along; below: waiting for the disk)
@@ -163,7 +163,7 @@ measure() {  # measure TAG FILES
   record rss_mount_mb "$tag" "$(rss_mb)"
   record walk "$tag" "$(bench_value walk "$MNT")"
   record rss_walk_mb "$tag" "$(rss_mb)"
-  "$BIN/psmctl" status "$MNT" | grep -i memory | sed "s/^/  $tag   /"
+  "$BIN/psmctl" status "$MNT" | grep -iE "memory|kernel refs" | sed "s/^/  $tag   /"
   unmount
   /usr/bin/time -f "%e %U %S" -o "$WORK/fsck-$tag.time" "$BIN/psmctl" fsck "$vol" >"$WORK/fsck-$tag.txt" 2>&1 ||
     die "psmctl fsck $vol failed: see $WORK/fsck-$tag.txt"
