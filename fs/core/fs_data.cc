@@ -983,7 +983,7 @@ Status FileSystem::Release(uint64_t fh) {
       if (o != m->live_open.end() && --o->second == 0) {
         m->live_open.erase(o);
         m->cache.Disable(h.ino);
-        last = !m->lookups.Contains(h.ino);
+        last = !m->lookups.Contains(h.ino) && m->orphans.count(h.ino) != 0;
       }
     }
   }
@@ -1007,6 +1007,9 @@ Status FileSystem::Impl::MaybeDestroy(InodeId ino) {
   {
     std::lock_guard<std::mutex> l(handles_mu);
     if (InUseLocked(ino)) return Status::Ok();  // referenced again meanwhile
+    // No longer in use: no one can make it an orphan in use again but a
+    // new decision, which takes this stripe and inserts it again.
+    if (orphans.erase(ino) == 0) return Status::Ok();
   }
   InodeAttr a;
   Status s = LoadAttrAt(ino, live(), &a);

@@ -324,7 +324,7 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
   Impl* m = impl_.get();
   if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   InodeId ino = InoOf(node);
-  bool cached = false, open = false, charge = false;
+  bool cached = false, orphan = false, charge = false;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
     std::optional<uint64_t> left = m->lookups.Release(ino, nlookup);
@@ -332,10 +332,11 @@ void FileSystem::Forget(NodeId node, uint64_t nlookup) {
     charge = m->LookupsResizedLocked();
     // Its cached attributes go after MaybeDestroy, which reads them.
     cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
-    open = m->live_open.count(ino) != 0;
+    // Only an orphan no handle holds is destroyed (Impl::orphans).
+    orphan = m->live_open.count(ino) == 0 && m->orphans.count(ino) != 0;
   }
   if (charge) m->ChargeLookups();
-  Status s = open ? Status::Ok() : m->MaybeDestroy(ino);
+  Status s = orphan ? m->MaybeDestroy(ino) : Status::Ok();
   if (cached) m->cache.Disable(ino);
   if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
                        static_cast<unsigned long long>(ino), s.ToString().c_str());
@@ -656,7 +657,7 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   bool open;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
-    open = m->InUseLocked(child);
+    open = m->KeepsOrphanLocked(child);
   }
   if (open) {
     txn->Put(Cf::kVolume, OrphanKey(child), "");

@@ -365,7 +365,7 @@ struct RestoreRun {
     bool in_use;
     {
       std::lock_guard<std::mutex> hl(m->handles_mu);
-      in_use = m->InUseLocked(ino);
+      in_use = m->KeepsOrphanLocked(ino);
     }
     if (in_use) {
       // Still open (or known to the kernel): it lives on, unreachable,

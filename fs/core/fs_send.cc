@@ -883,7 +883,7 @@ class Receiver {
       bool in_use;
       {
         std::lock_guard<std::mutex> hl(m_->handles_mu);
-        in_use = m_->InUseLocked(ino);
+        in_use = r.has_attr ? m_->InUseLocked(ino) : m_->KeepsOrphanLocked(ino);
       }
       if (in_use && r.has_attr) {
         return Status::Busy("inode " + std::to_string(ino) +
