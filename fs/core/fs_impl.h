@@ -428,7 +428,8 @@ struct FileSystem::Impl : public EpochSet {
   // Records one kernel reference for an entry handed out (count_lookups).
   // `dir`: the node is a directory, whose attributes the live cache keeps
   // while the kernel references it (cached_refs).
-  void NoteLookup(NodeId node, bool dir);
+  // `parent`: the directory it was found in, marked used (RefCounts::Touch).
+  void NoteLookup(NodeId node, bool dir, InodeId parent);
   // REQUIRES handles_mu. True when the lookups table changed size since the
   // last charge: then ChargeLookups, without handles_mu.
   bool LookupsResizedLocked() {

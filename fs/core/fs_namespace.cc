@@ -177,7 +177,7 @@ static Result<EntryOut> LookupImpl(FileSystem::Impl* m, NodeId parent, std::stri
 
 Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   auto r = LookupImpl(impl_.get(), parent, name);
-  if (r.ok()) impl_->NoteLookup(r->node, S_ISDIR(r->st.st_mode));
+  if (r.ok()) impl_->NoteLookup(r->node, S_ISDIR(r->st.st_mode), InoOf(parent));
   // A name inside a snapshot that was deleted no longer exists: ENOENT, as
   // for the snapshot's own name in .snapshots (the parent node itself is
   // stale: GetAttr on it says ESTALE).
@@ -187,12 +187,13 @@ Result<EntryOut> FileSystem::Lookup(NodeId parent, std::string_view name) {
   return r;
 }
 
-void FileSystem::Impl::NoteLookup(NodeId node, bool dir) {
+void FileSystem::Impl::NoteLookup(NodeId node, bool dir, InodeId parent) {
   if (!opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
   const InodeId ino = InoOf(node);
   bool charge;
   {
     std::lock_guard<std::mutex> l(handles_mu);
+    lookups.Touch(parent);  // the cap's clock (ShedKernelRefs) spares it a round
     if (lookups.Add(ino, 1, dir) == 0 && dir && cached_refs.size() < kMaxCachedRefs &&
         cached_refs.insert(ino).second) {
       cache.Enable(ino);
@@ -298,7 +299,10 @@ size_t FileSystem::ShedKernelRefs(size_t want,
     held.assign(inos.size(), 0);
     {
       std::lock_guard<std::mutex> l(m->handles_mu);
-      for (size_t i = 0; i < inos.size(); ++i) held[i] = m->lookups.Contains(inos[i]);
+      // An entry used since the clock last passed it is spared this round.
+      for (size_t i = 0; i < inos.size(); ++i) {
+        held[i] = m->lookups.Contains(inos[i]) && !m->lookups.Recent(inos[i]);
+      }
     }
     size_t n = 0;
     for (size_t i = 0; i < inos.size(); ++i) {
@@ -548,7 +552,7 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
     m->cache.SetAttr(ino, a);  // and the new inode's
   }
   if (ino_out) *ino_out = ino;
-  m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode));
+  m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode), v.ino);
   return MakeEntry(m, v, ino, a);
 }
 
@@ -642,7 +646,7 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
   Touch(&pa);
   PSM_RETURN_IF_ERROR(m->PutAttr(&txn, pv.ino, pa));
   PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, {}, {}));
-  m->NoteLookup(MakeNode(0, v.ino), false);
+  m->NoteLookup(MakeNode(0, v.ino), false, pv.ino);
   return MakeEntry(m, pv, v.ino, a);
 }
 

@@ -5,16 +5,20 @@
 // bytes of heap an entry (a 32-byte node and its bucket) and left the
 // allocator's arenas fragmented once the kernel forgot them.
 //
-// Here an entry is one 8-byte word, (ino << 16) | dir << 15 | count, in an
+// Here an entry is one 8-byte word, (ino << 16) | dir << 15 | recent << 14
+// | count, in an
 // open-addressing table with linear probing (Fibonacci hashing, load at
 // most 4/5, deletion by backward shift, so no tombstones): 8 to 20 bytes an
 // entry by load, in one allocation that is given back when the table
 // shrinks (below 1/8 full). Inode numbers of 2^48 and up and counts of
-// 0x7fff and up (an inode looked up 32,767 times without a FORGET) live in
+// 0x3fff and up (an inode looked up 16,383 times without a FORGET) live in
 // an ordinary map beside it; an inode is in one of the two, never both.
 // The `dir` bit marks directories, so that the kernel-reference cap
 // (FileSystem::ShedKernelRefs) can find the directories the kernel holds
 // with CollectDirs; entries of the big map are never reported there.
+// The `recent` bit is a clock: Add and Touch set it, CollectDirs clears it
+// as it passes, so an entry used since the hand last passed (a directory
+// being walked: each LOOKUP in it touches it) is spared one round.
 //
 // Not thread-safe: FileSystem::Impl guards it with handles_mu.
 #pragma once
@@ -52,7 +56,8 @@ class RefCounts {
       big_.emplace(ino, before + n);
       return before;
     }
-    slots_[i] = (ino << kCountBits) | (w & kDirBit) | (dir ? kDirBit : 0) | (before + n);
+    slots_[i] = (ino << kCountBits) | (w & kDirBit) | (dir ? kDirBit : 0) | kRecentBit |
+                (before + n);
     return before;
   }
 
@@ -92,23 +97,42 @@ class RefCounts {
   }
   bool Contains(uint64_t ino) const { return Get(ino) != 0; }
 
+  // Marks ino's entry used (no-op when it has none, or is in the big map).
+  void Touch(uint64_t ino) {
+    if (ino >> kInoBits || size_ == 0) return;
+    uint64_t& w = slots_[Find(ino)];
+    if (w != 0) w |= kRecentBit;
+  }
+  // Whether ino's entry was used since CollectDirs last passed it.
+  bool Recent(uint64_t ino) const {
+    if (ino >> kInoBits || size_ == 0) return false;
+    return (slots_[Find(ino)] & kRecentBit) != 0;
+  }
+
   size_t size() const { return size_ + big_.size(); }
 
   // Appends to `dirs` the directories among the table's slots from
   // *cursor on, looking at most `max_slots` slots and taking at most
-  // `max_dirs`; *cursor moves past the slots looked at (wrapping), so that
+  // `max_dirs`, and clears the recent bit of every entry it passes: a
+  // directory whose bit was set is passed over, not taken (its second
+  // chance). *cursor moves past the slots looked at (wrapping), so that
   // repeated calls visit every slot in turn even while the table changes
   // (a resize may make a call skip or repeat some entries). Returns the
   // number of slots looked at (at least one unless the table is empty).
   size_t CollectDirs(size_t* cursor, size_t max_slots, size_t max_dirs,
-                     std::vector<uint64_t>* dirs) const {
+                     std::vector<uint64_t>* dirs) {
     if (cap_ == 0) return 0;
     size_t i = *cursor & (cap_ - 1);
     size_t taken = 0, n = 0;
     while (n < max_slots && n < cap_ && taken < max_dirs) {
-      const uint64_t w = slots_[i];
+      const size_t j = i;
+      const uint64_t w = slots_[j];
       i = (i + 1) & (cap_ - 1);
       ++n;
+      if (w & kRecentBit) {
+        slots_[j] = w & ~kRecentBit;
+        continue;
+      }
       if (w != 0 && (w & kDirBit)) {
         dirs->push_back(w >> kCountBits);
         ++taken;
@@ -125,7 +149,8 @@ class RefCounts {
   static constexpr int kCountBits = 16;
   static constexpr int kInoBits = 64 - kCountBits;
   static constexpr uint64_t kDirBit = uint64_t{1} << (kCountBits - 1);
-  static constexpr uint64_t kCountMax = kDirBit - 1;
+  static constexpr uint64_t kRecentBit = kDirBit >> 1;
+  static constexpr uint64_t kCountMax = kRecentBit - 1;
   static constexpr size_t kMinCap = 1024;
 
   size_t Home(uint64_t ino) const { return (ino * 0x9E3779B97F4A7C15ull) >> shift_; }

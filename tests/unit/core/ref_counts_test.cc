@@ -88,7 +88,7 @@ TEST_CASE("RefCounts: a million inodes take 8 to 20 bytes each") {
   CHECK(r.bytes() <= 1024 * 8);
 }
 
-TEST_CASE("RefCounts: CollectDirs visits every directory once a revolution, in pieces") {
+TEST_CASE("RefCounts: CollectDirs visits every directory once a revolution, in pieces, as a clock") {
   RefCounts r;
   std::set<uint64_t> want;  // directories in the table's slots
   for (uint64_t ino = 2; ino < 6002; ++ino) {
@@ -106,27 +106,46 @@ TEST_CASE("RefCounts: CollectDirs visits every directory once a revolution, in p
   REQUIRE(r.Add(6, 70000) > 0);
   want.erase(6);
   REQUIRE(r.Get(6) > 70000);
-  std::set<uint64_t> got;
   size_t cursor = 0, calls = 0;
-  std::vector<uint64_t> dirs;
-  // Pieces of at most 100 slots and 7 directories; a whole revolution is
-  // `capacity()` slots, but a piece cut short by max_dirs covers fewer.
-  for (size_t seen = 0; seen < r.capacity();) {
-    const size_t before = cursor;
-    dirs.clear();
-    const size_t most = std::min<size_t>(100, r.capacity() - seen);
-    const size_t looked = r.CollectDirs(&cursor, most, 7, &dirs);
-    REQUIRE(dirs.size() <= 7);
-    REQUIRE(looked >= 1);
-    REQUIRE(looked <= most);
-    REQUIRE(looked == ((cursor - before) & (r.capacity() - 1)));
-    seen += looked;
-    for (uint64_t d : dirs) {
-      REQUIRE(got.insert(d).second);  // once a revolution
-      REQUIRE(d % 3 == 0);
+  // One revolution in pieces of at most 100 slots and 7 directories; a
+  // piece cut short by max_dirs covers fewer slots.
+  auto revolution = [&] {
+    std::set<uint64_t> got;
+    std::vector<uint64_t> dirs;
+    for (size_t seen = 0; seen < r.capacity();) {
+      const size_t before = cursor;
+      dirs.clear();
+      const size_t most = std::min<size_t>(100, r.capacity() - seen);
+      const size_t looked = r.CollectDirs(&cursor, most, 7, &dirs);
+      REQUIRE(dirs.size() <= 7);
+      REQUIRE(looked >= 1);
+      REQUIRE(looked <= most);
+      REQUIRE(looked == ((cursor - before) & (r.capacity() - 1)));
+      seen += looked;
+      for (uint64_t d : dirs) {
+        REQUIRE(got.insert(d).second);  // once a revolution
+        REQUIRE(d % 3 == 0);
+      }
+      REQUIRE(++calls < 100000);
     }
-    REQUIRE(++calls < 100000);
+    CHECK(cursor == 0);
+    return got;
+  };
+  // Every entry was just added, so used: the first revolution passes over
+  // them all (clearing their bits), the second takes every directory.
+  for (uint64_t ino = 2; ino < 6002; ++ino) REQUIRE(r.Recent(ino) == (r.Get(ino) != 0 && ino != 6));
+  CHECK(revolution().empty());
+  CHECK(!r.Recent(9));
+  CHECK(revolution() == want);
+  // Directories touched since are spared one revolution, not two.
+  std::set<uint64_t> rest = want;
+  for (uint64_t ino = 9; ino < 3000; ino += 6) {
+    r.Touch(ino);
+    if (want.count(ino)) rest.erase(ino);
   }
-  CHECK(got == want);
-  CHECK(cursor == 0);
+  r.Touch(123456789);  // not in the table: nothing happens
+  CHECK(r.Get(123456789) == 0);
+  CHECK(rest.size() < want.size());
+  CHECK(revolution() == rest);
+  CHECK(revolution() == want);
 }
