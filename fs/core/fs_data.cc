@@ -30,8 +30,10 @@ struct Slot {
 Status LoadMap(FileSystem::Impl* m, Txn* txn, InodeId ino, uint64_t idx, Epoch e,
                std::vector<Slot>* map) {
   map->assign(m->chunk_blocks, Slot{});
-  // An open live file's newest chunk maps may be cached (not a writer's:
-  // it must see its own Txn).
+  // An open live file's newest chunk maps may be cached (not for a writer
+  // that has written: it must see its own Txn; one that has not reads what
+  // the store holds, as any reader).
+  if (txn && txn->empty()) txn = nullptr;
   std::vector<Extent> ext;
   bool present = false;
   uint64_t gen = 0;

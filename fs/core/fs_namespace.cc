@@ -464,6 +464,8 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
       m->files[open->fh] = FileHandle{MakeNode(0, ino), 0, ino, v.epoch, open->flags};
     }
     m->cache.SetAttr(ino, a);  // and the new inode's
+    // A new file has no chunk record at all: its first WRITE need not look.
+    if (S_ISREG(mode)) m->cache.SetChunk(ino, 0, /*present=*/false, {});
   }
   if (ino_out) *ino_out = ino;
   m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode));
