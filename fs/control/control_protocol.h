@@ -403,6 +403,7 @@ inline Json ToJson(const VolumeStats& v) {
       .Set("restore_total", v.restore_total)
       .Set("failure", v.failure)
       .Set("sync_cycles", v.sync_cycles)
+      .Set("commits", v.commits)
       .Set("rss_bytes", v.rss_bytes)
       .Set("memory_budget_bytes", v.memory_budget_bytes)
       .Set("metadata_cache_bytes", v.metadata_cache_bytes)
@@ -497,6 +498,7 @@ inline VolumeStats StatsFromJson(const Json& j) {
   v.restore_total = j.GetUint("restore_total");
   v.failure = j.GetString("failure");
   v.sync_cycles = j.GetUint("sync_cycles");
+  v.commits = j.GetUint("commits");
   v.rss_bytes = j.GetUint("rss_bytes");
   v.memory_budget_bytes = j.GetUint("memory_budget_bytes");
   v.metadata_cache_bytes = j.GetUint("metadata_cache_bytes");

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -292,6 +293,7 @@ struct VolumeStats {
   // volume is mounted again (docs/crash-consistency.md, "Sync failures").
   std::string failure;
   uint64_t sync_cycles = 0;  // group-commit sync cycles since mount
+  uint64_t commits = 0;      // metadata commits (Committer::Apply) since mount
   // Memory of the process that holds the volume (the daemon when mounted).
   uint64_t rss_bytes = 0;            // resident set size now
   uint64_t memory_budget_bytes = 0;  // MountOptions::memory_bytes
@@ -386,8 +388,19 @@ class FileSystem {
 
   // ---- namespace ----
   Result<EntryOut> Lookup(NodeId parent, std::string_view name);
-  // The kernel dropped `nlookup` references to `node` (FUSE forget).
+  // The kernel dropped `nlookup` references to `node` (FUSE forget). An
+  // unlinked file nothing references any more is destroyed: by this call,
+  // or, when another Forget/ForgetMany is destroying at the time, by that
+  // one before it returns (together with its own: one commit for up to 32).
   void Forget(NodeId node, uint64_t nlookup);
+  // The kernel dropped references to several nodes at once (FUSE
+  // BATCH_FORGET): Forget of each, the unlinked files among them destroyed
+  // together, up to 32 in one commit instead of one commit each.
+  struct Forgotten {
+    NodeId node = 0;
+    uint64_t nlookup = 0;
+  };
+  void ForgetMany(std::span<const Forgotten> forgets);
   Result<AttrOut> GetAttr(NodeId node);
   Result<AttrOut> SetAttr(NodeId node, const struct stat& in, uint32_t bits,
                           const Credentials& cred);

@@ -30,8 +30,10 @@ struct Slot {
 Status LoadMap(FileSystem::Impl* m, Txn* txn, InodeId ino, uint64_t idx, Epoch e,
                std::vector<Slot>* map) {
   map->assign(m->chunk_blocks, Slot{});
-  // An open live file's newest chunk maps may be cached (not a writer's:
-  // it must see its own Txn).
+  // An open live file's newest chunk maps may be cached (not for a writer
+  // that has written: it must see its own Txn; one that has not reads what
+  // the store holds, as any reader).
+  if (txn && txn->empty()) txn = nullptr;
   std::vector<Extent> ext;
   bool present = false;
   uint64_t gen = 0;
@@ -999,22 +1001,57 @@ Status FileSystem::Release(uint64_t fh) {
   return m->MaybeDestroy(h.ino);
 }
 
-Status FileSystem::Impl::MaybeDestroy(InodeId ino) {
+Status FileSystem::Impl::MaybeDestroy(std::span<const InodeId> inos) {
   if (opts.read_only) return Status::Ok();
-  // An inode whose last link went while it was in use: destroy it now.
+  // Inodes whose last link went while they were in use: destroy them now.
   std::shared_lock<FairSharedMutex> vl(volume_mu);
-  LockSet ls(this, {ino});
-  {
-    std::lock_guard<std::mutex> l(handles_mu);
-    if (InUseLocked(ino)) return Status::Ok();  // referenced again meanwhile
-    // No longer in use: no one can make it an orphan in use again but a
-    // new decision, which takes this stripe and inserts it again.
-    if (orphans.erase(ino) == 0) return Status::Ok();
+  Status first = Status::Ok();
+  for (size_t g = 0; g < inos.size(); g += kDestroyGroup) {
+    const std::span<const InodeId> group = inos.subspan(g, std::min(kDestroyGroup, inos.size() - g));
+    LockSet ls(this, group);
+    std::vector<InodeId> unused;
+    {
+      std::lock_guard<std::mutex> l(handles_mu);
+      for (InodeId ino : group) {
+        if (InUseLocked(ino)) continue;  // referenced again meanwhile
+        // No longer in use: no one can make it an orphan in use again but
+        // a new decision, which takes its stripe and inserts it again.
+        if (orphans.erase(ino) != 0) unused.push_back(ino);
+      }
+    }
+    std::vector<std::pair<InodeId, InodeAttr>> dead;
+    for (InodeId ino : unused) {
+      InodeAttr a;
+      if (LoadAttrAt(ino, live(), &a).ok() && a.nlink == 0) dead.emplace_back(ino, a);
+    }
+    Status s;
+    if (dead.size() == 1) {
+      s = DestroyOrphan(dead[0].first, &dead[0].second);
+    } else if (!dead.empty()) {
+      // One Txn and one commit for the group, DestroyOrphan's writes for
+      // each; the Txn holds only other inodes' records when one is read.
+      Txn txn(store.get());
+      std::vector<Range> frees;
+      for (const auto& [ino, known] : dead) {
+        InodeAttr a = known;
+        s = DestroyInode(&txn, ino, &a, &frees);
+        if (!s.ok()) break;
+        txn.Delete(Cf::kVolume, OrphanKey(ino));
+      }
+      if (s.ok()) {
+        s = committer->Apply(&txn, frees, {});
+      } else {
+        // One of them cannot be destroyed: the others still are, each alone.
+        s = Status::Ok();
+        for (const auto& [ino, known] : dead) {
+          Status o = DestroyOrphan(ino, &known);
+          if (s.ok()) s = o;
+        }
+      }
+    }
+    if (first.ok()) first = s;
   }
-  InodeAttr a;
-  Status s = LoadAttrAt(ino, live(), &a);
-  if (s.ok() && a.nlink == 0) return DestroyOrphan(ino, &a);
-  return Status::Ok();
+  return first;
 }
 
 // Every commit applied and every image write completed before the call is

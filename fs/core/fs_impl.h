@@ -39,6 +39,7 @@
 #include <optional>
 #include <set>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -471,7 +472,18 @@ struct FileSystem::Impl : public EpochSet {
   std::unordered_set<InodeId> cached_refs;
   static constexpr size_t kMaxCachedRefs = size_t{1} << 16;
   // Destroys an unlinked inode once nothing references it. Takes its locks.
-  Status MaybeDestroy(InodeId ino);
+  Status MaybeDestroy(InodeId ino) { return MaybeDestroy(std::span<const InodeId>(&ino, 1)); }
+  // The same for several (a BATCH_FORGET's): up to kDestroyGroup of them
+  // under one LockSet, in one Txn and one commit.
+  Status MaybeDestroy(std::span<const InodeId> inos);
+  static constexpr size_t kDestroyGroup = 32;
+  // The inodes FORGETs left to destroy (FileSystem::ForgetMany), and whether
+  // their cached attributes go after; a FORGET that finds another thread
+  // destroying (forget_running) leaves its inodes to it, so FORGETs that
+  // arrive together are destroyed together. Lock order 4 (a leaf).
+  std::mutex forget_mu;
+  std::vector<std::pair<InodeId, bool>> forget_queue;  // GUARDED_BY forget_mu
+  bool forget_running = false;                         // GUARDED_BY forget_mu
 
   // inode numbers
   std::mutex ino_alloc_mu;
@@ -756,7 +768,7 @@ class LockSet {
       : fs_(fs), exclusive_(exclusive) {
     Lock(inos.begin(), inos.end());
   }
-  LockSet(FileSystem::Impl* fs, const std::vector<InodeId>& inos, bool exclusive = true)
+  LockSet(FileSystem::Impl* fs, std::span<const InodeId> inos, bool exclusive = true)
       : fs_(fs), exclusive_(exclusive) {
     Lock(inos.data(), inos.data() + inos.size());
   }

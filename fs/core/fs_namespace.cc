@@ -330,25 +330,64 @@ void FileSystem::Impl::ChargeLookups() {
 }
 
 void FileSystem::Forget(NodeId node, uint64_t nlookup) {
+  const Forgotten one{node, nlookup};
+  ForgetMany(std::span<const Forgotten>(&one, 1));
+}
+
+void FileSystem::ForgetMany(std::span<const Forgotten> forgets) {
   Impl* m = impl_.get();
-  if (!m->opts.count_lookups || SnapOf(node) != 0 || InoOf(node) == kSnapDirIno) return;
-  InodeId ino = InoOf(node);
-  bool cached = false, orphan = false, charge = false;
+  if (!m->opts.count_lookups) return;
+  // (inode, its cached attributes go after it): the unused ones, to destroy
+  std::vector<std::pair<InodeId, bool>> unused;
+  std::vector<InodeId> uncache;  // the others: their cached attributes go now
+  bool charge = false;
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
-    std::optional<uint64_t> left = m->lookups.Release(ino, nlookup);
-    if (!left || *left > 0) return;
-    charge = m->LookupsResizedLocked();
-    // Its cached attributes go after MaybeDestroy, which reads them.
-    cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
-    // Only an orphan no handle holds is destroyed (Impl::orphans).
-    orphan = m->live_open.count(ino) == 0 && m->orphans.count(ino) != 0;
+    for (const Forgotten& f : forgets) {
+      if (SnapOf(f.node) != 0 || InoOf(f.node) == kSnapDirIno) continue;
+      const InodeId ino = InoOf(f.node);
+      std::optional<uint64_t> left = m->lookups.Release(ino, f.nlookup);
+      if (!left || *left > 0) continue;
+      charge = true;
+      // Its cached attributes go after MaybeDestroy, which reads them.
+      const bool cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
+      // Only an orphan no handle holds is destroyed (Impl::orphans).
+      if (m->live_open.count(ino) == 0 && m->orphans.count(ino) != 0) {
+        unused.emplace_back(ino, cached);
+      } else if (cached) {
+        uncache.push_back(ino);
+      }
+    }
+    if (charge) charge = m->LookupsResizedLocked();
   }
   if (charge) m->ChargeLookups();
-  Status s = orphan ? m->MaybeDestroy(ino) : Status::Ok();
-  if (cached) m->cache.Disable(ino);
-  if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inode %llu: %s\n",
-                       static_cast<unsigned long long>(ino), s.ToString().c_str());
+  for (InodeId ino : uncache) m->cache.Disable(ino);
+  if (unused.empty()) return;
+  {
+    std::lock_guard<std::mutex> l(m->forget_mu);
+    m->forget_queue.insert(m->forget_queue.end(), unused.begin(), unused.end());
+    if (m->forget_running) return;  // that thread destroys them too
+    m->forget_running = true;
+  }
+  std::vector<InodeId> inos;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> l(m->forget_mu);
+      if (m->forget_queue.empty()) {
+        m->forget_running = false;
+        return;
+      }
+      unused.swap(m->forget_queue);
+      m->forget_queue.clear();
+    }
+    inos.clear();
+    for (const auto& u : unused) inos.push_back(u.first);
+    Status s = m->MaybeDestroy(inos);
+    for (const auto& [ino, cached] : unused) {
+      if (cached) m->cache.Disable(ino);
+    }
+    if (!s.ok()) PSM_LOG(kLogWarning, "psmfs: removing unlinked inodes: %s\n", s.ToString().c_str());
+  }
 }
 
 Result<AttrOut> FileSystem::GetAttr(NodeId node) {
@@ -550,6 +589,8 @@ static Result<EntryOut> CreateNode(Impl* m, NodeId parent, std::string_view name
       m->files[open->fh] = FileHandle{MakeNode(0, ino), 0, ino, v.epoch, open->flags};
     }
     m->cache.SetAttr(ino, a);  // and the new inode's
+    // A new file has no chunk record at all: its first WRITE need not look.
+    if (S_ISREG(mode)) m->cache.SetChunk(ino, 0, /*present=*/false, {});
   }
   if (ino_out) *ino_out = ino;
   m->NoteLookup(MakeNode(v.snap, ino), S_ISDIR(mode), v.ino);
@@ -1108,6 +1149,7 @@ VolumeStats FileSystem::Stats() {
     Status f = m->committer->Failure();
     if (!f.ok()) s.failure = f.message();
     s.sync_cycles = m->committer->sync_cycles();
+    s.commits = m->committer->last_seq();
   }
   std::lock_guard<std::mutex> l(m->snaps_mu);
   for (const auto& [id, e] : m->snaps) {

@@ -82,6 +82,15 @@ LiveCache::Hit LiveCache::GetChunk(InodeId ino, uint64_t idx, bool* present,
 
 void LiveCache::PutChunk(InodeId ino, uint64_t idx, uint64_t gen, bool present,
                          const std::vector<Extent>& ext) {
+  InsertChunk(ino, idx, &gen, present, ext);
+}
+
+void LiveCache::SetChunk(InodeId ino, uint64_t idx, bool present, const std::vector<Extent>& ext) {
+  InsertChunk(ino, idx, nullptr, present, ext);
+}
+
+void LiveCache::InsertChunk(InodeId ino, uint64_t idx, const uint64_t* gen, bool present,
+                            const std::vector<Extent>& ext) {
   const uint64_t add = kChunkOverhead + ext.size() * sizeof(Extent);
   if (bytes_.load(std::memory_order_relaxed) + add > limit_.load(std::memory_order_relaxed)) {
     return;  // full: this read goes to the store, as an uncached one does
@@ -89,7 +98,7 @@ void LiveCache::PutChunk(InodeId ino, uint64_t idx, uint64_t gen, bool present,
   Shard& s = ShardOf(ino);
   std::lock_guard<std::mutex> l(s.mu);
   auto it = s.map.find(ino);
-  if (it == s.map.end() || it->second.gen != gen) return;
+  if (it == s.map.end() || (gen && it->second.gen != *gen)) return;  // changed meanwhile
   auto [c, fresh] = it->second.chunks.try_emplace(idx);
   if (fresh) {
     chunks_.fetch_add(1, std::memory_order_relaxed);

@@ -74,6 +74,11 @@ class LiveCache {
   Hit GetChunk(InodeId ino, uint64_t idx, bool* present, std::vector<Extent>* ext, uint64_t* gen);
   void PutChunk(InodeId ino, uint64_t idx, uint64_t gen, bool present,
                 const std::vector<Extent>& ext);
+  // The same without a ticket, under SetAttr's rule: chunk `idx` of `ino`
+  // as its writer has just committed it, or as a new file's creator knows
+  // it (no record at all: absent), the inode's stripe still held
+  // exclusively. A new file's first WRITE then reads no chunk record.
+  void SetChunk(InodeId ino, uint64_t idx, bool present, const std::vector<Extent>& ext);
 
   // The records of `ino` changed (called after the commit is visible).
   void Invalidate(InodeId ino);
@@ -105,6 +110,9 @@ class LiveCache {
   // REQUIRES the shard's mutex: drops what `e` caches and gives it a new
   // generation.
   void ResetLocked(Entry* e);
+  // PutChunk (gen: its ticket) and SetChunk (gen null).
+  void InsertChunk(InodeId ino, uint64_t idx, const uint64_t* gen, bool present,
+                   const std::vector<Extent>& ext);
 
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> next_gen_{1};

@@ -4,6 +4,8 @@
 #include <linux/fs.h>  // RENAME_NOREPLACE, RENAME_EXCHANGE
 #include <time.h>
 
+#include <vector>
+
 #include "fs/fuse/fuse_ops.h"
 
 namespace psm::fuse_ops {
@@ -30,8 +32,12 @@ void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   fuse_reply_none(req);
 }
 
+// The unlinked files of a batch that nothing references any more are
+// destroyed together (FileSystem::ForgetMany: one commit per 32).
 void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  for (size_t i = 0; i < count; ++i) Fs(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+  std::vector<FileSystem::Forgotten> f(count);
+  for (size_t i = 0; i < count; ++i) f[i] = {forgets[i].ino, forgets[i].nlookup};
+  Fs(req)->ForgetMany(f);
   fuse_reply_none(req);
 }
 

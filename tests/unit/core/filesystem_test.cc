@@ -4,6 +4,11 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "meta/sync_point.h"
 #include "tests/common/core_test_util.h"
 
 using namespace psm;
@@ -363,6 +368,82 @@ TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") 
   v.fs->Forget(n, 1);
   CHECK(v.FreeBlocks() == free0);
   CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("with kernel lookup counts, a batch of FORGETs destroys its unlinked files 32 to a commit") {
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const uint64_t free0 = v.FreeBlocks();
+  const uint64_t files0 = v.fs->Stats().files;
+  constexpr int kFiles = 40;
+  std::vector<NodeId> nodes;
+  for (int i = 0; i < kFiles; ++i) {
+    nodes.push_back(v.Put(kRootIno, "f" + std::to_string(i), Pattern(5000, i)));  // one reference
+  }
+  REQUIRE(v.fs->Lookup(kRootIno, "f7").ok());  // f7: two references
+  auto fh = v.fs->OpenFile(nodes[20], O_RDONLY);  // f20: open
+  REQUIRE(fh.ok());
+  for (int i = 0; i < kFiles; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  std::vector<FileSystem::Forgotten> batch;
+  for (NodeId n : nodes) batch.push_back({n, 1});
+  batch.push_back({kRootIno, 0});  // a node that stays: nothing to do
+  const uint64_t commits0 = v.fs->Stats().commits;
+  v.fs->ForgetMany(batch);
+  // 38 files are gone, in two commits (32 and 6), not 38.
+  CHECK(v.fs->Stats().commits - commits0 == 2);
+  for (int i = 0; i < kFiles; ++i) {
+    const bool kept = i == 7 || i == 20;
+    CHECK_MESSAGE(v.fs->GetAttr(nodes[i]).status().Is(Code::kStale) == !kept, i);
+  }
+  CHECK(v.fs->GetAttr(nodes[7])->st.st_nlink == 0);
+  CHECK(v.fs->Stats().files == files0 + 2);
+  CHECK(v.fs->Stats().kernel_refs == 1);  // f7's second reference
+  // The open one stays readable until its release.
+  CHECK(v.ReadAll(nodes[20]) == Pattern(5000, 20));
+  v.fs->ForgetMany(std::vector<FileSystem::Forgotten>{{nodes[7], 1}});
+  CHECK(v.fs->GetAttr(nodes[7]).status().Is(Code::kStale));
+  REQUIRE(v.fs->Release(*fh).ok());
+  CHECK(v.fs->GetAttr(nodes[20]).status().Is(Code::kStale));
+  CHECK(v.fs->Stats().files == files0);
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("with kernel lookup counts, FORGETs that come while another destroys are left to it") {
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const uint64_t free0 = v.FreeBlocks();
+  std::vector<NodeId> nodes;
+  for (int i = 0; i < 6; ++i) nodes.push_back(v.Put(kRootIno, "f" + std::to_string(i), "x"));
+  for (int i = 0; i < 6; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  std::promise<void> committing, go;
+  std::shared_future<void> go_f = go.get_future().share();
+  std::atomic<bool> first{true};
+  SyncPoint::SetCallback("Committer::Apply:BeforeWrite", [&] {
+    if (first.exchange(false)) {
+      committing.set_value();
+      go_f.wait();
+    }
+  });
+  SyncPoint::Enable();
+  const uint64_t commits0 = v.fs->Stats().commits;
+  std::thread a([&] { v.fs->Forget(nodes[0], 1); });
+  committing.get_future().wait();
+  // f0's destroy is committing: the other FORGETs return at once, their
+  // files left to that thread.
+  for (int i = 1; i < 6; ++i) v.fs->Forget(nodes[i], 1);
+  for (int i = 1; i < 6; ++i) CHECK_MESSAGE(v.fs->GetAttr(nodes[i]).ok(), i);
+  go.set_value();
+  a.join();
+  SyncPoint::ClearAll();
+  SyncPoint::Disable();
+  // f0 alone, then the five together.
+  CHECK(v.fs->Stats().commits - commits0 == 2);
+  for (int i = 0; i < 6; ++i) CHECK_MESSAGE(v.fs->GetAttr(nodes[i]).status().Is(Code::kStale), i);
+  CHECK(v.FreeBlocks() == free0);
   CHECK(v.Fsck() == 0);
 }
 

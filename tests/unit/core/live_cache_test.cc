@@ -306,3 +306,25 @@ TEST_CASE("live cache: referenced directories and orphans see every change made 
   CHECK(root_after.st_mtim.tv_nsec == root_before.st_mtim.tv_nsec);
   CHECK(v.Fsck() == 0);
 }
+
+TEST_CASE("live cache: a new file's first write finds its chunk map, absent, in the cache") {
+  CoreVolume v;
+  auto c = v.fs->Create(kRootIno, "f", 0644, O_RDWR, v.cred);
+  REQUIRE(c.ok());
+  // CREATE knows a new inode has no chunk record at all (its number was
+  // never used): chunk 0 is cached as absent.
+  CHECK(v.fs->Stats().cached_chunk_maps == 1);
+  const uint64_t hits0 = v.fs->Stats().cache_hits;
+  const std::string data = Pattern(5000, 3);
+  REQUIRE(v.fs->Write(c->second, 0, data.data(), data.size()).ok());
+  // Its attributes and chunk 0 both came from the cache: no store read.
+  CHECK(v.fs->Stats().cache_hits - hits0 == 2);
+  CHECK(ReadFh(*v.fs, c->second) == data);
+  // The write's commit replaced what was cached; a second write reads the
+  // new map (from the store, then cached) and changes the same chunk.
+  const std::string more = Pattern(3000, 4);
+  REQUIRE(v.fs->Write(c->second, 4000, more.data(), more.size()).ok());
+  REQUIRE(v.fs->Release(c->second).ok());
+  CHECK(v.ReadAll(c->first.node) == data.substr(0, 4000) + more);
+  CHECK(v.Fsck() == 0);
+}
