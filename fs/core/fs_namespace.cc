@@ -25,6 +25,29 @@ using Impl = FileSystem::Impl;
 constexpr uint64_t kReadDirAheadEntries = 128;
 constexpr uint64_t kReadDirAheadMax = 2u << 20;
 
+// The entries of directory `dir` visible at epoch e, in name order, those
+// after `after` only when it is not empty: fn(name, entry) for each until
+// it returns false. An undecodable entry is passed over.
+Status ForEachDentryAt(rocksdb::Iterator* it, InodeId dir, Epoch e, const std::string& after,
+                       const std::function<bool(std::string_view, const Dentry&)>& fn) {
+  std::string done = after;  // the name whose older versions are passed
+  return ForEachPrefix(
+      it, DentryDirPrefix(dir),
+      [&](std::string_view k, std::string_view val) {
+        InodeId p;
+        std::string_view name;
+        ParseDentryKey(k, &p, &name);
+        if (!done.empty() && name == done) return true;  // an older version
+        if (KeyEpoch(k) > e) return true;
+        done.assign(name);
+        if (val.empty() || val[0] != kTagValue) return true;  // removed
+        Dentry d;
+        if (!DecodeDentry(val.substr(1), &d).ok()) return true;
+        return fn(done, d);
+      },
+      after.empty() ? std::string() : DentryPrefix(dir, after));
+}
+
 // `version` (if given) gets the epoch of the version found, a tombstone's
 // too (kNotFound then); it is left alone when the record has no version at
 // or below e.
@@ -273,25 +296,13 @@ size_t FileSystem::ShedKernelRefs(size_t want,
     const Epoch e = m->live();
     names.clear();
     inos.clear();
-    std::string done = m->shed_after;  // the name whose versions are passed
     auto it = m->store->NewIterator(Cf::kDentries);
-    Status s = ForEachPrefix(
-        it.get(), DentryDirPrefix(dir),
-        [&](std::string_view k, std::string_view val) {
-          InodeId p;
-          std::string_view name;
-          ParseDentryKey(k, &p, &name);
-          if (!done.empty() && name == done) return true;  // an older version
-          if (KeyEpoch(k) > e) return true;
-          done.assign(name);
-          if (val.empty() || val[0] != kTagValue) return true;  // removed
-          Dentry d;
-          if (!DecodeDentry(val.substr(1), &d).ok()) return true;
-          names.push_back(done);
-          inos.push_back(d.ino);
-          return names.size() < Impl::kShedBatch;
-        },
-        m->shed_after.empty() ? std::string() : DentryPrefix(dir, m->shed_after));
+    Status s = ForEachDentryAt(it.get(), dir, e, m->shed_after,
+                               [&](std::string_view name, const Dentry& d) {
+                                 names.emplace_back(name);
+                                 inos.push_back(d.ino);
+                                 return names.size() < Impl::kShedBatch;
+                               });
     if (!s.ok()) {
       PSM_LOG(kLogWarning, "psmfs: listing directory %llu to cap kernel references: %s\n",
               static_cast<unsigned long long>(dir), s.ToString().c_str());
@@ -1015,23 +1026,12 @@ Status FileSystem::ReadDir(uint64_t dhid, uint64_t off,
                     ? m->store->NewReadaheadIterator(
                           Cf::kDentries, std::min<uint64_t>(a.size * 64, kReadDirAheadMax))
                     : m->store->NewIterator(Cf::kDentries);
-      std::string done;
-      bool have_done = false;
-      Status s = ForEachPrefix(it.get(), DentryDirPrefix(v.ino),
-                               [&](std::string_view k, std::string_view val) {
-                                 InodeId p;
-                                 std::string_view name;
-                                 ParseDentryKey(k, &p, &name);
-                                 if (have_done && name == done) return true;
-                                 if (KeyEpoch(k) > e) return true;
-                                 done.assign(name);
-                                 have_done = true;
-                                 if (val.empty() || val[0] != kTagValue) return true;
-                                 Dentry d;
-                                 if (!DecodeDentry(val.substr(1), &d).ok()) return true;
-                                 dh->ents.push_back({done, MakeNode(v.snap, d.ino), d.type});
-                                 return true;
-                               });
+      Status s = ForEachDentryAt(it.get(), v.ino, e, {},
+                                 [&](std::string_view name, const Dentry& d) {
+                                   dh->ents.push_back(
+                                       {std::string(name), MakeNode(v.snap, d.ino), d.type});
+                                   return true;
+                                 });
       PSM_RETURN_IF_ERROR(s);
     }
     dh->loaded = true;

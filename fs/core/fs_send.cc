@@ -883,7 +883,7 @@ class Receiver {
       bool in_use;
       {
         std::lock_guard<std::mutex> hl(m_->handles_mu);
-        in_use = r.has_attr ? m_->InUseLocked(ino) : m_->KeepsOrphanLocked(ino);
+        in_use = m_->KeepsOrphanLocked(ino);  // a superset: a refusal below leaves it in
       }
       if (in_use && r.has_attr) {
         return Status::Busy("inode " + std::to_string(ino) +

@@ -302,10 +302,6 @@ void FuseAdapter::ShedderLoop() {
         }
       } else {
         warned = false;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          ++stats_.shed_passes;
-        }
         auto queue = [this](NodeId parent, std::string_view name) {
           Enqueue(Notice{true, parent, std::string(name)});
         };

@@ -113,7 +113,6 @@ struct FuseAdapterStats {
   uint64_t notices_unknown = 0;  // -ENOENT: the kernel had nothing cached
   uint64_t notices_failed = 0;   // any other error
   uint64_t notices_dropped = 0;  // still queued at Stop()
-  uint64_t shed_passes = 0;      // times the shedder found the kernel over the cap
 };
 
 class FuseAdapter {

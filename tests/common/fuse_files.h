@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/json/control_json.h"
 #include "tests/common/mount_fixture.h"
 
 namespace psm::testutil {
@@ -20,6 +21,17 @@ namespace psm::testutil {
 inline psm::test::ProgramResult Ctl(std::vector<std::string> args) {
   args.insert(args.begin(), psm::test::BinDir() + "/psmctl");
   return psm::test::RunProgram(args, 300);
+}
+
+// The "stats" object of `psmctl status MNT --json`.
+inline psm::Json StatusStats(const std::string& mnt) {
+  auto r = Ctl({"status", mnt, "--json"});
+  REQUIRE_MESSAGE(r.ok(), r.output);
+  auto j = psm::Json::Parse(r.output);
+  REQUIRE_MESSAGE(j.ok(), r.output);
+  const psm::Json* stats = j.value().Find("stats");
+  REQUIRE_MESSAGE(stats != nullptr, r.output);
+  return *stats;
 }
 
 // n pseudo-random bytes (xorshift), different for every seed.

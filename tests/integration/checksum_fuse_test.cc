@@ -69,14 +69,9 @@ int PRead(const std::string& path, off_t off, size_t n, std::string* out) {
 }
 
 uint64_t StatusErrors(const MountedVolume& mv) {
-  auto r = Ctl({"status", mv.mnt, "--json"});
-  REQUIRE_MESSAGE(r.ok(), r.output);
-  auto j = psm::Json::Parse(r.output);
-  REQUIRE_MESSAGE(j.ok(), r.output);
-  const psm::Json* stats = j.value().Find("stats");
-  REQUIRE_MESSAGE(stats != nullptr, r.output);
-  CHECK(stats->GetBool("checksums"));
-  return stats->GetUint("checksum_errors");
+  const psm::Json stats = psm::testutil::StatusStats(mv.mnt);
+  CHECK(stats.GetBool("checksums"));
+  return stats.GetUint("checksum_errors");
 }
 
 }  // namespace

@@ -51,14 +51,9 @@ struct Refs {
 };
 
 Refs KernelRefs(const MountedVolume& mv) {
-  auto r = Ctl({"status", mv.mnt, "--json"});
-  REQUIRE_MESSAGE(r.ok(), r.output);
-  auto j = psm::Json::Parse(r.output);
-  REQUIRE_MESSAGE(j.ok(), r.output);
-  const psm::Json* stats = j.value().Find("stats");
-  REQUIRE_MESSAGE(stats != nullptr, r.output);
-  return Refs{stats->GetUint("kernel_refs"), stats->GetUint("kernel_refs_cap"),
-              stats->GetUint("kernel_refs_shed")};
+  const psm::Json stats = psm::testutil::StatusStats(mv.mnt);
+  return Refs{stats.GetUint("kernel_refs"), stats.GetUint("kernel_refs_cap"),
+              stats.GetUint("kernel_refs_shed")};
 }
 
 std::string Content(int d, int i) {
