@@ -434,3 +434,87 @@ TEST_CASE("tables written with this store's layout and with RocksDB's defaults r
   }
   std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
 }
+
+// Checksum tables have a layout of their own (meta/store.cc, "Checksums";
+// docs/on-disk-format.md, "Filters"): 32 KiB data blocks under one binary
+// index, so a READ's checksums are one cached block and a point read walks
+// one index. Tables written so are read by a RocksDB with default options
+// (an older psmfs), and tables of the default layout (4 KiB blocks) are
+// read by this store, point reads and ranges alike.
+TEST_CASE("checksum tables: 32 KiB blocks, one index, read both ways") {
+  char t[] = "/tmp/psm-kv-csums-XXXXXX";
+  const std::string dir = std::string(mkdtemp(t)) + "/meta";
+  constexpr BlockNo kN = 100000;
+  auto crc = [](BlockNo b) { return std::string(reinterpret_cast<const char*>(&b), 4); };
+  {
+    StoreOptions o;
+    o.create_if_missing = true;
+    auto r = Store::Open(dir, o);
+    REQUIRE(r.ok());
+    Store* st = r.value().get();
+    for (BlockNo base = 0; base < kN; base += 5000) {
+      Txn txn(st);
+      for (BlockNo b = base; b < base + 5000; ++b) txn.PutUnindexed(Cf::kCsums, CsumKey(2 * b), crc(2 * b));
+      REQUIRE(txn.Commit().ok());
+    }
+    REQUIRE(st->FlushAll().ok());
+  }
+  {
+    PlainDb p(dir);
+    rocksdb::DB* db = p.db;
+    rocksdb::ColumnFamilyHandle* csums = p.handle(Cf::kCsums);
+    rocksdb::TablePropertiesCollection props;
+    REQUIRE(db->GetPropertiesOfAllTables(csums, &props).ok());
+    REQUIRE(!props.empty());
+    for (const auto& [file, tp] : props) {
+      INFO(file);
+      CHECK(tp->index_partitions == 0);
+      REQUIRE(tp->num_data_blocks > 0);
+      // 32 KiB blocks (the last one of a table may be short).
+      CHECK(tp->data_size / tp->num_data_blocks > (24u << 10));
+    }
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), csums));
+    BlockNo n = 0;
+    bool in_order = true;
+    for (it->SeekToFirst(); it->Valid(); it->Next(), ++n) {
+      const BlockNo b = CsumKeyBlock(std::string_view(it->key().data(), it->key().size()));
+      in_order = in_order && b == 2 * n && it->value().ToString() == crc(b);
+    }
+    REQUIRE(it->status().ok());
+    CHECK(n == kN);
+    CHECK(in_order);
+    // Odd blocks, in tables of RocksDB's default layout.
+    bool put_ok = true;
+    for (BlockNo b = 0; b < kN; ++b) {
+      put_ok = put_ok && db->Put(rocksdb::WriteOptions(), csums, CsumKey(2 * b + 1), crc(2 * b + 1)).ok();
+    }
+    REQUIRE(put_ok);
+    REQUIRE(db->Flush(rocksdb::FlushOptions(), p.hs).ok());
+  }
+  {
+    auto r = Store::Open(dir, StoreOptions{});
+    REQUIRE(r.ok());
+    Store* st = r.value().get();
+    int wrong = 0;
+    for (BlockNo b = 0; b < 2 * kN; b += 89) {
+      std::string v;
+      if (!st->Get(Cf::kCsums, CsumKey(b), &v).ok() || v != crc(b)) ++wrong;
+    }
+    CHECK(wrong == 0);
+    std::string v;
+    CHECK(st->Get(Cf::kCsums, CsumKey(2 * kN), &v).Is(Code::kNotFound));
+    // A range across both layouts.
+    auto it = st->NewIterator(Cf::kCsums);
+    BlockNo next = 77777;
+    for (it->Seek(CsumKey(next)); it->Valid() && next < 77777 + 3000; it->Next(), ++next) {
+      if (CsumKeyBlock(std::string_view(it->key().data(), it->key().size())) != next ||
+          it->value().ToString() != crc(next)) {
+        ++wrong;
+      }
+    }
+    CHECK(it->status().ok());
+    CHECK(next == 77777 + 3000);
+    CHECK(wrong == 0);
+  }
+  std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
+}
