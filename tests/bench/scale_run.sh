@@ -4,7 +4,10 @@
 # (psmpopulate, no FUSE), then mounted with the real psmfs and measured the
 # same way. Called by `make bench-scale` as: tests/bench/scale_run.sh BUILD/bin
 #
-# Figures, each on both volumes, with the ratio large / reference:
+# Each volume, once populated, is mounted once and its compactions are
+# waited for (settle, below), so that every figure is of a volume in its
+# steady state. Figures, each on both volumes, with the ratio large /
+# reference:
 #   populate        files/s through the core (psmpopulate, 2 threads)
 #   meta_bytes      du of VOLUME/meta after populating, per file
 #   mount_ms        psmfs started to the first answer (stat of a file in the
@@ -108,6 +111,29 @@ cold_mount() {  # unmount, drop caches, mount; MOUNT_MS: ms from exec to the fir
   MOUNT_MS=$(awk -v ns=$((b - a)) 'BEGIN { printf "%.1f", ns / 1e6 }')
 }
 bench_value() { "$OUT/psmbench" "$@" | awk '$1 == "RESULT" { print $3 }'; }
+# settle VOLUME: mount it and wait until RocksDB's compaction thread
+# (`rocksdb:low`) has read nothing for 2 s, then unmount. psmpopulate
+# closes the store with compaction debt, which the first mount pays while
+# it answers; measured during it, a "cold" figure is partly warm (the
+# compaction reads every table into the page cache) and shares the two
+# cores (docs/performance.md, "Compaction reads"). Every figure below is
+# taken on a volume in its steady state. Prints the seconds waited.
+settle() {
+  cold_mount "$1"
+  local t="" c last=-1 same=0 waited=0
+  for c in /proc/"$PID"/task/*; do
+    [ "$(cat "$c/comm" 2>/dev/null)" = rocksdb:low ] && { t=$c; break; }
+  done
+  [ -n "$t" ] || die "no rocksdb:low thread in psmfs (pid $PID)"
+  while [ $same -lt 20 ]; do
+    c=$(awk '/^syscr/ { print $2 }' "$t/io")
+    if [ "$c" = "$last" ]; then same=$((same + 1)); else same=0; last=$c; fi
+    sleep 0.1; waited=$((waited + 1))
+    [ $waited -lt 36000 ] || die "compactions of $1 still running after an hour"
+  done
+  unmount
+  awk -v n=$waited 'BEGIN { printf "%.1f", n / 10 - 2 }'
+}
 e2e_ms() {  # e2e_ms CMD...: wall time of one command, ms
   local a b
   a=$(ms); "$@" >/dev/null; b=$(ms)
@@ -133,6 +159,7 @@ measure() {  # measure TAG FILES
   fi
   record populate "$tag" "$pop"
   record meta_bytes "$tag" "$meta"
+  echo "  compactions after populating settled in $(settle "$vol") s"
   # Every read figure on a fresh daemon with cold caches; the mount time of
   # each such mount is kept.
   cold_mount "$vol"; mounts+=("$MOUNT_MS")
