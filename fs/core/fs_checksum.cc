@@ -212,17 +212,6 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
     return Status::Ok();
   }
   out->assign(blocks.size(), std::nullopt);
-  if (blocks.size() == 1) {  // a random 4 KiB READ: a point read is cheaper than MultiGet
-    std::string v;
-    Status s = store->Get(Cf::kCsums, CsumKey(blocks[0]), &v);
-    if (s.Is(Code::kNotFound)) return Status::Ok();
-    PSM_RETURN_IF_ERROR(s);
-    if (v.size() != 4) {
-      return Status::Corruption("bad checksum record of block " + std::to_string(blocks[0]));
-    }
-    (*out)[0] = GetLE32(v.data());
-    return Status::Ok();
-  }
   std::vector<std::string> keys, values;
   std::vector<Status> st;
   keys.reserve(blocks.size());

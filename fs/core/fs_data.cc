@@ -1025,9 +1025,7 @@ Status FileSystem::Impl::MaybeDestroy(std::span<const InodeId> inos) {
       if (LoadAttrAt(ino, live(), &a).ok() && a.nlink == 0) dead.emplace_back(ino, a);
     }
     Status s;
-    if (dead.size() == 1) {
-      s = DestroyOrphan(dead[0].first, &dead[0].second);
-    } else if (!dead.empty()) {
+    if (!dead.empty()) {
       // One Txn and one commit for the group, DestroyOrphan's writes for
       // each; the Txn holds only other inodes' records when one is read.
       Txn txn(store.get());
