@@ -35,12 +35,19 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# The sanitizer trees (docs/testing.md, "Build time"): line tables only
+# (-g1: what a sanitizer's stack trace prints), only the test groups that
+# scripts/test.sh runs in them, no benchmark programs. ASan+UBSan at -O1 with
+# assertions on: the optimisation ASan's authors recommend.
+SAN_CMAKE := -DPSM_BENCH_TOOLS=OFF
 build-asan: deps
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPSM_SANITIZE=address >/dev/null
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPSM_SANITIZE=address $(SAN_CMAKE) \
+	  -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" "-DPSM_TEST_GROUPS=unit;integration" >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 
 build-tsan: deps
-	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSM_SANITIZE=thread >/dev/null
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSM_SANITIZE=thread $(SAN_CMAKE) \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" "-DPSM_TEST_GROUPS=stress;integration" >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
 
 # What `make run` runs and nothing more: psmfs (also the psm-guard it starts,

@@ -34,14 +34,16 @@ run() {  # run NAME DIR CTEST-ARGS...
   [ "$nf" -eq 0 ] || failed+=("$name")
   rm -f "$log"
 }
+# Two tests at a time in every suite (each has its own volume, mount point
+# and daemon): the sanitizer suites are CPU-bound and take about half the
+# time (240 -> 136 s ASan fuse, 248 -> 129 s TSan fuse, 218 -> 110 s TSan
+# stress on 2 cores). The longest tests start first (their COST,
+# tests/CMakeLists.txt), so a clean clone does not end on one of them alone.
 run "unit" build -L unit -j2
-run "fuse (integration, mounts for real)" build -L fuse
+run "fuse (integration, mounts for real)" build -L fuse -j2
 run "unit under ASan+UBSan" build-asan -L unit -j2
-# The sanitizer fuse runs are CPU-bound: two tests at once (each has its own
-# volume, mount point and daemon) take about half the time (240 -> 136 s ASan,
-# 248 -> 129 s TSan on 2 cores).
 run "fuse under ASan+UBSan (daemon, psm-guard, psmctl)" build-asan -L fuse -j2
-run "concurrency and stress under TSan" build-tsan -L stress
+run "concurrency and stress under TSan" build-tsan -L stress -j2
 # The daemon keeps serving after a race report (halt_on_error=0): the test
 # fails on the report file and on the daemon's exit status 66 at unmount,
 # instead of on whatever a vanished mount makes it do next.
