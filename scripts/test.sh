@@ -37,8 +37,9 @@ run() {  # run NAME DIR CTEST-ARGS...
 # Two tests at a time in every suite (each has its own volume, mount point
 # and daemon): the sanitizer suites are CPU-bound and take about half the
 # time (240 -> 136 s ASan fuse, 248 -> 129 s TSan fuse, 218 -> 110 s TSan
-# stress on 2 cores). The longest tests start first (their COST,
-# tests/CMakeLists.txt), so a clean clone does not end on one of them alone.
+# stress on 2 cores; the normal fuse suite, 103 -> 60 s). The longest tests
+# start first (their COST, tests/CMakeLists.txt), so a clean clone does not
+# end on one of them alone.
 run "unit" build -L unit -j2
 run "fuse (integration, mounts for real)" build -L fuse -j2
 run "unit under ASan+UBSan" build-asan -L unit -j2
