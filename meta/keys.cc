@@ -123,8 +123,44 @@ void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name) {
 std::string AllocKey(BlockNo start) { return InodePrefix(start); }
 BlockNo AllocKeyBlock(std::string_view key) { return GetBE64(key.data()); }
 
-std::string CsumKey(BlockNo block) { return InodePrefix(block); }
-BlockNo CsumKeyBlock(std::string_view key) { return GetBE64(key.data()); }
+std::string CsumKey(BlockNo block) {
+  std::string k(1, kCsumKeyTag);
+  PutBE64(&k, block >> kCsumGroupShift);
+  return k;
+}
+BlockNo CsumKeyBlock(std::string_view key) { return GetBE64(key.data() + 1) << kCsumGroupShift; }
+
+void EncodeCsumGroup(const CsumGroup& g, std::string* out) {
+  out->clear();
+  out->reserve(2 + 4 * kCsumGroupBlocks);
+  out->push_back(static_cast<char>(g.mask & 0xff));
+  out->push_back(static_cast<char>(g.mask >> 8));
+  for (unsigned i = 0; i < kCsumGroupBlocks; ++i) {
+    if (g.Has(i)) PutLE32(out, g.crc[i]);
+  }
+}
+
+bool DecodeCsumGroup(std::string_view v, CsumGroup* g) {
+  if (v.size() < 2) return false;
+  g->mask = static_cast<uint16_t>(static_cast<uint8_t>(v[0]) | static_cast<uint8_t>(v[1]) << 8);
+  if (v.size() != 2 + 4 * static_cast<size_t>(__builtin_popcount(g->mask))) return false;
+  const char* p = v.data() + 2;
+  for (unsigned i = 0; i < kCsumGroupBlocks; ++i) {
+    if (!g->Has(i)) continue;
+    g->crc[i] = GetLE32(p);
+    p += 4;
+  }
+  return true;
+}
+
+void OverlayCsumGroup(const CsumGroup& newer, CsumGroup* g) {
+  for (unsigned i = 0; i < kCsumGroupBlocks; ++i) {
+    if (newer.Has(i)) g->Set(i, newer.crc[i]);
+  }
+}
+
+std::string LegacyCsumKey(BlockNo block) { return InodePrefix(block); }
+BlockNo LegacyCsumKeyBlock(std::string_view key) { return GetBE64(key.data()); }
 
 std::string SnapshotKey(SnapshotId id) { return InodePrefix(id); }
 SnapshotId SnapshotKeyId(std::string_view key) { return GetBE64(key.data()); }

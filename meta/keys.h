@@ -28,8 +28,15 @@ using InodeId = uint64_t;
 using SnapshotId = uint64_t;
 using BlockNo = uint64_t;
 
-// STORED: on-disk format version written into the superblock and `volume`.
+// STORED: on-disk format version written into the superblock (the image's
+// layout).
 inline constexpr uint32_t kFormatVersion = 1;
+// STORED: metadata format, the `volume` key `format`. 2: checksums in
+// grouped `csums` records (CsumKey below), which psmfs before it cannot
+// read; a volume of format 1 is read as it is and becomes 2 at its first
+// read-write mount (docs/on-disk-format.md).
+inline constexpr uint64_t kMetaFormat = 2;
+inline constexpr uint64_t kMetaFormatLegacyCsums = 1;
 // STORED: the root directory's inode number.
 inline constexpr InodeId kRootIno = 1;
 // The first inode number handed to ordinary files (2..15 reserved).
@@ -110,11 +117,38 @@ void ParseXattrKey(std::string_view key, InodeId* ino, std::string_view* name);
 // alloc: BE(first block)
 std::string AllocKey(BlockNo start);
 BlockNo AllocKeyBlock(std::string_view key);
-// csums: BE(physical block) -> LE32 CRC-32C of the block as stored in the
-// image. One record per data block written since checksums exist; a block
-// without one is read unverified (docs/integrity.md).
-std::string CsumKey(BlockNo block);
+// csums: 0x01 BE(physical block >> kCsumGroupShift) -> a CsumGroup: the
+// CRC-32C, as stored in the image, of each block of an aligned group of 16
+// that has one (docs/integrity.md). Written by Put (a whole group) or by
+// merge operands of the same encoding (some of its blocks; the newer
+// operand wins per block, psm.CsumMerge in meta/store.cc). A block without
+// a checksum is read unverified.
+inline constexpr unsigned kCsumGroupShift = 4;
+inline constexpr uint64_t kCsumGroupBlocks = uint64_t{1} << kCsumGroupShift;
+std::string CsumKey(BlockNo block);  // the key of block's group
+// The first block of the group of a 9-byte CsumKey.
 BlockNo CsumKeyBlock(std::string_view key);
+inline constexpr char kCsumKeyTag = 0x01;
+// Value: LE16 mask (bit i: block first+i has a checksum), then LE32 CRC of
+// each block of the mask, in block order.
+struct CsumGroup {
+  uint16_t mask = 0;
+  uint32_t crc[kCsumGroupBlocks] = {};
+  void Set(unsigned i, uint32_t c) {
+    mask = static_cast<uint16_t>(mask | (1u << i));
+    crc[i] = c;
+  }
+  bool Has(unsigned i) const { return mask >> i & 1; }
+};
+void EncodeCsumGroup(const CsumGroup& g, std::string* out);
+// False when `v` is not a CsumGroup.
+bool DecodeCsumGroup(std::string_view v, CsumGroup* g);
+// Puts the blocks `newer` has over `*g`.
+void OverlayCsumGroup(const CsumGroup& newer, CsumGroup* g);
+// Metadata format 1 (volumes written before grouped records): BE(physical
+// block) -> LE32 CRC-32C, one record per block. Still read, never written.
+std::string LegacyCsumKey(BlockNo block);
+BlockNo LegacyCsumKeyBlock(std::string_view key);
 // snapshots: BE(id)
 std::string SnapshotKey(SnapshotId id);
 SnapshotId SnapshotKeyId(std::string_view key);

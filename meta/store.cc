@@ -41,6 +41,27 @@ class CounterAddOperator : public rocksdb::AssociativeMergeOperator {
   const char* Name() const override { return "psm.CounterAdd"; }
 };
 
+// Checksum groups (`csums`, keys.h CsumGroup): an operand is a group of
+// some blocks' checksums, in the value's own encoding; the newer one wins
+// block by block. Associative, so RocksDB may also fold operands together.
+class CsumMergeOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    tsan::PsmCallbackScope checked;  // called from inside Store::Write too
+    CsumGroup g, newer;
+    if (existing && !DecodeCsumGroup(std::string_view(existing->data(), existing->size()), &g)) {
+      return false;  // RocksDB reports Corruption
+    }
+    if (!DecodeCsumGroup(std::string_view(value.data(), value.size()), &newer)) return false;
+    OverlayCsumGroup(newer, &g);
+    EncodeCsumGroup(g, new_value);
+    return true;
+  }
+  const char* Name() const override { return "psm.CsumMerge"; }
+};
+
 // The prefix of a versioned key (keys.h): the key without its 8-byte epoch
 // suffix, i.e. the record (InodePrefix, DentryPrefix, ChunkPrefix,
 // XattrPrefix). Every key of a versioned column family is record + 8 bytes,
@@ -186,13 +207,13 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   vcfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(vbbt));
   vcfo.prefix_extractor = std::make_shared<VersionPrefix>();
   vcfo.memtable_prefix_bloom_size_ratio = 0.02;
-  // Checksums (`csums`, ~12 bytes a 4 KiB data block in a table): 32 KiB
-  // data blocks (~2,700 checksums, ~10 MiB of data) under one binary index
-  // instead of a two-level one. A 1 MiB READ's 256 checksums then lie in
-  // one cached block, and a random READ's one checksum is one index search
-  // and one block search, with no partition to look up in between; even
-  // 1 TB of data makes ~3 GB of checksums, whose index (~1/1,600 of the
-  // table) stays small whole. Measured on a cold read of 1 GiB and of
+  // Checksums (`csums`, grouped 16 blocks a record: ~5 bytes a 4 KiB data
+  // block in a table): 32 KiB data blocks (~6,500 checksums, ~26 MiB of
+  // data) under one binary index instead of a two-level one. A 1 MiB READ's
+  // 256 checksums then lie in one cached block (16 records), and a random
+  // READ's one checksum is one index search and one block search, with no
+  // partition to look up in between; even 1 TB of data makes ~1.3 GB of
+  // checksums, whose index (~1/1,600 of the table) stays small whole. Measured on a cold read of 1 GiB and of
   // 20,000 random 4 KiB blocks (docs/performance.md, "Checksum lookups"):
   // the daemon's extra CPU for checksums about halved. A property of each
   // table, as above: tables written before are read as they are.
@@ -202,6 +223,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   cbbt.partition_filters = false;
   rocksdb::ColumnFamilyOptions ccfo = cfo;
   ccfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(cbbt));
+  // Groups of 16 checksums (keys.h CsumKey): a write of some blocks of a
+  // group is a merge operand, folded at write time once 16 pile up.
+  ccfo.merge_operator = std::make_shared<CsumMergeOperator>();
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   // Read-only opens cannot create a column family a volume formatted before
   // it existed lacks: such a family reads as the (always empty) default one.
@@ -478,6 +502,11 @@ void Txn::PutUnindexed(Cf cf, std::string_view key, std::string_view value) {
   // blocks) only serves reads through this Txn.
   (void)batch_.GetWriteBatch()->Put(store_->handle(cf), rocksdb::Slice(key.data(), key.size()),
                                     rocksdb::Slice(value.data(), value.size()));
+}
+
+void Txn::MergeUnindexed(Cf cf, std::string_view key, std::string_view operand) {
+  (void)batch_.GetWriteBatch()->Merge(store_->handle(cf), rocksdb::Slice(key.data(), key.size()),
+                                      rocksdb::Slice(operand.data(), operand.size()));
 }
 
 void Txn::Delete(Cf cf, std::string_view key) {

@@ -163,6 +163,8 @@ class Txn {
   // A Put that reads through this Txn (Get, GetAt, its iterators) do not
   // see: for records nothing reads back before the commit (checksums).
   void PutUnindexed(Cf cf, std::string_view key, std::string_view value);
+  // A merge operand, unindexed the same way (checksum groups).
+  void MergeUnindexed(Cf cf, std::string_view key, std::string_view operand);
   void Delete(Cf cf, std::string_view key);
   // Adds `delta` to the counter `key` of the `volume` column family (one of
   // the keys.h counters) when the Txn commits, atomically with its other

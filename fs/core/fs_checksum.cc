@@ -29,16 +29,40 @@ constexpr uint64_t kErrorsWithPaths = 64;
 
 uint32_t BlockCrc(const char* data, size_t bs) { return Crc32c(0, data, bs); }
 
-void PutChecksum(Txn* txn, BlockNo p, uint32_t crc) {
-  std::string v;
-  PutLE32(&v, crc);
+void ChecksumWriter::Add(BlockNo b, uint32_t crc) {
+  const BlockNo first = b & ~(kCsumGroupBlocks - 1);
+  if (first != first_) {
+    Finish();
+    first_ = first;
+  }
+  g_.Set(static_cast<unsigned>(b - first), crc);
+}
+
+void ChecksumWriter::Finish() {
+  if (g_.mask == 0) return;
+  EncodeCsumGroup(g_, &v_);
   // No read of `csums` goes through a Txn (LoadChecksums reads the store).
-  txn->PutUnindexed(Cf::kCsums, CsumKey(p), v);
+  // A whole group replaces what was there; some blocks of one are merged
+  // over it (meta/store.cc, psm.CsumMerge).
+  if (g_.mask == 0xffff) {
+    txn_->PutUnindexed(Cf::kCsums, CsumKey(first_), v_);
+  } else {
+    txn_->MergeUnindexed(Cf::kCsums, CsumKey(first_), v_);
+  }
+  g_ = CsumGroup{};
+}
+
+void PutChecksum(Txn* txn, BlockNo p, uint32_t crc) {
+  ChecksumWriter w(txn);
+  w.Add(p, crc);
+  w.Finish();
 }
 
 void FileSystem::Impl::PutChecksums(Txn* txn, BlockNo p, const char* data, uint64_t n) {
   if (!checksums) return;
-  for (uint64_t i = 0; i < n; ++i) PutChecksum(txn, p + i, BlockCrc(data + i * bs, bs));
+  ChecksumWriter w(txn);
+  for (uint64_t i = 0; i < n; ++i) w.Add(p + i, BlockCrc(data + i * bs, bs));
+  w.Finish();
 }
 
 uint64_t PendingChecksums::Stage(const std::vector<BlockNo>& p, const std::vector<uint32_t>& crc) {
@@ -134,11 +158,13 @@ Status PendingChecksums::Flush() {
   // flushing_ changes only under flush_mu_: read it without mu_ (readers
   // only read it too).
   Txn txn(store_);
+  ChecksumWriter w(&txn);
   for (const auto& [c, chunk] : flushing_) {
     ForEachStaged(*chunk, [&, c = c, &chunk = chunk](size_t k) {
-      PutChecksum(&txn, (c << kChunkShift) + k, chunk->crc[k]);
+      w.Add((c << kChunkShift) + k, chunk->crc[k]);
     });
   }
+  w.Finish();
   uint64_t seq = 0;
   Status s = committer_->Apply(&txn, {}, {}, &seq);
   if (!s.ok()) return s;  // the entries stay visible; the volume has failed
@@ -163,35 +189,22 @@ namespace {
 // Puts the staged checksums (read before *out) over the committed ones.
 void OverStaged(const std::vector<std::optional<uint32_t>>& staged,
                 std::vector<std::optional<uint32_t>>* out) {
-  for (size_t i = 0; i < staged.size(); ++i) {
+  for (size_t i = 0; i < staged.size(); ++i) {  // empty: nothing staged
     if (staged[i]) (*out)[i] = staged[i];
   }
 }
 
 }  // namespace
 
-Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out,
-                     const PendingChecksums* pending) {
-  if (pending && !pending->empty()) {
-    // The staged ones first: one that is not staged now was either never
-    // staged or is committed already, and the read below sees it.
-    std::vector<std::optional<uint32_t>> staged(n);
-    pending->Overlay(p, n, &staged);
-    PSM_RETURN_IF_ERROR(LoadChecksums(store, p, n, out));
-    OverStaged(staged, out);
-    return Status::Ok();
-  }
-  out->assign(n, std::nullopt);
-  // No read-ahead of our own: a table block of checksums (32 KiB, meta/
-  // store.cc) covers ~10 MiB of data and stays in the block cache for the
-  // READs after this one. A 64 KiB read-ahead per iterator, as before,
-  // copied 64 KiB for nearly every 1 MiB READ (a new iterator each time):
-  // 6% of the daemon's samples in a cold sequential read.
+namespace {
+
+// Metadata format 1's records (keys.h LegacyCsumKey) of [p, p+n) into out.
+Status LoadLegacy(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out) {
   auto it = store->NewIterator(Cf::kCsums);
-  for (it->Seek(CsumKey(p)); it->Valid(); it->Next()) {
+  for (it->Seek(LegacyCsumKey(p)); it->Valid(); it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
-    if (k.size() != 8) return Status::Corruption("bad key in csums");
-    const BlockNo b = CsumKeyBlock(k);
+    if (k.size() != 8) break;  // the grouped records sort after
+    const BlockNo b = LegacyCsumKeyBlock(k);
     if (b >= p + n) break;
     if (it->value().size() != 4) {
       return Status::Corruption("bad checksum record of block " + std::to_string(b));
@@ -201,30 +214,106 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optio
   return Status::FromRocks(it->status());
 }
 
+Status BadGroup(BlockNo first) {
+  return Status::Corruption("bad checksum record of blocks " + std::to_string(first) + "-" +
+                            std::to_string(first + kCsumGroupBlocks - 1));
+}
+
+}  // namespace
+
+bool HasLegacyChecksums(Store* store, Status* s) {
+  auto it = store->NewIterator(Cf::kCsums);
+  it->SeekToFirst();
+  *s = Status::FromRocks(it->status());
+  return it->Valid() && it->key().size() == 8;
+}
+
+Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optional<uint32_t>>* out,
+                     const PendingChecksums* pending) {
+  std::vector<std::optional<uint32_t>> staged;
+  if (pending && !pending->empty()) {
+    // The staged ones first: one that is not staged now was either never
+    // staged or is committed already, and the reads below see it.
+    staged.resize(n);
+    pending->Overlay(p, n, &staged);
+  }
+  out->assign(n, std::nullopt);
+  if (n == 0) return Status::Ok();
+  // Records of metadata format 1 first: a grouped record is always newer.
+  if (!pending || pending->legacy()) PSM_RETURN_IF_ERROR(LoadLegacy(store, p, n, out));
+  // No read-ahead of our own: a table block of checksums (32 KiB, meta/
+  // store.cc) covers ~26 MiB of data and stays in the block cache for the
+  // READs after this one. A 64 KiB read-ahead per iterator, as before,
+  // copied 64 KiB for nearly every 1 MiB READ (a new iterator each time):
+  // 6% of the daemon's samples in a cold sequential read.
+  auto it = store->NewIterator(Cf::kCsums);
+  CsumGroup g;
+  for (it->Seek(CsumKey(p)); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k.size() != 9 || k[0] != kCsumKeyTag) return Status::Corruption("bad key in csums");
+    const BlockNo first = CsumKeyBlock(k);
+    if (first >= p + n) break;
+    if (!DecodeCsumGroup(std::string_view(it->value().data(), it->value().size()), &g)) {
+      return BadGroup(first);
+    }
+    for (uint16_t m = g.mask; m; m &= static_cast<uint16_t>(m - 1)) {
+      const unsigned i = static_cast<unsigned>(__builtin_ctz(m));
+      const BlockNo b = first + i;
+      if (b >= p && b < p + n) (*out)[b - p] = g.crc[i];
+    }
+  }
+  PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  OverStaged(staged, out);
+  return Status::Ok();
+}
+
 Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
                        std::vector<std::optional<uint32_t>>* out,
                        const PendingChecksums* pending) {
+  std::vector<std::optional<uint32_t>> staged;
   if (pending && !pending->empty()) {
-    std::vector<std::optional<uint32_t>> staged(blocks.size());
+    staged.resize(blocks.size());
     pending->OverlayOf(blocks, &staged);  // first, as in LoadChecksums
-    PSM_RETURN_IF_ERROR(LoadChecksumsOf(store, blocks, out));
-    OverStaged(staged, out);
-    return Status::Ok();
   }
   out->assign(blocks.size(), std::nullopt);
   std::vector<std::string> keys, values;
   std::vector<Status> st;
-  keys.reserve(blocks.size());
-  for (BlockNo b : blocks) keys.push_back(CsumKey(b));
-  store->MultiGet(Cf::kCsums, keys, &values, &st);
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (st[i].Is(Code::kNotFound)) continue;
-    PSM_RETURN_IF_ERROR(st[i]);
-    if (values[i].size() != 4) {
-      return Status::Corruption("bad checksum record of block " + std::to_string(blocks[i]));
+  if (!pending || pending->legacy()) {
+    keys.reserve(blocks.size());
+    for (BlockNo b : blocks) keys.push_back(LegacyCsumKey(b));
+    store->MultiGet(Cf::kCsums, keys, &values, &st);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (st[i].Is(Code::kNotFound)) continue;
+      PSM_RETURN_IF_ERROR(st[i]);
+      if (values[i].size() != 4) {
+        return Status::Corruption("bad checksum record of block " + std::to_string(blocks[i]));
+      }
+      (*out)[i] = GetLE32(values[i].data());
     }
-    (*out)[i] = GetLE32(values[i].data());
   }
+  // One lookup per group (a request's short runs often share some).
+  std::vector<BlockNo> groups;
+  groups.reserve(blocks.size());
+  for (BlockNo b : blocks) groups.push_back(b & ~(kCsumGroupBlocks - 1));
+  std::sort(groups.begin(), groups.end());
+  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+  keys.clear();
+  for (BlockNo first : groups) keys.push_back(CsumKey(first));
+  store->MultiGet(Cf::kCsums, keys, &values, &st);
+  std::vector<CsumGroup> found(groups.size());
+  for (size_t j = 0; j < groups.size(); ++j) {
+    if (st[j].Is(Code::kNotFound)) continue;
+    PSM_RETURN_IF_ERROR(st[j]);
+    if (!DecodeCsumGroup(values[j], &found[j])) return BadGroup(groups[j]);
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const BlockNo first = blocks[i] & ~(kCsumGroupBlocks - 1);
+    const size_t j = static_cast<size_t>(std::lower_bound(groups.begin(), groups.end(), first) -
+                                         groups.begin());
+    const unsigned k = static_cast<unsigned>(blocks[i] - first);
+    if (found[j].Has(k)) (*out)[i] = found[j].crc[k];
+  }
+  OverStaged(staged, out);
   return Status::Ok();
 }
 

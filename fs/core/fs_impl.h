@@ -283,6 +283,10 @@ class PendingChecksums {
   Status Flush();
   // The newest generation whose commit is covered by durable commit `seq`.
   uint64_t DurableGen(uint64_t seq);
+  // Whether `csums` may hold records of metadata format 1 (keys.h
+  // LegacyCsumKey), which every lookup then reads too. Set at mount.
+  void SetLegacy(bool legacy) { legacy_.store(legacy, std::memory_order_relaxed); }
+  bool legacy() const { return legacy_.load(std::memory_order_relaxed); }
 
   static constexpr unsigned kChunkShift = 10;  // 1,024 blocks per chunk
   static constexpr size_t kMaxChunks = 512;
@@ -306,6 +310,7 @@ class PendingChecksums {
   std::map<uint64_t, uint64_t> flushed_;  // GUARDED_BY(mu_): generation -> its commit, until durable
   uint64_t durable_gen_ = 0;    // GUARDED_BY(mu_)
   std::atomic<size_t> chunks_{0};  // staged_.size() + flushing_.size()
+  std::atomic<bool> legacy_{true};
 };
 inline constexpr std::string_view kIntentPrefix = "intent/";
 
@@ -833,10 +838,30 @@ class SharedDevice : public BlockDevice {
 };
 
 uint32_t BlockCrc(const char* data, size_t bs);
+// Writes checksums into a Txn as grouped `csums` records (keys.h CsumKey):
+// the blocks added one after another that share a group make one record, a
+// Put when they are the whole group, else a merge operand over what the
+// group holds. Blocks may come in any order (a group met again gets one
+// more operand); Finish() writes the last group.
+class ChecksumWriter {
+ public:
+  explicit ChecksumWriter(Txn* txn) : txn_(txn) {}
+  void Add(BlockNo b, uint32_t crc);
+  void Finish();
+
+ private:
+  Txn* txn_;
+  BlockNo first_ = 0;
+  CsumGroup g_;
+  std::string v_;
+};
 // Records `crc` as the checksum of physical block p in txn.
 void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
+// Whether `csums` holds records of metadata format 1 (its first key is one).
+bool HasLegacyChecksums(Store* store, Status* s);
 // The checksums of physical blocks [p, p+n) (nullopt: none recorded),
-// those staged in `pending` (if given) over those committed.
+// those staged in `pending` (if given) over those committed. Without
+// `pending`, format-1 records are looked for too.
 Status LoadChecksums(Store* store, BlockNo p, uint64_t n,
                      std::vector<std::optional<uint32_t>>* out,
                      const PendingChecksums* pending = nullptr);

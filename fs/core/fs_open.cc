@@ -180,7 +180,7 @@ Status Format(const std::string& dir, const FormatOptions& o) {
   so.error_if_exists = true;
   PSM_ASSIGN_OR_RETURN(auto store, Store::Open(MetaPath(dir), so));
   Txn txn(store.get());
-  txn.Put(Cf::kVolume, kVolFormat, LE64(kFormatVersion));
+  txn.Put(Cf::kVolume, kVolFormat, LE64(kMetaFormat));
   txn.Put(Cf::kVolume, kVolUuid, sb.uuid);
   txn.Put(Cf::kVolume, kVolEpoch, LE64(1));
   txn.Put(Cf::kVolume, kVolNextIno, LE64(kFirstIno));
@@ -320,7 +320,10 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
   uint64_t v = 0;
   Status s = ReadU64(store, kVolFormat, &v);
   if (!s.ok()) return fail(s);
-  if (v != kFormatVersion) return fail(Status::NotSupported("unknown metadata format " + std::to_string(v)));
+  if (v != kMetaFormat && v != kMetaFormatLegacyCsums) {
+    return fail(Status::NotSupported("unknown metadata format " + std::to_string(v)));
+  }
+  const uint64_t meta_format = v;
   if (!(s = ReadU64(store, kVolEpoch, &v)).ok()) return fail(s);
   impl->epoch.store(v);
   if (!(s = ReadU64(store, kVolNextIno, &v)).ok()) return fail(s);
@@ -374,6 +377,19 @@ Result<std::unique_ptr<FileSystem>> FileSystem::Open(const std::string& dir_in,
                                                  &impl->cache);
   impl->pending_csums = std::make_unique<PendingChecksums>(store, impl->committer.get());
   impl->committer->SetPending(impl->pending_csums.get());
+  {
+    // Format 1's one record per block (keys.h LegacyCsumKey) is read as it
+    // is, for as long as any is left (they sort first: one seek tells); from
+    // the first read-write mount on, checksums are written in groups, which
+    // psmfs before format 2 cannot read: `format` says so.
+    const bool legacy = HasLegacyChecksums(store, &s);
+    if (!s.ok()) return fail(s);
+    impl->pending_csums->SetLegacy(legacy);
+    if (meta_format != kMetaFormat && !opts.read_only) {
+      s = store->Put(Cf::kVolume, kVolFormat, LE64(kMetaFormat));
+      if (!s.ok()) return fail(s);
+    }
+  }
   impl->intents =
       std::make_unique<IntentMap>(store, impl->committer.get(), impl->pending_csums.get(),
                                   (impl->sb.block_count + (uint64_t{1} << kIntentShift) - 1) >>

@@ -852,7 +852,9 @@ class Receiver {
     }
     // The staged blocks' checksums, of the bytes as written.
     if (m_->checksums) {
-      for (const auto& [b, crc] : staged_crcs_) PutChecksum(txn, b, crc);
+      ChecksumWriter w(txn);
+      for (const auto& [b, crc] : staged_crcs_) w.Add(b, crc);
+      w.Finish();
     }
     auto inv_inode = [&](InodeId ino) { inval->push_back({MakeNode(0, ino), {}}); };
     // 1. Entries that go.

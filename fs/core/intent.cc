@@ -166,6 +166,7 @@ Status FileSystem::Impl::RecoverIntents() {
   const Epoch e = live();
   uint64_t looked = 0, changed = 0, copied = 0;
   Txn txn(store.get());
+  ChecksumWriter csums(&txn);
   std::string data, other;
   for (uint64_t r : regions) {
     const BlockNo lo = std::max<BlockNo>(1, r << kIntentShift);
@@ -187,13 +188,13 @@ Status FileSystem::Impl::RecoverIntents() {
       // The first readable side is the truth: any other gets its bytes.
       PSM_RETURN_IF_ERROR(mirror->ReadSide(sides[0], c.start * bs, data.data(), data.size()));
       std::vector<std::optional<uint32_t>> want;
-      PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), c.start, c.len, &want));
+      PSM_RETURN_IF_ERROR(LoadChecksums(store.get(), c.start, c.len, &want, pending_csums.get()));
       for (uint64_t k = 0; k < c.len; ++k) {
         if (!want[k]) continue;  // never checksummed: never overwritten in place
         ++looked;
         const uint32_t crc = BlockCrc(data.data() + k * bs, bs);
         if (crc != *want[k]) {
-          PutChecksum(&txn, c.start + k, crc);
+          csums.Add(c.start + k, crc);
           ++changed;
         }
       }
@@ -209,6 +210,7 @@ Status FileSystem::Impl::RecoverIntents() {
       }
     }
   }
+  csums.Finish();
   for (uint64_t r : regions) txn.Delete(Cf::kVolume, IntentKey(r));
   // The bytes the checksums now describe are durable before the checksums
   // are (and a mirror holds them).

@@ -5,7 +5,8 @@
 // sync point Scrub::AfterBlockRead, followed there by writes that want the
 // freed blocks at once, on a volume small enough that they get them unless
 // the scrub holds them), a writer overwrites files, snapshots are created, the free-space scan is
-// restarted and a restore runs. Every round:
+// restarted and, during one scrub of each round, the volume is restored to
+// a snapshot of the round's start. Every round:
 //   * no crash, no hang (a watchdog bounds each scrub);
 //   * no false report: nothing is damaged, so every scrub ends "finished"
 //     with 0 damaged blocks and the volume counts no checksum error;
@@ -72,6 +73,7 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
   const int rounds = 6 * psm_test::StressScale();
   int snap_seq = 0;
   uint64_t deleted_in_step = 0;
+  std::atomic<int> restores{0};
   for (int round = 0; round < rounds; ++round) {
     CAPTURE(round);
     for (int i = 0; i < kFiles; ++i) files[i] = v.Node(kRootIno, "f" + std::to_string(i));
@@ -87,6 +89,10 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
       REQUIRE(v.WriteAt(files[f], (rng() % (kFileBlocks - 4)) * kBs, piece).ok());
     }
     for (int i = 0; i < kFiles; ++i) content[i] = v.ReadAll(files[i]);
+    // The state the round's restore brings back (no thread deletes it).
+    const std::string base = "base" + std::to_string(round);
+    REQUIRE(v.fs->CreateSnapshot(base).ok());
+    const std::vector<std::string> base_content = content;
     auto take_name = [&]() -> std::string {
       std::lock_guard<std::mutex> l(names_mu);
       if (names.empty()) return {};
@@ -97,7 +103,21 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
     // Inside the scrub's step, now and then: a snapshot deleted and
     // reclaimed, and a write that wants the freed space.
     std::atomic<int> hits{0};
+    std::atomic<bool> restore_now{false};
+    std::mutex content_mu;
     SyncPoint::SetCallback("Scrub::AfterBlockRead", [&] {
+      if (restore_now.exchange(false)) {
+        // The second scrub of a round: inside its first step, the volume
+        // is restored to the round's base snapshot (which restarts the
+        // free-space scan). The writer is held off for the restore itself,
+        // so the model knows what each file holds after it.
+        std::lock_guard<std::mutex> l(content_mu);
+        auto r = v.fs->Restore(base);
+        CHECK_MESSAGE(r.ok(), r.status().ToString());
+        if (r.ok()) content = base_content;
+        ++restores;
+        return;
+      }
       if (hits.fetch_add(1) % 3 != 0) return;
       const std::string n = take_name();
       if (n.empty()) return;
@@ -114,7 +134,6 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
     });
     SyncPoint::Enable();
     std::atomic<bool> stop{false};
-    std::mutex content_mu;
     std::thread writer([&, s = rng()] {
       std::mt19937_64 g(s);
       while (!stop) {
@@ -151,6 +170,7 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
     // (CHECKs only while the threads run: a REQUIRE would unwind past
     // joinable threads.)
     for (int k = 0; k < 3; ++k) {
+      restore_now = k == 1;
       const Status st = v.fs->StartScrub(0);
       CHECK_MESSAGE(st.ok(), st.ToString());
       if (!st.ok()) break;
@@ -179,9 +199,7 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
     manager.join();
     SyncPoint::Disable();
     SyncPoint::ClearAll();
-    // A restore to the anchor's snapshot and back to the live content is
-    // not wanted here (it would rewrite `files`); the scan and reclaim
-    // settle, then the model is checked.
+    // The scan and reclaim settle, then the model is checked.
     REQUIRE(v.fs->ReclaimNow().ok());
     CHECK(v.fs->WaitScan(120));
     for (int i = 0; i < kFiles; ++i) CHECK(v.ReadAll(files[i]) == content[i]);
@@ -189,6 +207,7 @@ TEST_CASE("scrub races snapshot delete/reclaim, writes, restore and the scanner"
     CHECK(v.fs->Stats().checksum_errors == 3 * static_cast<uint64_t>(round + 1));
   }
   MESSAGE("snapshots deleted inside a scrub step: " << deleted_in_step);
+  CHECK(restores == rounds);
   CHECK(deleted_in_step > 0);
   std::string damaged = anchor_block;
   damaged[9] = static_cast<char>(damaged[9] ^ 1);

@@ -391,3 +391,111 @@ TEST_CASE("scrub --rewrite racing an overwrite in place gives no block a stale c
   CHECK(v.fs->GetScrubStatus().damaged_blocks == 0);
   CHECK(v.fs->GetScrubStatus().unverified_blocks == 0);
 }
+
+namespace {
+
+// Closes v and rewrites its checksums as metadata format 1 kept them, one
+// record per block (keys.h LegacyCsumKey), with `format` 1: a volume as
+// psmfs before grouped records left it. Returns the records written.
+size_t MakeFormat1(CoreVolume& v) {
+  REQUIRE(v.fs->Close().ok());
+  v.fs.reset();
+  auto st = Store::Open(v.dir + "/meta", StoreOptions{});
+  REQUIRE(st.ok());
+  Store* s = st.value().get();
+  Txn t(s);
+  size_t records = 0;
+  auto it = s->NewIterator(Cf::kCsums);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    REQUIRE(k.size() == 9);
+    CsumGroup g;
+    REQUIRE(DecodeCsumGroup(std::string_view(it->value().data(), it->value().size()), &g));
+    for (unsigned i = 0; i < kCsumGroupBlocks; ++i) {
+      if (!g.Has(i)) continue;
+      std::string val;
+      PutLE32(&val, g.crc[i]);
+      t.Put(Cf::kCsums, LegacyCsumKey(CsumKeyBlock(k) + i), val);
+      ++records;
+    }
+    t.Delete(Cf::kCsums, k);
+  }
+  REQUIRE(it->status().ok());
+  t.Put(Cf::kVolume, kVolFormat, LE64(kMetaFormatLegacyCsums));
+  REQUIRE(t.Commit().ok());
+  REQUIRE(s->SyncWal().ok());
+  return records;
+}
+
+uint64_t StoredFormat(CoreVolume& v) {
+  REQUIRE(v.fs->Close().ok());
+  v.fs.reset();
+  auto st = Store::Open(v.dir + "/meta", StoreOptions{});
+  REQUIRE(st.ok());
+  std::string f;
+  REQUIRE(st.value()->Get(Cf::kVolume, kVolFormat, &f).ok());
+  REQUIRE(f.size() == 8);
+  return GetLE64(f.data());
+}
+
+}  // namespace
+
+TEST_CASE("a volume of metadata format 1 (a checksum record per block) is verified and upgraded") {
+  CoreVolume v;
+  constexpr size_t kBlocks = 48;
+  std::string f = Pattern(70, kBlocks);
+  const std::string g = Pattern(71, 3);
+  const NodeId fn = v.Put(kRootIno, "f", f);
+  v.Put(kRootIno, "g", g);
+  v.Remount();
+  CHECK(StoredFormat(v) == kMetaFormat);
+  v.Open();
+  // Each of the 43 data blocks had a checksum, now a record of its own.
+  CHECK(MakeFormat1(v) == kBlocks + 3);
+  {
+    std::string rep;  // read-only: opens it as it is
+    auto r = Fsck(v.dir, {}, &rep);
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    CHECK_MESSAGE(*r == 0, rep);
+  }
+  v.Open();
+  CHECK(v.ReadAll(fn) == f);
+  // Overwrites in place of blocks 3..38 (36 blocks: a whole group of 16
+  // at least, and a part of one at an end at least, wherever the file
+  // lies), over the per-block records of the same physical blocks: their
+  // grouped checksums must win over the older records.
+  const std::string fresh = Pattern(72, 36);
+  {
+    auto fh = v.fs->OpenFile(fn, O_RDWR);
+    REQUIRE(fh.ok());
+    auto w = v.fs->Write(*fh, 3 * kBs, fresh.data(), fresh.size(), /*kernel_times=*/true);
+    REQUIRE(w.ok());
+    REQUIRE(v.fs->Release(*fh).ok());
+  }
+  // In place: the bytes they replaced are gone from the image.
+  const std::string image = psm::testutil::FileBytes(v.dir + "/image");
+  CHECK(image.find(f.substr(3 * kBs, kBs)) == std::string::npos);
+  CHECK(image.find(f.substr(38 * kBs, kBs)) == std::string::npos);
+  f.replace(3 * kBs, fresh.size(), fresh);
+  v.Remount();
+  CHECK(v.ReadAll(fn) == f);
+  CHECK(ChecksumErrors(v) == 0);
+  // A block only a per-block record covers, and one a group covers: both
+  // are verified.
+  FlipInImage(v.dir, std::string_view(g).substr(kBs, kBs));
+  FlipInImage(v.dir, std::string_view(f).substr(20 * kBs, kBs));
+  v.Remount();
+  std::string got;
+  CHECK(ReadRange(v, v.Node(kRootIno, "g"), 0, g.size(), &got).Is(Code::kIOError));
+  CHECK(ReadRange(v, v.Node(kRootIno, "g"), 2 * kBs, kBs, &got).ok());
+  CHECK(got == g.substr(2 * kBs));
+  CHECK(ReadRange(v, fn, 20 * kBs, kBs, &got).Is(Code::kIOError));
+  CHECK(ReadRange(v, fn, 0, 20 * kBs, &got).ok());
+  CHECK(got == f.substr(0, 20 * kBs));
+  CHECK(ReadRange(v, fn, 21 * kBs, (kBlocks - 21) * kBs, &got).ok());
+  CHECK(got == f.substr(21 * kBs));
+  CHECK(ChecksumErrors(v) == 2);
+  // The read-write mount made it format 2.
+  CHECK(StoredFormat(v) == kMetaFormat);
+  v.Open();
+}
