@@ -1,4 +1,4 @@
-// psmctl send MOUNTPOINT_OR_VOLUME SNAPSHOT [--from BASE] [--quiet] > FILE
+// psmctl send MOUNTPOINT_OR_VOLUME SNAPSHOT [--from BASE] [--quiet] [-o FILE | > FILE]
 // psmctl receive MOUNTPOINT_OR_VOLUME [--name NAME] [--force] [--json] [--quiet] < FILE
 //
 // Backup streams (docs/send-receive.md). On a mounted volume the daemon
@@ -7,6 +7,7 @@
 // standard input (receive) must not be a terminal. On a terminal's standard
 // error a progress line shows bytes, rate and time left (the stream's size
 // is known from its header).
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "cli/client.h"
@@ -69,13 +71,13 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-psm::Status WriteOut(int fd, std::string_view p) {
+psm::Status WriteOut(int fd, std::string_view p, const std::string& where = "standard output") {
   while (!p.empty()) {
     ssize_t w = ::write(fd, p.data(), p.size());
     if (w < 0) {
       if (errno == EINTR) continue;
-      if (errno == EPIPE) return psm::Status::IOError("standard output was closed by its reader");
-      return psm::Status::FromErrno(errno, "writing the stream to standard output");
+      if (errno == EPIPE) return psm::Status::IOError(where + " was closed by its reader");
+      return psm::Status::FromErrno(errno, "writing the stream to " + where);
     }
     p.remove_prefix(static_cast<size_t>(w));
   }
@@ -85,20 +87,72 @@ psm::Status WriteOut(int fd, std::string_view p) {
 // ------------------------------------------------------------------ send
 
 struct SendArgs {
-  std::string target, snapshot, base;
+  std::string target, snapshot, base, output;
   bool quiet = false;
 };
 
+// --output: the stream goes to a new file beside FILE, which becomes FILE
+// (rename, after an fsync) only once the whole stream is written; a send
+// that fails leaves no file behind, and an old FILE stays as it was.
+class OutputFile {
+ public:
+  explicit OutputFile(std::string path)
+      : path_(std::move(path)), tmp_(path_ + ".partial-" + std::to_string(::getpid())) {}
+  ~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!kept_) ::unlink(tmp_.c_str());
+  }
+  psm::Status Open() {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd_ < 0) return psm::Status::FromErrno(errno, "cannot create " + tmp_);
+    return psm::Status::Ok();
+  }
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+  psm::Status Keep() {
+    if (::fsync(fd_) != 0) return psm::Status::FromErrno(errno, "syncing " + tmp_);
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      return psm::Status::FromErrno(errno, "closing " + tmp_);
+    }
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      return psm::Status::FromErrno(errno, "renaming " + tmp_ + " to " + path_);
+    }
+    kept_ = true;
+    const size_t slash = path_.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+    const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0) {
+      (void)::fsync(d);
+      ::close(d);
+    }
+    return psm::Status::Ok();
+  }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool kept_ = false;
+};
+
 int RunSend(const SendArgs& a) {
-  if (::isatty(1) == 1) {
+  std::unique_ptr<OutputFile> file;
+  if (!a.output.empty()) {
+    file = std::make_unique<OutputFile>(a.output);
+    psm::Status o = file->Open();
+    if (!o.ok()) return Fail(o, "send '" + a.snapshot + "'");
+  } else if (::isatty(1) == 1) {
     return UsageError(
         "refusing to write a stream to a terminal: redirect standard output to a file or a "
-        "pipe (psmctl send ... > FILE)");
+        "pipe (psmctl send ... > FILE), or give -o FILE");
   }
   ::signal(SIGPIPE, SIG_IGN);  // a closed pipe is an error message, not a silent death
   Progress prog(!a.quiet && ::isatty(2) == 1, "sending '" + a.snapshot + "'");
+  const int out_fd = file ? file->fd() : 1;
+  const std::string out_name = file ? file->path() : "standard output";
   auto sink = [&](std::string_view p) {
-    PSM_RETURN_IF_ERROR(WriteOut(1, p));
+    PSM_RETURN_IF_ERROR(WriteOut(out_fd, p, out_name));
     prog.Add(p.size());
     return psm::Status::Ok();
   };
@@ -118,7 +172,15 @@ int RunSend(const SendArgs& a) {
     (void)fs.value()->Close();
   }
   prog.Done();
-  if (!r.ok()) return Fail(r.status(), "send '" + a.snapshot + "'");
+  if (!r.ok()) {
+    // With -o, nothing was written to FILE (the partial file is removed).
+    return Fail(r.status(), "send '" + a.snapshot + "'" +
+                                (file ? " (nothing written to " + file->path() + ")" : ""));
+  }
+  if (file) {
+    psm::Status k = file->Keep();
+    if (!k.ok()) return Fail(k, "send '" + a.snapshot + "'");
+  }
   if (!a.quiet) {
     const psm::SendStats& s = r.value();
     std::fprintf(stderr, "sent snapshot '%s'%s: %s (%s of file data, %llu inodes) in %s\n",
@@ -247,6 +309,11 @@ void SetupSend(CLI::App& app) {
                   "Send incrementally from this older snapshot (the receiving volume must have "
                   "received it).")
       ->type_name("BASE");
+  cmd->add_option("-o,--output", a->output,
+                  "Write the stream to FILE instead of standard output: to a new file beside it "
+                  "that becomes FILE (replacing any) only once the whole stream is written and "
+                  "synced. A send that fails leaves no partial FILE.")
+      ->type_name("FILE");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress line and no summary on standard error.");
   SetAction(cmd, [a] { return RunSend(*a); });
 }

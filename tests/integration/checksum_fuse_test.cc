@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -154,6 +155,25 @@ TEST_CASE("checksums: a changed byte in the image is EIO through the mount and .
     CHECK(rcv.exit_code != 0);
     CHECK(ReadFile(other->mnt + "/.snapshots/s1/snapfile").find("No such file") !=
           std::string::npos);
+  }
+
+  // send -o FILE: the same failure, and no FILE (nor a partial one) left;
+  // an old FILE stays as it was.
+  {
+    const std::string out = mv->dir + "/s1-o.stream";
+    auto o = Ctl({"send", mv->mnt, "s1", "-o", out});
+    CHECK(o.exit_code != 0);
+    CHECK_MESSAGE(o.output.find(".snapshots/s1/snapfile") != std::string::npos, o.output);
+    CHECK_MESSAGE(o.output.find("nothing written to " + out) != std::string::npos, o.output);
+    CHECK(::access(out.c_str(), F_OK) != 0);
+    WriteFile(out, "older content");
+    CHECK(Ctl({"send", mv->mnt, "s1", "-o", out}).exit_code != 0);
+    CHECK(ReadFile(out) == "older content");
+    bool leftover = false;
+    for (const auto& e : std::filesystem::directory_iterator(mv->dir)) {
+      leftover = leftover || e.path().filename().string().find(".partial-") != std::string::npos;
+    }
+    CHECK_FALSE(leftover);
   }
 
   // scrub: names every path of each damaged block, and no intact file.
