@@ -146,7 +146,8 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  // (An option where DIR goes, such as --help, is not a directory to fill.)
+  if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(stderr, "usage: psmmetabench DIR [FILES] [ROUNDS]\n");
     return 2;
   }
