@@ -581,8 +581,12 @@ Status Txn::Commit() {
                    rocksdb::Slice(v.data(), v.size()));
   }
   counters_.clear();
-  if (b->Count() == 0) return Status::Ok();
-  return store_->Write(b);
+  Status st = b->Count() == 0 ? Status::Ok() : store_->Write(b);
+  // After the write, whatever its outcome (a hook only drops cached state).
+  std::vector<std::function<void()>> hooks;
+  hooks.swap(after_commit_);
+  for (auto& h : hooks) h();
+  return st;
 }
 
 }  // namespace psm

@@ -187,6 +187,10 @@ class Txn {
 
   bool empty() const;
   Status Commit();
+  // Runs fn once Commit's write returned (succeeded or failed): for caches
+  // of what this Txn writes, which must drop an entry only after the new
+  // value is readable (fs/core/fs_checksum.cc, the checksum group cache).
+  void AfterCommit(std::function<void()> fn) { after_commit_.push_back(std::move(fn)); }
 
   // The inodes whose attribute (kInodes) or chunk (kChunks) records this
   // Txn puts or deletes, in the order written (a run of one inode kept
@@ -200,6 +204,7 @@ class Txn {
   rocksdb::WriteBatchWithIndex batch_;
   std::vector<std::pair<std::string, int64_t>> counters_;
   std::vector<uint64_t> touched_;
+  std::vector<std::function<void()>> after_commit_;
 };
 
 // Reads a counter of the `volume` column family (keys.h). kNotFound when the

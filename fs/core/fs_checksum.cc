@@ -49,18 +49,44 @@ void ChecksumWriter::Finish() {
   } else {
     txn_->MergeUnindexed(Cf::kCsums, CsumKey(first_), v_);
   }
+  txn_->AfterCommit([pending = pending_, first = first_] { pending->DropGroup(first); });
   g_ = CsumGroup{};
 }
 
-void PutChecksum(Txn* txn, BlockNo p, uint32_t crc) {
-  ChecksumWriter w(txn);
+bool PendingChecksums::CachedGroup(BlockNo first, CsumGroup* g) const {
+  const size_t i = CacheIndex(first);
+  std::lock_guard<std::mutex> l(cache_mu_[i % kCacheStripes]);
+  if (cache_[i].first != first) return false;
+  *g = cache_[i].g;
+  return true;
+}
+
+void PendingChecksums::CacheGroup(BlockNo first, const CsumGroup& g, uint64_t gen) const {
+  const size_t i = CacheIndex(first);
+  std::lock_guard<std::mutex> l(cache_mu_[i % kCacheStripes]);
+  // A drop began since the caller took `gen`: what it read may be older
+  // than that commit (DropGroup advances the generation before it locks).
+  if (cache_gen_.load() != gen) return;
+  cache_[i].first = first;
+  cache_[i].g = g;
+}
+
+void PendingChecksums::DropGroup(BlockNo first) {
+  cache_gen_.fetch_add(1);
+  const size_t i = CacheIndex(first);
+  std::lock_guard<std::mutex> l(cache_mu_[i % kCacheStripes]);
+  if (cache_[i].first == first) cache_[i].first = ~BlockNo{0};
+}
+
+void PutChecksum(Txn* txn, PendingChecksums* pending, BlockNo p, uint32_t crc) {
+  ChecksumWriter w(txn, pending);
   w.Add(p, crc);
   w.Finish();
 }
 
 void FileSystem::Impl::PutChecksums(Txn* txn, BlockNo p, const char* data, uint64_t n) {
   if (!checksums) return;
-  ChecksumWriter w(txn);
+  ChecksumWriter w(txn, pending_csums.get());
   for (uint64_t i = 0; i < n; ++i) w.Add(p + i, BlockCrc(data + i * bs, bs));
   w.Finish();
 }
@@ -158,7 +184,7 @@ Status PendingChecksums::Flush() {
   // flushing_ changes only under flush_mu_: read it without mu_ (readers
   // only read it too).
   Txn txn(store_);
-  ChecksumWriter w(&txn);
+  ChecksumWriter w(&txn, this);
   for (const auto& [c, chunk] : flushing_) {
     ForEachStaged(*chunk, [&, c = c, &chunk = chunk](size_t k) {
       w.Add((c << kChunkShift) + k, chunk->crc[k]);
@@ -291,20 +317,32 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
       (*out)[i] = GetLE32(values[i].data());
     }
   }
-  // One lookup per group (a request's short runs often share some).
+  // One lookup per group (a request's short runs often share some), in
+  // the group cache first where there is one (no format-1 records).
   std::vector<BlockNo> groups;
   groups.reserve(blocks.size());
   for (BlockNo b : blocks) groups.push_back(b & ~(kCsumGroupBlocks - 1));
   std::sort(groups.begin(), groups.end());
   groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
-  keys.clear();
-  for (BlockNo first : groups) keys.push_back(CsumKey(first));
-  store->MultiGet(Cf::kCsums, keys, &values, &st);
   std::vector<CsumGroup> found(groups.size());
+  const PendingChecksums* cache = pending && !pending->legacy() ? pending : nullptr;
+  std::vector<size_t> missed;  // indexes into groups
   for (size_t j = 0; j < groups.size(); ++j) {
-    if (st[j].Is(Code::kNotFound)) continue;
-    PSM_RETURN_IF_ERROR(st[j]);
-    if (!DecodeCsumGroup(values[j], &found[j])) return BadGroup(groups[j]);
+    if (!cache || !cache->CachedGroup(groups[j], &found[j])) missed.push_back(j);
+  }
+  if (!missed.empty()) {
+    const uint64_t gen = cache ? cache->CacheGen() : 0;  // before the store read
+    keys.clear();
+    for (size_t j : missed) keys.push_back(CsumKey(groups[j]));
+    store->MultiGet(Cf::kCsums, keys, &values, &st);
+    for (size_t m = 0; m < missed.size(); ++m) {
+      const size_t j = missed[m];
+      if (!st[m].Is(Code::kNotFound)) {
+        PSM_RETURN_IF_ERROR(st[m]);
+        if (!DecodeCsumGroup(values[m], &found[j])) return BadGroup(groups[j]);
+      }
+      if (cache) cache->CacheGroup(groups[j], found[j], gen);
+    }
   }
   for (size_t i = 0; i < blocks.size(); ++i) {
     const BlockNo first = blocks[i] & ~(kCsumGroupBlocks - 1);

@@ -20,7 +20,8 @@
 //                     staging, shared to re-read and re-verify a block that
 //                     failed its checksum (and to repair it).
 //   3c. PendingChecksums::flush_mu_ one commit of staged checksums at a
-//                     time (rows 5-7 under it); its mu_ is a leaf.
+//                     time (rows 5-7 under it); its mu_ and cache_mu_[] are
+//                     leaves.
 //   4. handles_mu, snaps_mu, ino_alloc_mu   (leaves among themselves; never
 //                     two at once)
 //   5. Committer gate (shared per commit, exclusive to read the sync target)
@@ -288,6 +289,20 @@ class PendingChecksums {
   void SetLegacy(bool legacy) { legacy_.store(legacy, std::memory_order_relaxed); }
   bool legacy() const { return legacy_.load(std::memory_order_relaxed); }
 
+  // A cache of committed checksum groups (keys.h CsumKey) for the point
+  // lookups of random READs (LoadChecksumsOf): direct-mapped, 16,384 groups
+  // (~1.3 MB). Never newer than the store, and never older than a commit
+  // that finished: a Txn that writes a group drops it after its write
+  // (ChecksumWriter, Txn::AfterCommit), after advancing the generation, and
+  // a group read from the store is kept only if no such drop began since
+  // the reader took the generation (CacheGen, before its store read). A
+  // mismatch is always checked again against the store (RecheckBlocks), so
+  // the cache can cost a recheck, never a false EIO.
+  bool CachedGroup(BlockNo first, CsumGroup* g) const;
+  uint64_t CacheGen() const { return cache_gen_.load(); }
+  void CacheGroup(BlockNo first, const CsumGroup& g, uint64_t gen) const;
+  void DropGroup(BlockNo first);
+
   static constexpr unsigned kChunkShift = 10;  // 1,024 blocks per chunk
   static constexpr size_t kMaxChunks = 512;
   struct Chunk {
@@ -311,6 +326,16 @@ class PendingChecksums {
   uint64_t durable_gen_ = 0;    // GUARDED_BY(mu_)
   std::atomic<size_t> chunks_{0};  // staged_.size() + flushing_.size()
   std::atomic<bool> legacy_{true};
+  static constexpr size_t kCacheSlots = size_t{1} << 14;
+  static constexpr size_t kCacheStripes = 64;
+  struct CacheSlot {
+    BlockNo first = ~BlockNo{0};  // none
+    CsumGroup g;
+  };
+  static size_t CacheIndex(BlockNo first) { return (first >> kCsumGroupShift) & (kCacheSlots - 1); }
+  std::unique_ptr<CacheSlot[]> cache_ = std::make_unique<CacheSlot[]>(kCacheSlots);
+  mutable std::mutex cache_mu_[kCacheStripes];  // leaves: slot i under cache_mu_[i % kCacheStripes]
+  std::atomic<uint64_t> cache_gen_{0};
 };
 inline constexpr std::string_view kIntentPrefix = "intent/";
 
@@ -845,18 +870,21 @@ uint32_t BlockCrc(const char* data, size_t bs);
 // more operand); Finish() writes the last group.
 class ChecksumWriter {
  public:
-  explicit ChecksumWriter(Txn* txn) : txn_(txn) {}
+  // `pending`: the mount's checksum state, whose group cache each group
+  // written leaves once the Txn's commit is readable.
+  ChecksumWriter(Txn* txn, PendingChecksums* pending) : txn_(txn), pending_(pending) {}
   void Add(BlockNo b, uint32_t crc);
   void Finish();
 
  private:
   Txn* txn_;
+  PendingChecksums* pending_;
   BlockNo first_ = 0;
   CsumGroup g_;
   std::string v_;
 };
 // Records `crc` as the checksum of physical block p in txn.
-void PutChecksum(Txn* txn, BlockNo p, uint32_t crc);
+void PutChecksum(Txn* txn, PendingChecksums* pending, BlockNo p, uint32_t crc);
 // Whether `csums` holds records of metadata format 1 (its first key is one).
 bool HasLegacyChecksums(Store* store, Status* s);
 // The checksums of physical blocks [p, p+n) (nullopt: none recorded),

@@ -200,7 +200,7 @@ Status FileSystem::Impl::RewriteChecksums(const std::vector<BlockNo>& blocks,
     // between the read and the commit if the stripe did not keep it out.
     PSM_SYNC_POINT("RewriteChecksums:BeforeCommit");
     Txn txn(store.get());
-    PutChecksum(&txn, b, BlockCrc(first.data(), bs));
+    PutChecksum(&txn, pending_csums.get(), b, BlockCrc(first.data(), bs));
     PSM_RETURN_IF_ERROR(txn.Commit());
     ++*rewritten;
   }

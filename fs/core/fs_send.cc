@@ -852,7 +852,7 @@ class Receiver {
     }
     // The staged blocks' checksums, of the bytes as written.
     if (m_->checksums) {
-      ChecksumWriter w(txn);
+      ChecksumWriter w(txn, m_->pending_csums.get());
       for (const auto& [b, crc] : staged_crcs_) w.Add(b, crc);
       w.Finish();
     }

@@ -166,7 +166,7 @@ Status FileSystem::Impl::RecoverIntents() {
   const Epoch e = live();
   uint64_t looked = 0, changed = 0, copied = 0;
   Txn txn(store.get());
-  ChecksumWriter csums(&txn);
+  ChecksumWriter csums(&txn, pending_csums.get());
   std::string data, other;
   for (uint64_t r : regions) {
     const BlockNo lo = std::max<BlockNo>(1, r << kIntentShift);

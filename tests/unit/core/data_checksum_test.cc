@@ -499,3 +499,50 @@ TEST_CASE("a volume of metadata format 1 (a checksum record per block) is verifi
   CHECK(StoredFormat(v) == kMetaFormat);
   v.Open();
 }
+
+TEST_CASE("a checksum group read before an overwrite never vouches for the bytes it replaced") {
+  // Random READs find their checksums in a cache of groups (docs/
+  // integrity.md, "The group cache"). A cached group must leave the cache
+  // when a commit writes that group: here the file is read (its groups
+  // cached), a block is overwritten in place and the overwrite committed,
+  // and then the image gets the block's old bytes back behind psmfs's
+  // back, as a lost write would leave them. The old bytes must fail
+  // against the new checksum, not pass against the cached old one.
+  CoreVolume v;
+  constexpr size_t kBlocks = 24;
+  const std::string f = Pattern(80, kBlocks);
+  const NodeId fn = v.Put(kRootIno, "f", f);
+  v.Remount();
+  std::string got;
+  for (size_t k = 0; k < kBlocks; ++k) {  // one-block READs: the point lookups
+    REQUIRE(ReadRange(v, fn, k * kBs, kBs, &got).ok());
+    REQUIRE(got == f.substr(k * kBs, kBs));
+  }
+  const std::string fresh = Pattern(81, 1);
+  {
+    auto fh = v.fs->OpenFile(fn, O_RDWR);
+    REQUIRE(fh.ok());
+    REQUIRE(v.fs->Write(*fh, 7 * kBs, fresh.data(), kBs, /*kernel_times=*/true).ok());
+    REQUIRE(v.fs->Release(*fh).ok());
+  }
+  REQUIRE(v.fs->SyncAll().ok());  // the staged checksum committed
+  REQUIRE(ReadRange(v, fn, 7 * kBs, kBs, &got).ok());
+  CHECK(got == fresh);
+  // The block's old bytes back where the new ones are (in place: the same
+  // physical block), through the image file the daemon reads.
+  const std::string image = v.dir + "/image";
+  const std::string bytes = psm::testutil::FileBytes(image);
+  const size_t at = bytes.find(fresh);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(at % kBs == 0);
+  {
+    const int fd = ::open(image.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, f.data() + 7 * kBs, kBs, static_cast<off_t>(at)) ==
+            static_cast<ssize_t>(kBs));
+    ::close(fd);
+  }
+  CHECK(ReadRange(v, fn, 7 * kBs, kBs, &got).Is(Code::kIOError));
+  CHECK(ReadRange(v, fn, 6 * kBs, kBs, &got).ok());
+  CHECK(ChecksumErrors(v) == 1);
+}
