@@ -21,6 +21,7 @@
 #include "cli/client.h"
 #include "cli/psmctl.h"
 #include "fs/control/control_protocol.h"
+#include "fs/device/sync_dir.h"
 #include "fs/stream/send_stream.h"
 
 namespace psmctl {
@@ -120,14 +121,7 @@ class OutputFile {
       return psm::Status::FromErrno(errno, "renaming " + tmp_ + " to " + path_);
     }
     kept_ = true;
-    const size_t slash = path_.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
-    const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d >= 0) {
-      (void)::fsync(d);
-      ::close(d);
-    }
-    return psm::Status::Ok();
+    return psm::SyncDirOf(path_);  // the rename, durable
   }
 
  private:

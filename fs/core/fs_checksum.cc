@@ -25,12 +25,15 @@ namespace {
 // cannot make every retry a scan.
 constexpr uint64_t kErrorsWithPaths = 64;
 
+// The first block of b's checksum group (keys.h CsumKey).
+BlockNo GroupFirst(BlockNo b) { return b & ~(kCsumGroupBlocks - 1); }
+
 }  // namespace
 
 uint32_t BlockCrc(const char* data, size_t bs) { return Crc32c(0, data, bs); }
 
 void ChecksumWriter::Add(BlockNo b, uint32_t crc) {
-  const BlockNo first = b & ~(kCsumGroupBlocks - 1);
+  const BlockNo first = GroupFirst(b);
   if (first != first_) {
     Finish();
     first_ = first;
@@ -321,7 +324,7 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
   // the group cache first where there is one (no format-1 records).
   std::vector<BlockNo> groups;
   groups.reserve(blocks.size());
-  for (BlockNo b : blocks) groups.push_back(b & ~(kCsumGroupBlocks - 1));
+  for (BlockNo b : blocks) groups.push_back(GroupFirst(b));
   std::sort(groups.begin(), groups.end());
   groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
   std::vector<CsumGroup> found(groups.size());
@@ -345,7 +348,7 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
     }
   }
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const BlockNo first = blocks[i] & ~(kCsumGroupBlocks - 1);
+    const BlockNo first = GroupFirst(blocks[i]);
     const size_t j = static_cast<size_t>(std::lower_bound(groups.begin(), groups.end(), first) -
                                          groups.begin());
     const unsigned k = static_cast<unsigned>(blocks[i] - first);

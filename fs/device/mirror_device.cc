@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "fs/base/log.h"
+#include "fs/device/sync_dir.h"
 
 namespace psm {
 namespace {
@@ -20,18 +21,6 @@ constexpr uint64_t kBlock = 4096;           // per-block retry of a failed chunk
 constexpr char kMagic[] = "psmfs-mirror 1";
 
 std::string SideName(int s) { return s == 0 ? "image" : "mirror"; }
-
-Status SyncDirOf(const std::string& file) {
-  std::string dir = file.substr(0, file.find_last_of('/'));
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "cannot open " + dir);
-  int r = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (r != 0) return Status::FromErrno(e, "cannot sync " + dir);
-  return Status::Ok();
-}
 
 }  // namespace
 
