@@ -10,15 +10,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <chrono>
 #include <random>
 #include <thread>
 #include <string>
 
+#include "fs/core/fs_impl.h"
 #include "meta/keys.h"
 #include "meta/store.h"
 #include "meta/sync_point.h"
@@ -67,6 +71,14 @@ void MakePreChecksum(CoreVolume& v) {
   REQUIRE(t.Commit().ok());
   REQUIRE(s->db()->DropColumnFamily(s->handle(Cf::kCsums)).ok());
   REQUIRE(s->SyncWal().ok());
+}
+
+// One block's bytes written at byte `at` of the image, behind psmfs's back.
+void PutInImage(const std::string& image, size_t at, const char* block) {
+  const int fd = ::open(image.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pwrite(fd, block, kBs, static_cast<off_t>(at)) == static_cast<ssize_t>(kBs));
+  ::close(fd);
 }
 
 uint64_t ChecksumErrors(CoreVolume& v) { return v.fs->Stats().checksum_errors; }
@@ -535,14 +547,149 @@ TEST_CASE("a checksum group read before an overwrite never vouches for the bytes
   const size_t at = bytes.find(fresh);
   REQUIRE(at != std::string::npos);
   REQUIRE(at % kBs == 0);
-  {
-    const int fd = ::open(image.c_str(), O_WRONLY);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, f.data() + 7 * kBs, kBs, static_cast<off_t>(at)) ==
-            static_cast<ssize_t>(kBs));
-    ::close(fd);
-  }
+  PutInImage(image, at, f.data() + 7 * kBs);
   CHECK(ReadRange(v, fn, 7 * kBs, kBs, &got).Is(Code::kIOError));
   CHECK(ReadRange(v, fn, 6 * kBs, kBs, &got).ok());
   CHECK(ChecksumErrors(v) == 1);
+}
+
+TEST_CASE("a miss of the group cache reads its whole window, and every group of it stays exact") {
+  // A READ whose group is not cached reads the 64 groups of its window (4
+  // MiB of blocks) and caches them all (docs/integrity.md, "The group
+  // cache"). Every block of a file crossing windows must then verify with
+  // its own checksum, in any order; and a group cached only because a
+  // neighbour was read must leave the cache when a commit writes it, as a
+  // group read for itself does.
+  CoreVolume v;
+  constexpr size_t kBlocks = 2100;  // three windows at least
+  const std::string f = Pattern(90, kBlocks);
+  const NodeId fn = v.Put(kRootIno, "f", f);
+  v.Remount();
+  std::string got;
+  std::vector<size_t> order(kBlocks);
+  for (size_t k = 0; k < kBlocks; ++k) order[k] = k;
+  std::mt19937 rng(7);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (size_t k : order) {
+    REQUIRE(ReadRange(v, fn, k * kBs, kBs, &got).ok());
+    REQUIRE(got == f.substr(k * kBs, kBs));
+  }
+  CHECK(ChecksumErrors(v) == 0);
+  // Cold again; one block read caches its window's groups. Block 1000 of
+  // the file lies in the same window as block 990 (the file is written in
+  // one piece) and is never read before it is overwritten.
+  v.Remount();
+  REQUIRE(ReadRange(v, fn, 990 * kBs, kBs, &got).ok());
+  REQUIRE(got == f.substr(990 * kBs, kBs));
+  const std::string fresh = Pattern(91, 1);
+  {
+    auto fh = v.fs->OpenFile(fn, O_RDWR);
+    REQUIRE(fh.ok());
+    REQUIRE(v.fs->Write(*fh, 1000 * kBs, fresh.data(), kBs, /*kernel_times=*/true).ok());
+    REQUIRE(v.fs->Release(*fh).ok());
+  }
+  REQUIRE(v.fs->SyncAll().ok());
+  const std::string image = v.dir + "/image";
+  const std::string bytes = psm::testutil::FileBytes(image);
+  const size_t at = bytes.find(fresh);
+  REQUIRE(at != std::string::npos);
+  const size_t at990 = bytes.find(f.substr(990 * kBs, kBs));
+  REQUIRE(at990 != std::string::npos);
+  // The premise: both blocks in one window of the image.
+  REQUIRE(at / kBs / 1024 == at990 / kBs / 1024);
+  PutInImage(image, at, f.data() + 1000 * kBs);
+  CHECK(ReadRange(v, fn, 1000 * kBs, kBs, &got).Is(Code::kIOError));
+  CHECK(ReadRange(v, fn, 999 * kBs, kBs, &got).ok());
+  CHECK(got == f.substr(999 * kBs, kBs));
+  CHECK(ChecksumErrors(v) == 1);
+}
+
+TEST_CASE("the group cache's window holds exactly the groups the store holds") {
+  // LoadChecksumsOf, against checksums written straight into a store and
+  // kept in a model beside it: whole groups, groups written in parts (merge
+  // operands, some flushed to a table and some not), groups never written,
+  // across three windows. A miss must cache every group of its window as
+  // the store has it (an absent group as empty) and nothing outside it.
+  char t[] = "/tmp/psm-csw-XXXXXX";
+  const std::string dir = mkdtemp(t);
+  {
+    StoreOptions o;
+    o.create_if_missing = true;
+    auto r = Store::Open(dir + "/meta", o);
+    REQUIRE(r.ok());
+    Store* st = r.value().get();
+    PendingChecksums pending(st, nullptr);
+    pending.SetLegacy(false);  // a format-2 volume, as a mount finds it
+    std::map<BlockNo, uint32_t> model;
+    std::mt19937 rng(11);
+    constexpr BlockNo kWin = 1024;  // fs_checksum.cc kCsumWindowBlocks
+    const BlockNo base = 5 * kWin;  // windows 5, 6 and 7
+    auto put = [&](const std::vector<BlockNo>& bs) {
+      Txn txn(st);
+      ChecksumWriter w(&txn, &pending);
+      for (BlockNo b : bs) {
+        const uint32_t crc = static_cast<uint32_t>(rng());
+        w.Add(b, crc);
+        model[b] = crc;
+      }
+      w.Finish();
+      REQUIRE(txn.Commit().ok());
+    };
+    // Whole groups in window 5; every third group left out.
+    std::vector<BlockNo> bs;
+    for (BlockNo g = 0; g < kWin / 16; ++g) {
+      if (g % 3 == 2) continue;
+      for (BlockNo k = 0; k < 16; ++k) bs.push_back(base + g * 16 + k);
+    }
+    put(bs);
+    REQUIRE(st->FlushAll().ok());
+    // Parts of groups over windows 5-7, some rewritten: operands in a table
+    // and in the memtable.
+    for (int round = 0; round < 2; ++round) {
+      bs.clear();
+      for (int i = 0; i < 700; ++i) bs.push_back(base + rng() % (3 * kWin));
+      std::sort(bs.begin(), bs.end());
+      bs.erase(std::unique(bs.begin(), bs.end()), bs.end());
+      put(bs);
+      if (round == 0) REQUIRE(st->FlushAll().ok());
+    }
+    auto expect = [&](BlockNo b) -> std::optional<uint32_t> {
+      auto it = model.find(b);
+      return it == model.end() ? std::nullopt : std::optional<uint32_t>(it->second);
+    };
+    // One block of window 6: its window cached, whole and exact.
+    const BlockNo probe = base + kWin + 333;
+    std::vector<std::optional<uint32_t>> out;
+    REQUIRE(LoadChecksumsOf(st, {probe}, &out, &pending).ok());
+    CHECK(out[0] == expect(probe));
+    int wrong = 0, uncached = 0;
+    for (BlockNo g = base + kWin; g < base + 2 * kWin; g += 16) {
+      CsumGroup grp;
+      if (!pending.CachedGroup(g, &grp)) {
+        ++uncached;
+        continue;
+      }
+      for (unsigned k = 0; k < 16; ++k) {
+        const std::optional<uint32_t> got =
+            grp.Has(k) ? std::optional<uint32_t>(grp.crc[k]) : std::nullopt;
+        if (got != expect(g + k)) ++wrong;
+      }
+    }
+    CHECK(uncached == 0);
+    CHECK(wrong == 0);
+    CsumGroup grp;
+    CHECK_FALSE(pending.CachedGroup(base + kWin - 16, &grp));
+    CHECK_FALSE(pending.CachedGroup(base + 2 * kWin, &grp));
+    // Any blocks, any order, cached or not: what the model says.
+    for (int i = 0; i < 50; ++i) {
+      std::vector<BlockNo> ask;
+      for (int k = 0; k < 1 + i % 9; ++k) ask.push_back(base - 40 + rng() % (3 * kWin + 80));
+      REQUIRE(LoadChecksumsOf(st, ask, &out, &pending).ok());
+      for (size_t k = 0; k < ask.size(); ++k) {
+        if (out[k] != expect(ask[k])) ++wrong;
+      }
+    }
+    CHECK(wrong == 0);
+  }
+  std::filesystem::remove_all(dir);
 }
