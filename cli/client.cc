@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -228,7 +229,7 @@ void Client::GiveBack(int fd) {
   ::close(fd);
 }
 
-Result<Json> Client::Call(Json request, bool idempotent) {
+Result<Json> Client::Call(Json request, bool idempotent, bool query) {
   request.Set("v", version_);
   const std::string payload = request.Dump();
   for (int attempt = 0;; ++attempt) {
@@ -240,6 +241,24 @@ Result<Json> Client::Call(Json request, bool idempotent) {
     Status st = ctl::WriteFrame(fd, payload);
     const bool sent = st.ok();
     std::string reply;
+    bool timed_out = false;
+    if (sent && query && opts_.query_timeout.count() > 0) {
+      pollfd p{fd, POLLIN, 0};
+      int r;
+      do {
+        r = ::poll(&p, 1, static_cast<int>(opts_.query_timeout.count()));
+      } while (r < 0 && errno == EINTR);
+      timed_out = r == 0;
+    }
+    if (timed_out) {
+      ::close(fd);
+      const auto ms = opts_.query_timeout.count();
+      return Status::IOError(
+          "the daemon for " + entry_.volume + " (pid " + std::to_string(entry_.pid) +
+          ") did not answer within " +
+          (ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms") +
+          ": it may be stopped or stuck (see its log)");
+    }
     if (sent) {
       bool eof = false;
       st = ctl::ReadFrame(fd, &reply, &eof);
@@ -346,7 +365,7 @@ Result<ReceiveResult> Client::Receive(const std::string& name, bool force,
 }
 
 Status Client::Hello() {
-  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpHello), true));
+  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpHello), true, /*query=*/true));
   int server_max = static_cast<int>(r.GetInt("version", 0));
   int server_min = static_cast<int>(r.GetInt("min_version", server_max));
   int v = std::min(server_max, ctl::kProtocolVersion);
@@ -368,7 +387,7 @@ Status Client::Hello() {
 }
 
 Result<VolumeStatus> Client::GetStatus() {
-  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpStatus), true));
+  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpStatus), true, /*query=*/true));
   VolumeStatus s;
   if (const Json* j = r.Find("stats")) s.stats = ctl::StatsFromJson(*j);
   if (const Json* j = r.Find("scan")) s.scan = ctl::ScanFromJson(*j);
@@ -432,7 +451,7 @@ Result<ScanStatus> Client::StartScan() {
 }
 
 Result<ScanStatus> Client::GetScanStatus() {
-  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpScanStatus), true));
+  PSM_ASSIGN_OR_RETURN(Json r, Call(ctl::Request(ctl::kOpScanStatus), true, /*query=*/true));
   const Json* s = r.Find("scan");
   return s ? ctl::ScanFromJson(*s) : ScanStatus{};
 }

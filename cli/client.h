@@ -88,6 +88,13 @@ struct ClientOptions {
   // (the server closes idle ones after ControlServer::kIdleTimeoutSec).
   // Default: 60 s.
   std::chrono::seconds max_idle_age{60};
+  // How long a query (hello, status, scan status: what the daemon answers
+  // from memory) waits for its reply before it fails, naming the daemon,
+  // so that a stopped or wedged daemon cannot hang `psmctl status` or a
+  // monitoring job for ever. Requests that change something, and those
+  // whose work grows with the volume (snapshot space, diff, history),
+  // wait as long as they take. 0: no limit. Default: 30 s.
+  std::chrono::milliseconds query_timeout{30000};
 };
 
 class Client {
@@ -155,7 +162,8 @@ class Client {
   // One request/reply (adds "v"). The reply's error, if any, becomes the
   // Status. Safe for idempotent requests to be retried once on a fresh
   // connection when a pooled one turns out closed; `idempotent` says so.
-  Result<Json> Call(Json request, bool idempotent);
+  // A `query` waits for its reply at most ClientOptions::query_timeout.
+  Result<Json> Call(Json request, bool idempotent, bool query = false);
 
  private:
   struct Idle {

@@ -131,6 +131,37 @@ Json RawCall(int fd, const std::string& payload) {
   return j.value();
 }
 
+#ifdef PSM_SYNC_POINTS
+// Holds every request handler of one volume's server on its sync point
+// until Release() (or destruction).
+struct HeldHandlers {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool released = false;
+  std::atomic<int> held{0};
+  explicit HeldHandlers(const std::string& uuid) {
+    psm::SyncPoint::SetCallback("ControlServer::Handle:" + uuid, [this] {
+      ++held;
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [this] { return released; });
+    });
+    psm::SyncPoint::Enable();
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      released = true;
+    }
+    cv.notify_all();
+  }
+  ~HeldHandlers() {
+    Release();
+    psm::SyncPoint::Disable();
+    psm::SyncPoint::ClearAll();
+  }
+};
+#endif
+
 }  // namespace
 
 TEST_CASE("server: names carry the UUID; socket 0666; files removed at Stop") {
@@ -376,16 +407,8 @@ TEST_CASE("two volumes in one process: distinct names, no waiting on each other"
 
 #ifdef PSM_SYNC_POINTS
   // Hold every handler of volume A on its sync point.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false;
-  std::atomic<int> held{0};
-  psm::SyncPoint::SetCallback("ControlServer::Handle:" + a.fs->uuid(), [&] {
-    ++held;
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return release; });
-  });
-  psm::SyncPoint::Enable();
+  HeldHandlers hold(a.fs->uuid());
+  std::atomic<int>& held = hold.held;
   auto blocked = std::async(std::launch::async, [&] { return ca->CreateSnapshot("a-snap"); });
   const auto held_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (held.load() == 0) {
@@ -410,14 +433,8 @@ TEST_CASE("two volumes in one process: distinct names, no waiting on each other"
   // A is still held: its request has not been carried out.
   CHECK(blocked.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
   CHECK(a.SnapshotNames().empty());
-  {
-    std::lock_guard<std::mutex> l(mu);
-    release = true;
-  }
-  cv.notify_all();
+  hold.Release();
   auto r = blocked.get();
-  psm::SyncPoint::Disable();
-  psm::SyncPoint::ClearAll();
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK(a.SnapshotNames() == std::set<std::string>{"a-snap"});
   CHECK(b.SnapshotNames().empty());
@@ -426,6 +443,48 @@ TEST_CASE("two volumes in one process: distinct names, no waiting on each other"
   CHECK(cb->GetStatus().ok());  // B is unaffected by A's server stopping
   sb.Stop();
   CHECK(rt.Files().empty());
+}
+
+TEST_CASE("client: a query to a daemon that does not answer fails in time; a change waits") {
+  // ClientOptions::query_timeout: hello, status and scan status give up on
+  // a daemon that does not answer (stopped, wedged), naming it; requests
+  // that change something wait as long as the daemon takes.
+  RuntimeDir rt;
+  Volume vol;
+  psm::ControlServer server(vol.fs.get(), vol.dir, vol.mnt);
+  REQUIRE(server.Start().ok());
+  psm::ClientOptions opts;
+  opts.query_timeout = std::chrono::milliseconds(1000);
+  auto c = psm::Client::Connect(vol.mnt, opts);
+  REQUIRE_MESSAGE(c.ok(), c.status().ToString());
+  REQUIRE(c.value()->GetStatus().ok());
+#ifdef PSM_SYNC_POINTS
+  HeldHandlers hold(vol.fs->uuid());
+  // A change, held: it must still be waiting after the queries time out.
+  auto change = std::async(std::launch::async, [&] { return c.value()->CreateSnapshot("s1"); });
+  auto status = std::async(std::launch::async, [&] { return c.value()->GetStatus(); });
+  REQUIRE(status.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  auto st = status.get();
+  CHECK_FALSE(st.ok());
+  CHECK(st.status().Is(Code::kIOError));
+  CHECK_MESSAGE(st.status().message().find("did not answer within 1 s") != std::string::npos,
+                st.status().ToString());
+  CHECK_MESSAGE(st.status().message().find(std::to_string(::getpid())) != std::string::npos,
+                st.status().ToString());
+  // A new client's hello times out the same way.
+  auto c2 = psm::Client::Connect(vol.mnt, opts);
+  CHECK_FALSE(c2.ok());
+  CHECK(c2.status().message().find("did not answer") != std::string::npos);
+  CHECK(change.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
+  CHECK(hold.held.load() >= 2);
+  hold.Release();
+  auto made = change.get();
+  CHECK_MESSAGE(made.ok(), made.status().ToString());
+  CHECK(vol.SnapshotNames() == std::set<std::string>{"s1"});
+  // Answered again: a fresh connection replaces the abandoned one.
+  CHECK(c.value()->GetStatus().ok());
+#endif
+  server.Stop();
 }
 
 TEST_CASE("server: malformed traffic gets an error reply") {
