@@ -251,6 +251,25 @@ Status BadGroup(BlockNo first) {
                             std::to_string(first + kCsumGroupBlocks - 1));
 }
 
+// The grouped records of `csums` whose groups meet blocks [lo, hi), in
+// block order, decoded, through `it` (positioned by the Seek here): fn(the
+// group's first block, the group).
+template <typename Fn>
+Status ForEachGroup(rocksdb::Iterator* it, BlockNo lo, BlockNo hi, Fn&& fn) {
+  CsumGroup g;
+  for (it->Seek(CsumKey(lo)); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k.size() != 9 || k[0] != kCsumKeyTag) return Status::Corruption("bad key in csums");
+    const BlockNo first = CsumKeyBlock(k);
+    if (first >= hi) break;
+    if (!DecodeCsumGroup(std::string_view(it->value().data(), it->value().size()), &g)) {
+      return BadGroup(first);
+    }
+    fn(first, g);
+  }
+  return Status::FromRocks(it->status());
+}
+
 }  // namespace
 
 bool HasLegacyChecksums(Store* store, Status* s) {
@@ -279,22 +298,13 @@ Status LoadChecksums(Store* store, BlockNo p, uint64_t n, std::vector<std::optio
   // copied 64 KiB for nearly every 1 MiB READ (a new iterator each time):
   // 6% of the daemon's samples in a cold sequential read.
   auto it = store->NewIterator(Cf::kCsums);
-  CsumGroup g;
-  for (it->Seek(CsumKey(p)); it->Valid(); it->Next()) {
-    std::string_view k(it->key().data(), it->key().size());
-    if (k.size() != 9 || k[0] != kCsumKeyTag) return Status::Corruption("bad key in csums");
-    const BlockNo first = CsumKeyBlock(k);
-    if (first >= p + n) break;
-    if (!DecodeCsumGroup(std::string_view(it->value().data(), it->value().size()), &g)) {
-      return BadGroup(first);
-    }
+  PSM_RETURN_IF_ERROR(ForEachGroup(it.get(), p, p + n, [&](BlockNo first, const CsumGroup& g) {
     for (uint16_t m = g.mask; m; m &= static_cast<uint16_t>(m - 1)) {
       const unsigned i = static_cast<unsigned>(__builtin_ctz(m));
       const BlockNo b = first + i;
       if (b >= p && b < p + n) (*out)[b - p] = g.crc[i];
     }
-  }
-  PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+  }));
   OverStaged(staged, out);
   return Status::Ok();
 }
@@ -353,17 +363,10 @@ Status LoadChecksumsOf(Store* store, const std::vector<BlockNo>& blocks,
       if (w0 != loaded) {
         if (!it) it = store->NewIterator(Cf::kCsums);
         std::fill(window.begin(), window.end(), CsumGroup{});
-        for (it->Seek(CsumKey(w0)); it->Valid(); it->Next()) {
-          std::string_view k(it->key().data(), it->key().size());
-          if (k.size() != 9 || k[0] != kCsumKeyTag) return Status::Corruption("bad key in csums");
-          const BlockNo first = CsumKeyBlock(k);
-          if (first >= w0 + kCsumWindowBlocks) break;
-          if (!DecodeCsumGroup(std::string_view(it->value().data(), it->value().size()),
-                               &window[(first - w0) >> kCsumGroupShift])) {
-            return BadGroup(first);
-          }
-        }
-        PSM_RETURN_IF_ERROR(Status::FromRocks(it->status()));
+        PSM_RETURN_IF_ERROR(ForEachGroup(it.get(), w0, w0 + kCsumWindowBlocks,
+                                         [&](BlockNo first, const CsumGroup& g) {
+                                           window[(first - w0) >> kCsumGroupShift] = g;
+                                         }));
         for (size_t w = 0; w < window.size(); ++w) {
           cache->CacheGroup(w0 + (BlockNo{w} << kCsumGroupShift), window[w], gen);
         }

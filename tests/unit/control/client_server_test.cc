@@ -406,38 +406,40 @@ TEST_CASE("two volumes in one process: distinct names, no waiting on each other"
   CHECK(cb->mount().uuid == b.fs->uuid());
 
 #ifdef PSM_SYNC_POINTS
-  // Hold every handler of volume A on its sync point.
-  HeldHandlers hold(a.fs->uuid());
-  std::atomic<int>& held = hold.held;
-  auto blocked = std::async(std::launch::async, [&] { return ca->CreateSnapshot("a-snap"); });
-  const auto held_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (held.load() == 0) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < held_by,
-                    "A's request never reached the server's handler (60 s)");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  {
+    // Hold every handler of volume A on its sync point.
+    HeldHandlers hold(a.fs->uuid());
+    std::atomic<int>& held = hold.held;
+    auto blocked = std::async(std::launch::async, [&] { return ca->CreateSnapshot("a-snap"); });
+    const auto held_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (held.load() == 0) {
+      REQUIRE_MESSAGE(std::chrono::steady_clock::now() < held_by,
+                      "A's request never reached the server's handler (60 s)");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 
-  // Volume B answers everything, from several threads, while A is held.
-  std::vector<std::future<bool>> bs;
-  for (int t = 0; t < 4; ++t) {
-    bs.push_back(std::async(std::launch::async, [&, t] {
-      std::string n = "b-snap-" + std::to_string(t);
-      return cb->CreateSnapshot(n).ok() && cb->ListSnapshots().ok() && cb->GetStatus().ok() &&
-             cb->DeleteSnapshots({n}).ok() && cb->Sync().ok();
-    }));
-  }
-  for (auto& f : bs) {
-    REQUIRE(f.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
-    CHECK(f.get());
-  }
-  // A is still held: its request has not been carried out.
-  CHECK(blocked.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
-  CHECK(a.SnapshotNames().empty());
-  hold.Release();
-  auto r = blocked.get();
-  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
-  CHECK(a.SnapshotNames() == std::set<std::string>{"a-snap"});
-  CHECK(b.SnapshotNames().empty());
+    // Volume B answers everything, from several threads, while A is held.
+    std::vector<std::future<bool>> bs;
+    for (int t = 0; t < 4; ++t) {
+      bs.push_back(std::async(std::launch::async, [&, t] {
+        std::string n = "b-snap-" + std::to_string(t);
+        return cb->CreateSnapshot(n).ok() && cb->ListSnapshots().ok() && cb->GetStatus().ok() &&
+               cb->DeleteSnapshots({n}).ok() && cb->Sync().ok();
+      }));
+    }
+    for (auto& f : bs) {
+      REQUIRE(f.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+      CHECK(f.get());
+    }
+    // A is still held: its request has not been carried out.
+    CHECK(blocked.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
+    CHECK(a.SnapshotNames().empty());
+    hold.Release();
+    auto r = blocked.get();
+    REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+    CHECK(a.SnapshotNames() == std::set<std::string>{"a-snap"});
+    CHECK(b.SnapshotNames().empty());
+  }  // sync points off again before the servers stop
 #endif
   sa.Stop();
   CHECK(cb->GetStatus().ok());  // B is unaffected by A's server stopping
