@@ -226,6 +226,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
   // Groups of 16 checksums (keys.h CsumKey): a write of some blocks of a
   // group is a merge operand, folded at write time once 16 pile up.
   ccfo.merge_operator = std::make_shared<CsumMergeOperator>();
+  // The volume's counters (`files`, `used_blocks`) get an operand from
+  // nearly every commit, and are read only when the volume opens and by
+  // fsck (the daemon counts in memory). Folding them at write time cost
+  // every such commit a memtable seek and a walk of up to 16 operands per
+  // counter (3-4% of the CPU of a create or unlink, docs/performance.md);
+  // unfolded, they are folded by the flush, and a read adds up at most the
+  // operands of the memtables not yet flushed (tested in
+  // keys_versioned_test).
+  rocksdb::ColumnFamilyOptions volcfo = cfo;
+  volcfo.max_successive_merges = 0;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   // Read-only opens cannot create a column family a volume formatted before
   // it existed lacks: such a family reads as the (always empty) default one.
@@ -242,7 +252,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOp
         std::find(existing.begin(), existing.end(), name) == existing.end()) {
       continue;
     }
-    cfs.emplace_back(name, cf == Cf::kCsums ? ccfo : IsVersionedCf(cf) ? vcfo : cfo);
+    cfs.emplace_back(name, cf == Cf::kCsums    ? ccfo
+                           : cf == Cf::kVolume ? volcfo
+                           : IsVersionedCf(cf) ? vcfo
+                                               : cfo);
     cf_index.push_back(i);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> hs;
