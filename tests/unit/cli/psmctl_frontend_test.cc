@@ -39,8 +39,8 @@ struct TempDir {
 // Whether the program at `path` has RocksDB: loads its shared library
 // (LD_TRACE_LOADED_OBJECTS makes the dynamic loader list what a program
 // needs and exit, what ldd does, without running it), or has it linked in
-// statically (librocksdb.a), found by a string of RocksDB's own that
-// DB::Open logs.
+// (the optimized build links librocksdb.a: CMakeLists.txt), found by a
+// string of RocksDB's own that DB::Open logs.
 static bool HasRocksDb(const std::string& path, std::string* why) {
   auto t = RunProgram({"env", "LD_TRACE_LOADED_OBJECTS=1", path});
   REQUIRE(t.exit_code == 0);
