@@ -732,6 +732,7 @@ Result<uint64_t> FileSystem::OpenFile(NodeId node, int flags) {
   if (wants_write) PSM_RETURN_IF_ERROR(m->CheckWritable(v));
   InodeAttr a;
   PSM_RETURN_IF_ERROR(m->LoadAttrAt(v.ino, v.epoch, &a));
+  PSM_SYNC_POINT("FileSystem::OpenFile:AttrRead");
   if (S_ISDIR(a.mode)) return Status::IsDir();
   // The kernel follows symlinks and opens device nodes and FIFOs itself; a
   // handle on one here could only write data blocks no one would free.
@@ -754,6 +755,9 @@ Result<uint64_t> FileSystem::OpenFile(NodeId node, int flags) {
       return Status::Stale("snapshot was deleted");
     }
     it->second.open_handles++;
+  } else if (m->ghosts.count(v.ino) != 0) {
+    // Destroyed by an unlink since its attributes were read above.
+    return Status::NotFound("the file was removed");
   } else if (m->live_open[v.ino]++ == 0) {
     m->cache.Enable(v.ino);
   }

@@ -456,6 +456,35 @@ struct FileSystem::Impl : public EpochSet {
     if (in_use) orphans.insert(ino);
     return in_use;
   }
+  // Files destroyed at the unlink (or rename over) of their last link
+  // while the kernel still referenced them and no handle held them
+  // ("ghosts"; docs/architecture.md, "Unlinked files"), each with its
+  // attributes as the unlink left them, until the FORGET of the kernel's
+  // last reference. The kernel's GETATTR and the SETATTR of times it sends
+  // at once (fuse_update_ctime) are answered from here; an open is refused
+  // (ENOENT): that fences an OPEN that read the attributes before the
+  // unlink's commit. Restore and receive, which may bring an inode number
+  // back, clear it (volume_mu exclusive: no open is under way).
+  std::unordered_map<InodeId, InodeAttr> ghosts;  // GUARDED_BY handles_mu
+  // The attributes of a ghost, if `ino` is one. Takes handles_mu.
+  bool GhostAttr(InodeId ino, InodeAttr* a) {
+    std::lock_guard<std::mutex> l(handles_mu);
+    auto it = ghosts.find(ino);
+    if (it == ghosts.end()) return false;
+    *a = it->second;
+    return true;
+  }
+  // REQUIRES volume_mu exclusive (restore, receive: an inode number may
+  // come back; no open is under way). Takes handles_mu.
+  void ClearGhosts() {
+    std::lock_guard<std::mutex> l(handles_mu);
+    ghosts.clear();
+  }
+  // Takes a ghost back (its unlink did not commit). Takes handles_mu.
+  void DropGhost(InodeId ino) {
+    std::lock_guard<std::mutex> l(handles_mu);
+    ghosts.erase(ino);
+  }
   // Records one kernel reference for an entry handed out (count_lookups).
   // `dir`: the node is a directory, whose attributes the live cache keeps
   // while the kernel references it (cached_refs).
@@ -495,8 +524,9 @@ struct FileSystem::Impl : public EpochSet {
   //    are read by every LOOKUP of a missing name, CREATE, UNLINK and the
   //    GETATTR the kernel sends after each (issue #16); the root is always
   //    in (enabled at mount);
-  //  - unlinked files kept as orphans for the kernel's reference, from the
-  //    unlink (KeepOrphanAttrs, fs_namespace.cc).
+  //  - unlinked files kept as orphans (a handle held them at the unlink)
+  //    that the kernel references, from the unlink (KeepOrphanAttrs,
+  //    fs_namespace.cc).
   // At most kMaxCachedRefs (an entry is a few hundred bytes); past that an
   // inode is read from the store as before. GUARDED_BY handles_mu.
   std::unordered_set<InodeId> cached_refs;

@@ -360,6 +360,7 @@ void FileSystem::ForgetMany(std::span<const Forgotten> forgets) {
       std::optional<uint64_t> left = m->lookups.Release(ino, f.nlookup);
       if (!left || *left > 0) continue;
       charge = true;
+      m->ghosts.erase(ino);
       // Its cached attributes go after MaybeDestroy, which reads them.
       const bool cached = ino != kRootIno && m->cached_refs.erase(ino) != 0;
       // Only an orphan no handle holds is destroyed (Impl::orphans).
@@ -412,12 +413,32 @@ Result<AttrOut> FileSystem::GetAttr(NodeId node) {
   }
   InodeAttr a;
   Status s = m->LoadAttrAt(v.ino, v.epoch, &a);
-  if (s.Is(Code::kNotFound)) return Status::Stale();
-  PSM_RETURN_IF_ERROR(s);
+  if (s.Is(Code::kNotFound) && !(v.live() && m->GhostAttr(v.ino, &a))) return Status::Stale();
+  if (!s.Is(Code::kNotFound)) PSM_RETURN_IF_ERROR(s);
   m->FillStat(node, a, &out.st);
   out.attr_timeout = m->Timeout(v);
   return out;
 }
+
+namespace {
+
+// The times a SETATTR sets (and its ctime, given or now).
+void SetTimes(const struct stat& in, uint32_t bits, int64_t now, InodeAttr* a) {
+  if (bits & kSetAtimeNow) {
+    a->atime_ns = now;
+  } else if (bits & kSetAtime) {
+    a->atime_ns = int64_t{in.st_atim.tv_sec} * 1000000000 + in.st_atim.tv_nsec;
+  }
+  if (bits & kSetMtimeNow) {
+    a->mtime_ns = now;
+  } else if (bits & kSetMtime) {
+    a->mtime_ns = int64_t{in.st_mtim.tv_sec} * 1000000000 + in.st_mtim.tv_nsec;
+  }
+  a->ctime_ns = (bits & kSetCtime) ? int64_t{in.st_ctim.tv_sec} * 1000000000 + in.st_ctim.tv_nsec
+                                   : now;
+}
+
+}  // namespace
 
 Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t bits,
                                     const Credentials& cred) {
@@ -428,7 +449,22 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   LockSet ls(m, {v.ino});
   InodeAttr a;
   Status s = m->LoadAttr(nullptr, v.ino, m->live(), &a);
-  if (s.Is(Code::kNotFound)) return Status::Stale();
+  constexpr uint32_t kTimeBits = kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow | kSetCtime;
+  if (s.Is(Code::kNotFound)) {
+    // A ghost (Impl::ghosts): the kernel writes back the ctime it set at
+    // the unlink. Answered from memory; anything else finds no inode.
+    if ((bits & ~kTimeBits) != 0 || !m->GhostAttr(v.ino, &a)) return Status::Stale();
+    SetTimes(in, bits, NowNs(), &a);
+    {
+      std::lock_guard<std::mutex> l(m->handles_mu);
+      auto it = m->ghosts.find(v.ino);
+      if (it != m->ghosts.end()) it->second = a;
+    }
+    AttrOut out;
+    m->FillStat(node, a, &out.st);
+    out.attr_timeout = m->Timeout(v);
+    return out;
+  }
   PSM_RETURN_IF_ERROR(s);
   auto kill_mask = [bits](uint32_t mode) -> uint32_t {
     if (!(bits & kKillSuidGid) || S_ISDIR(mode)) return 0;
@@ -445,7 +481,6 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   // writes back the ctime it set at unlink (fuse_update_ctime) and then
   // forgets the inode, which is destroyed. Nobody can read those times, so
   // they are answered and not committed (one commit less per unlink).
-  constexpr uint32_t kTimeBits = kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow | kSetCtime;
   bool ephemeral = a.nlink == 0 && !S_ISDIR(a.mode) && (bits & ~kTimeBits) == 0;
   if (ephemeral) {
     std::lock_guard<std::mutex> l(m->handles_mu);
@@ -476,18 +511,7 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     }
     if (!(bits & (kSetMtime | kSetMtimeNow))) a.mtime_ns = now;
   }
-  if (bits & kSetAtimeNow) {
-    a.atime_ns = now;
-  } else if (bits & kSetAtime) {
-    a.atime_ns = int64_t{in.st_atim.tv_sec} * 1000000000 + in.st_atim.tv_nsec;
-  }
-  if (bits & kSetMtimeNow) {
-    a.mtime_ns = now;
-  } else if (bits & kSetMtime) {
-    a.mtime_ns = int64_t{in.st_mtim.tv_sec} * 1000000000 + in.st_mtim.tv_nsec;
-  }
-  a.ctime_ns = (bits & kSetCtime) ? int64_t{in.st_ctim.tv_sec} * 1000000000 + in.st_ctim.tv_nsec
-                                  : now;
+  SetTimes(in, bits, now, &a);
   if (!ephemeral) {
     s = m->PutAttr(&*txn, v.ino, a);
     if (!s.ok()) {
@@ -704,10 +728,26 @@ Result<EntryOut> FileSystem::Link(NodeId node, NodeId new_parent, std::string_vi
 
 namespace {
 
+// A ghost decided by DropLink (Impl::ghosts), taken back unless the change
+// that made it commits (`kept`).
+struct GhostFence {
+  Impl* m;
+  InodeId ino = 0;
+  bool kept = false;
+  explicit GhostFence(Impl* impl) : m(impl) {}
+  ~GhostFence() {
+    if (ino != 0 && !kept) m->DropGhost(ino);
+  }
+  GhostFence(const GhostFence&) = delete;
+  GhostFence& operator=(const GhostFence&) = delete;
+};
+
 // Drops one link of `child` (already removed from its directory in txn).
-// Files with no link left are destroyed, or kept as orphans while open.
+// Files with no link left are destroyed, or kept as orphans while a handle
+// holds them. One the kernel still references, with no handle, is
+// destroyed too and becomes a ghost (Impl::ghosts) through `fence`.
 Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Range>* frees,
-                bool* orphaned = nullptr) {
+                GhostFence* fence, bool* orphaned = nullptr) {
   if (S_ISDIR(a->mode)) {
     a->nlink = 0;
     return m->DestroyInode(txn, child, a, frees);
@@ -717,8 +757,16 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   if (a->nlink > 0) return m->PutAttr(txn, child, *a);
   bool open;
   {
+    // Decided under handles_mu, as OpenFile registers a handle: an open
+    // registered first makes an orphan; one after finds the ghost.
     std::lock_guard<std::mutex> l(m->handles_mu);
-    open = m->KeepsOrphanLocked(child);
+    open = m->live_open.count(child) != 0;
+    if (open) {
+      m->orphans.insert(child);
+    } else if (m->lookups.Contains(child)) {
+      m->ghosts[child] = *a;
+      fence->ino = child;
+    }
   }
   if (open) {
     txn->Put(Cf::kVolume, OrphanKey(child), "");
@@ -728,12 +776,12 @@ Status DropLink(Impl* m, Txn* txn, InodeId child, InodeAttr* a, std::vector<Rang
   return m->DestroyInode(txn, child, a, frees);
 }
 
-// An unlinked file that is still referenced (an orphan), just committed
-// with its last link gone: the kernel, when it holds a reference, sends a
-// SETATTR of its ctime at once (fuse_update_ctime) and later the FORGET
-// that destroys it, and both read its attributes. They are kept in the live
-// cache until that FORGET (cached_refs). REQUIRES its stripe held
-// exclusively (LiveCache::SetAttr).
+// An unlinked file a handle holds (an orphan), just committed with its
+// last link gone: the kernel, when it also holds a reference, sends a
+// SETATTR of its ctime at once (fuse_update_ctime) and, after the last
+// release, the FORGET that destroys it, and both read its attributes. They
+// are kept in the live cache until that FORGET (cached_refs). REQUIRES its
+// stripe held exclusively (LiveCache::SetAttr).
 void KeepOrphanAttrs(Impl* m, InodeId ino, const InodeAttr& a) {
   {
     std::lock_guard<std::mutex> l(m->handles_mu);
@@ -788,12 +836,14 @@ Status RemoveEntry(Impl* m, NodeId parent, std::string_view name, bool dir) {
       PSM_RETURN_IF_ERROR(PutDentry(m, &txn, v.ino, name, std::nullopt));
     }
     bool orphaned = false;
-    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees, &orphaned));
+    GhostFence fence(m);
+    PSM_RETURN_IF_ERROR(DropLink(m, &txn, d.ino, &a, &frees, &fence, &orphaned));
     if (pa.size) pa.size--;
     if (dir) pa.nlink--;
     Touch(&pa);
     PSM_RETURN_IF_ERROR(m->PutAttr(&txn, v.ino, pa));
     PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
+    fence.kept = true;
     // Written as their versions at the live epoch (InodeAttr::version).
     NoteWrittenAtLive(&pa, m->live());
     NoteWrittenAtLive(&a, m->live());
@@ -845,6 +895,7 @@ Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_paren
     bool have_t0 = ts.ok();
     LockSet ls(m, {sv.ino, dv.ino, s0.ino, have_t0 ? t0.ino : 0});
     Txn txn(m->store.get());
+    GhostFence fence(m);
     Dentry sd, td;
     PSM_RETURN_IF_ERROR(GetDentry(m, &txn, sv.ino, name, m->live(), &sd));
     ts = GetDentry(m, &txn, dv.ino, new_name, m->live(), &td);
@@ -918,7 +969,7 @@ Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_paren
       PSM_RETURN_IF_ERROR(m->PutAttr(&txn, td.ino, ta));
     } else {
       if (have_t) {
-        PSM_RETURN_IF_ERROR(DropLink(m, &txn, td.ino, &ta, &frees));
+        PSM_RETURN_IF_ERROR(DropLink(m, &txn, td.ino, &ta, &frees, &fence));
         if (dparent.size) dparent.size--;
         if (tdir) dparent.nlink--;
       }
@@ -941,7 +992,9 @@ Status FileSystem::Rename(NodeId parent, std::string_view name, NodeId new_paren
       dpa.mtime_ns = dpa.ctime_ns = now;
       PSM_RETURN_IF_ERROR(m->PutAttr(&txn, dv.ino, dpa));
     }
-    return m->committer->Apply(&txn, frees, {});
+    PSM_RETURN_IF_ERROR(m->committer->Apply(&txn, frees, {}));
+    fence.kept = true;
+    return Status::Ok();
   }
 }
 

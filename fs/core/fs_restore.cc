@@ -488,6 +488,7 @@ Status Impl::RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Inv
 
 Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
                            std::vector<Invalidation>* inval) {
+  ClearGhosts();
   Epoch es;
   {
     std::lock_guard<std::mutex> l(snaps_mu);

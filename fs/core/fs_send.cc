@@ -557,6 +557,7 @@ class Receiver {
       std::lock_guard<std::mutex> run(m_->reclaim_run_mu);
       std::unique_lock<FairSharedMutex> vl(m_->volume_mu);
       PSM_SYNC_POINT("Receive:Locked");
+      m_->ClearGhosts();
       Epoch eb = 0;
       PSM_RETURN_IF_ERROR(CheckTarget(&eb));
       Txn txn(m_->store.get());

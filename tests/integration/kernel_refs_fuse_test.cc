@@ -18,10 +18,14 @@
 //  - a bind mount below the mount point stops the shedding (dropping its
 //    dentry would unmount it) and stays mounted; once it is gone shedding
 //    resumes.
+// And a file unlinked while only an O_PATH descriptor references it (the
+// kernel holds the inode, no handle does) is destroyed by the unlink: its
+// blocks are free at once, fstat still answers, a reopen is refused.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -212,5 +216,66 @@ TEST_CASE("kernel refs: past max_kernel_refs the daemon has the kernel drop dent
   CHECK_MESSAGE(r.refs <= 1000, "the kernel still holds " << r.refs << " inodes");
   CHECK(r.shed > shed_before);
   Walk(*mv, model, 1);
+  CHECK(mv->Unmount());
+}
+
+TEST_CASE("kernel refs: a file unlinked with only an O_PATH descriptor on it goes at once") {
+  // An O_PATH descriptor opens nothing in FUSE: the kernel references the
+  // inode, no handle does. Its unlink destroys the file in the unlink's
+  // own commit (docs/architecture.md, "Unlinked files"): its blocks are
+  // free before the descriptor is closed, fstat through the descriptor
+  // still answers (nlink 0: the daemon answers from memory), a reopen
+  // through /proc/self/fd is refused. A file open for reading, unlinked
+  // the same way, keeps its blocks and its bytes until its close.
+  auto mv = MountedVolume::Create("256M");
+  REQUIRE(mv);
+  auto bfree = [&] {
+    struct statvfs sv {};
+    REQUIRE(statvfs(mv->mnt.c_str(), &sv) == 0);
+    return sv.f_bfree;
+  };
+  const std::string data(8 << 20, 'p');
+  const std::string a = mv->mnt + "/a", b = mv->mnt + "/b";
+  const uint64_t free0 = bfree();
+  for (const std::string* p : {&a, &b}) {
+    int fd = open(p->c_str(), O_CREAT | O_WRONLY, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+    REQUIRE(fsync(fd) == 0);
+    REQUIRE(close(fd) == 0);
+  }
+  const uint64_t free2 = bfree();
+  REQUIRE(free2 < free0);
+  const uint64_t per_file = (free0 - free2) / 2;
+  CHECK(per_file >= data.size() / 4096);
+
+  int pfd = open(a.c_str(), O_PATH);
+  REQUIRE(pfd >= 0);
+  int rfd = open(b.c_str(), O_RDONLY);
+  REQUIRE(rfd >= 0);
+  REQUIRE(unlink(a.c_str()) == 0);
+  REQUIRE(unlink(b.c_str()) == 0);
+  // a's blocks are back while its O_PATH descriptor is open; b's are not.
+  CHECK(bfree() == free2 + per_file);
+  struct stat st {};
+  REQUIRE_MESSAGE(fstat(pfd, &st) == 0, strerror(errno));
+  CHECK(st.st_nlink == 0);
+  CHECK(st.st_size == static_cast<off_t>(data.size()));
+  const std::string again = "/proc/self/fd/" + std::to_string(pfd);
+  errno = 0;
+  int r2 = open(again.c_str(), O_RDONLY);
+  CHECK(r2 < 0);
+  CHECK(errno == ENOENT);
+  if (r2 >= 0) close(r2);
+  std::string got(data.size(), '\0');
+  CHECK(pread(rfd, got.data(), got.size(), 0) == static_cast<ssize_t>(data.size()));
+  CHECK(got == data);
+  REQUIRE(close(pfd) == 0);
+  REQUIRE(close(rfd) == 0);
+  // b goes at its close (and the kernel's FORGET that follows).
+  for (int i = 0; i < 100 && bfree() != free0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(bfree() == free0);
   CHECK(mv->Unmount());
 }

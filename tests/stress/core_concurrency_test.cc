@@ -255,3 +255,58 @@ TEST_CASE("writers, snapshots, readers, reclaim and rescans at once") {
   v.Remount();
   CHECK(v.FreeBlocks() == free0);
 }
+
+TEST_CASE("opens racing the unlink of their file's last name read it whole or are refused") {
+  // An unlinked file no handle holds is destroyed by the unlink's own
+  // commit even while the kernel references it (a ghost). Openers race the
+  // unlink: each open either registers first (the file lives on as an
+  // orphan and reads whole until its release) or is refused; none may get
+  // a handle on the destroyed file. Afterwards nothing is leaked.
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const uint64_t free0 = v.FreeBlocks();
+  const uint64_t files0 = v.fs->Stats().files;
+  const unsigned seed = getenv("PSMFS_SEED") ? atoi(getenv("PSMFS_SEED")) : std::random_device{}();
+  MESSAGE("seed " << seed);
+  std::mt19937 rng(seed);
+  const int rounds = 150 * Scale();
+  std::atomic<int> opened{0}, refused{0}, bad{0};
+  for (int r = 0; r < rounds; ++r) {
+    const std::string name = "r" + std::to_string(r);
+    const std::string want = Pattern(4096 * (1 + r % 5) + r % 7, r);
+    const NodeId n = v.Put(kRootIno, name, want);  // one kernel reference
+    std::atomic<uint64_t> refs{1};
+    std::atomic<bool> stop{false};
+    auto opener = [&] {
+      while (!stop.load()) {
+        if (v.fs->Lookup(kRootIno, name).ok()) refs.fetch_add(1);
+        auto fh = v.fs->OpenFile(n, O_RDONLY);
+        if (!fh.ok()) {
+          if (!fh.status().Is(Code::kNotFound)) bad.fetch_add(1);
+          refused.fetch_add(1);
+          return;
+        }
+        opened.fetch_add(1);
+        std::string got(want.size() + 10, '\0');
+        auto k = v.fs->Read(*fh, 0, got.size(), got.data());
+        if (!k.ok() || *k != want.size() || got.compare(0, want.size(), want) != 0) bad.fetch_add(1);
+        if (!v.fs->Release(*fh).ok()) bad.fetch_add(1);
+      }
+    };
+    std::thread a(opener), b(opener);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+    REQUIRE(v.fs->Unlink(kRootIno, name).ok());
+    stop.store(true);
+    a.join();
+    b.join();
+    v.fs->Forget(n, refs.load());
+    CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));
+  }
+  MESSAGE("opens " << opened.load() << ", refused " << refused.load());
+  CHECK(bad.load() == 0);
+  CHECK(v.fs->Stats().files == files0);
+  CHECK(v.fs->Stats().kernel_refs == 0);
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+}

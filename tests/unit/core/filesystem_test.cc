@@ -334,24 +334,39 @@ TEST_CASE("a full image gives ENOSPC and nothing breaks; space returns after del
   CHECK(v.Fsck() == 0);
 }
 
-TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") {
+TEST_CASE("with kernel lookup counts, an unlinked file no handle holds goes at once; one open lives on") {
   CoreVolume v;
   v.count_lookups = true;
   v.Remount();
   uint64_t free0 = v.FreeBlocks();
+  const uint64_t files0 = v.fs->Stats().files;
   NodeId n = v.Put(kRootIno, "f", Pattern(100000, 8));  // Create: one reference
   REQUIRE(v.fs->Unlink(kRootIno, "f").ok());
-  // No handle is open, but the kernel still knows the node: a late setattr
-  // (write-back of cached times) must work.
+  // No handle is open: the file is destroyed by the unlink's own commit
+  // (its blocks free, no record left for fsck to find), though the kernel
+  // still references the node (a ghost until its FORGET).
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.fs->Stats().files == files0);
+  // The kernel's late SETATTR (write-back of the times it set) is answered,
+  // and a GETATTR says what the unlink left.
   struct stat st {};
   st.st_mtim.tv_sec = 12345;
   auto r = v.fs->SetAttr(n, st, kSetMtime, v.cred);
   REQUIRE_MESSAGE(r.ok(), r.status().ToString());
   CHECK(r->st.st_nlink == 0);
   CHECK(r->st.st_mtim.tv_sec == 12345);
-  // ... and is answered without a commit: nothing can read those times.
-  CHECK(v.fs->GetAttr(n)->st.st_mtim.tv_sec != 12345);
-  CHECK(v.FreeBlocks() < free0);
+  auto g = v.fs->GetAttr(n);
+  REQUIRE(g.ok());
+  CHECK(g->st.st_nlink == 0);
+  CHECK(g->st.st_size == 100000);
+  // Nothing else reaches it: an open is refused, a change of anything but
+  // times finds no inode, and none writes a record.
+  CHECK(v.fs->OpenFile(n, O_RDONLY).status().Is(Code::kNotFound));
+  struct stat md {};
+  md.st_mode = 0600;
+  CHECK(v.fs->SetAttr(n, md, kSetMode, v.cred).status().Is(Code::kStale));
+  CHECK_FALSE(v.fs->SetXattr(n, "user.a", "1", 0).ok());
+  CHECK(v.fs->Stats().files == files0);
   // An unlinked file that is still open keeps what it is told.
   NodeId o = v.Put(kRootIno, "open", "data");
   auto fh = v.fs->OpenFile(o, O_RDONLY);
@@ -359,16 +374,78 @@ TEST_CASE("with kernel lookup counts, an unlinked inode lives until forgotten") 
   REQUIRE(v.fs->Unlink(kRootIno, "open").ok());
   REQUIRE(v.fs->SetAttr(o, st, kSetMtime, v.cred).ok());
   CHECK(v.fs->GetAttr(o)->st.st_mtim.tv_sec == 12345);
-  // Only times are answered that way: a mode change is kept.
-  st.st_mode = 0600;
-  REQUIRE(v.fs->SetAttr(n, st, kSetMode, v.cred).ok());
-  CHECK((v.fs->GetAttr(n)->st.st_mode & 07777) == 0600);
+  REQUIRE(v.fs->SetAttr(o, md, kSetMode, v.cred).ok());
+  CHECK((v.fs->GetAttr(o)->st.st_mode & 07777) == 0600);
+  CHECK(v.ReadAll(o) == "data");
+  CHECK(v.FreeBlocks() < free0);
   REQUIRE(v.fs->Release(*fh).ok());
+  // Released, but the kernel still references it: it waits for the FORGET.
+  CHECK(v.FreeBlocks() < free0);
   v.fs->Forget(o, 1);
   v.fs->Forget(n, 1);
   CHECK(v.FreeBlocks() == free0);
   CHECK(v.fs->GetAttr(n).status().Is(Code::kStale));
+  CHECK(v.fs->GetAttr(o).status().Is(Code::kStale));
   CHECK(v.Fsck() == 0);
+}
+
+TEST_CASE("an open that read the attributes before the unlink of the last name is refused after it") {
+  // The kernel may send OPEN for a node it found before the unlink. An
+  // open that read the file's attributes before the unlink committed, and
+  // registers its handle after, must not get a handle on the destroyed
+  // file (its reads would give blocks that are free): it is refused.
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const uint64_t free0 = v.FreeBlocks();
+  NodeId n = v.Put(kRootIno, "f", Pattern(20000, 3));
+  std::promise<void> read, go;
+  std::shared_future<void> go_f = go.get_future().share();
+  SyncPoint::SetCallback("FileSystem::OpenFile:AttrRead", [&] {
+    read.set_value();
+    go_f.wait();
+  });
+  SyncPoint::Enable();
+  auto opened = std::async(std::launch::async, [&] { return v.fs->OpenFile(n, O_RDONLY); });
+  read.get_future().wait();
+  REQUIRE(v.fs->Unlink(kRootIno, "f").ok());
+  go.set_value();
+  Result<uint64_t> fh = opened.get();
+  SyncPoint::ClearAll();
+  SyncPoint::Disable();
+  CHECK(fh.status().Is(Code::kNotFound));
+  if (fh.ok()) (void)v.fs->Release(*fh);
+  CHECK(v.FreeBlocks() == free0);
+  v.fs->Forget(n, 1);
+  CHECK(v.Fsck() == 0);
+
+  // The same open, registered before the unlink decides: the file is an
+  // orphan and reads whole until its release.
+  n = v.Put(kRootIno, "g", Pattern(20000, 4));
+  auto h = v.fs->OpenFile(n, O_RDONLY);
+  REQUIRE(h.ok());
+  REQUIRE(v.fs->Unlink(kRootIno, "g").ok());
+  CHECK(v.ReadAll(n) == Pattern(20000, 4));
+  REQUIRE(v.fs->Release(*h).ok());
+  v.fs->Forget(n, 1);
+  CHECK(v.FreeBlocks() == free0);
+  CHECK(v.Fsck() == 0);
+}
+
+// Unlinks `nodes` (named f0, f1, ... in the root) while each is open, then
+// closes them: orphans the kernel still references, which their FORGET
+// destroys (an unlinked file no handle holds goes at its unlink).
+static void UnlinkWhileOpen(CoreVolume& v, const std::vector<NodeId>& nodes) {
+  std::vector<uint64_t> hs;
+  for (NodeId n : nodes) {
+    auto h = v.fs->OpenFile(n, O_RDONLY);
+    REQUIRE(h.ok());
+    hs.push_back(*h);
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  }
+  for (uint64_t h : hs) REQUIRE(v.fs->Release(h).ok());
 }
 
 TEST_CASE("with kernel lookup counts, a batch of FORGETs destroys its unlinked files 32 to a commit") {
@@ -385,7 +462,7 @@ TEST_CASE("with kernel lookup counts, a batch of FORGETs destroys its unlinked f
   REQUIRE(v.fs->Lookup(kRootIno, "f7").ok());  // f7: two references
   auto fh = v.fs->OpenFile(nodes[20], O_RDONLY);  // f20: open
   REQUIRE(fh.ok());
-  for (int i = 0; i < kFiles; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  UnlinkWhileOpen(v, nodes);
   std::vector<FileSystem::Forgotten> batch;
   for (NodeId n : nodes) batch.push_back({n, 1});
   batch.push_back({kRootIno, 0});  // a node that stays: nothing to do
@@ -418,7 +495,7 @@ TEST_CASE("with kernel lookup counts, FORGETs that come while another destroys a
   const uint64_t free0 = v.FreeBlocks();
   std::vector<NodeId> nodes;
   for (int i = 0; i < 6; ++i) nodes.push_back(v.Put(kRootIno, "f" + std::to_string(i), "x"));
-  for (int i = 0; i < 6; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  UnlinkWhileOpen(v, nodes);
   std::promise<void> committing, go;
   std::shared_future<void> go_f = go.get_future().share();
   std::atomic<bool> first{true};
@@ -471,7 +548,7 @@ TEST_CASE("with kernel lookup counts, thousands of unlinked inodes are destroyed
     REQUIRE(fh.ok());
     open.push_back(*fh);
   }
-  for (int i = 0; i < kFiles; ++i) REQUIRE(v.fs->Unlink(kRootIno, "f" + std::to_string(i)).ok());
+  UnlinkWhileOpen(v, nodes);
   const uint64_t held = v.FreeBlocks();
   CHECK(held < free0);
   // One FORGET each: the odd ones (one reference) go, the even ones stay.

@@ -93,7 +93,7 @@ TEST_CASE("memory budget: the live cache stops caching chunk maps at its byte li
 // dentries it holds, checks every name it is given against it, and drops
 // what a kernel would (the entry; for a directory, every entry below it),
 // FORGETting the inodes. Directories hold more entries than one step lists
-// (1,024), forgotten files and unlinked ones (orphans the kernel still
+// (1,024), forgotten files and unlinked ones (ghosts the kernel still
 // holds) are not named, and repeated small calls cover everything.
 TEST_CASE("memory budget: the kernel-reference cap names each held entry once") {
   psm_test::CoreVolume v;
@@ -130,7 +130,7 @@ TEST_CASE("memory budget: the kernel-reference cap names each held entry once") 
       if (i % 5 == 0) {
         v.fs->Forget(n, 1);  // the kernel let it go: not named
       } else if (i % 7 == 0) {
-        REQUIRE(v.fs->Unlink(d, name).ok());  // an orphan: no name
+        REQUIRE(v.fs->Unlink(d, name).ok());  // a ghost: no name
         ++orphans;
       } else {
         uint64_t refs = 1;
@@ -175,7 +175,7 @@ TEST_CASE("memory budget: the kernel-reference cap names each held entry once") 
     }
   }
   CHECK(v.fs->KernelRefs() == orphans);
-  // Nothing is left to name: the orphans have no name.
+  // Nothing is left to name: the ghosts have no name.
   size_t more = v.fs->ShedKernelRefs(1000, [](NodeId, std::string_view) {});
   more += v.fs->ShedKernelRefs(1000, [](NodeId, std::string_view) {});
   CHECK(more == 0);
