@@ -463,8 +463,8 @@ struct FileSystem::Impl : public EpochSet {
   // last reference. The kernel's GETATTR and the SETATTR of times it sends
   // at once (fuse_update_ctime) are answered from here; an open is refused
   // (ENOENT): that fences an OPEN that read the attributes before the
-  // unlink's commit. Restore and receive, which may bring an inode number
-  // back, clear it (volume_mu exclusive: no open is under way).
+  // unlink's commit. A restore or receive that brings an inode number back
+  // takes it out (ReviveGhosts).
   std::unordered_map<InodeId, InodeAttr> ghosts;  // GUARDED_BY handles_mu
   // The attributes of a ghost, if `ino` is one. Takes handles_mu.
   bool GhostAttr(InodeId ino, InodeAttr* a) {
@@ -474,12 +474,11 @@ struct FileSystem::Impl : public EpochSet {
     *a = it->second;
     return true;
   }
-  // REQUIRES volume_mu exclusive (restore, receive: an inode number may
-  // come back; no open is under way). Takes handles_mu.
-  void ClearGhosts() {
-    std::lock_guard<std::mutex> l(handles_mu);
-    ghosts.clear();
-  }
+  // REQUIRES volume_mu exclusive, after a restore or receive committed:
+  // the ghosts whose inode number it brought back are ghosts no more
+  // (their next open must not be refused). Takes handles_mu; reads the
+  // store without it.
+  void ReviveGhosts();
   // Takes a ghost back (its unlink did not commit). Takes handles_mu.
   void DropGhost(InodeId ino) {
     std::lock_guard<std::mutex> l(handles_mu);

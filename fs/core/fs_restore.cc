@@ -488,7 +488,6 @@ Status Impl::RestoreInto(Txn* txn, Epoch es, RestoreResult* out, std::vector<Inv
 
 Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
                            std::vector<Invalidation>* inval) {
-  ClearGhosts();
   Epoch es;
   {
     std::lock_guard<std::mutex> l(snaps_mu);
@@ -535,6 +534,7 @@ Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
       s = committer->Apply(&txn, frees, {});
     }
     PSM_SYNC_POINT("Restore:Committed");
+    if (s.ok()) ReviveGhosts();
   }
   if (!s.ok() && !dry_run) {
     // Nothing of the restore was applied: the live tree is as it was.
@@ -548,6 +548,21 @@ Status Impl::RestoreLocked(SnapshotId id, bool dry_run, RestoreResult* out,
     }
   }
   return s;
+}
+
+void Impl::ReviveGhosts() {
+  std::vector<InodeId> inos;
+  {
+    std::lock_guard<std::mutex> l(handles_mu);
+    for (const auto& [ino, a] : ghosts) inos.push_back(ino);
+  }
+  std::vector<InodeId> back;
+  for (InodeId ino : inos) {
+    InodeAttr a;
+    if (LoadAttrAt(ino, live(), &a).ok()) back.push_back(ino);
+  }
+  std::lock_guard<std::mutex> l(handles_mu);
+  for (InodeId ino : back) ghosts.erase(ino);
 }
 
 Status Impl::ResumeRestore(bool* resumed) {

@@ -557,7 +557,6 @@ class Receiver {
       std::lock_guard<std::mutex> run(m_->reclaim_run_mu);
       std::unique_lock<FairSharedMutex> vl(m_->volume_mu);
       PSM_SYNC_POINT("Receive:Locked");
-      m_->ClearGhosts();
       Epoch eb = 0;
       PSM_RETURN_IF_ERROR(CheckTarget(&eb));
       Txn txn(m_->store.get());
@@ -588,6 +587,8 @@ class Receiver {
       std::unique_lock<FairSharedMutex> gate(m_->read_gate);
       PSM_RETURN_IF_ERROR(m_->CommitSnapshotLocked(&txn, rec, guid_, frees, allocs_, &info));
       committed_ = true;
+      gate.unlock();
+      m_->ReviveGhosts();  // still under volume_mu exclusive
     }
     PSM_RETURN_IF_ERROR(m_->committer->SyncAll());
     inval.push_back({kSnapDirNode, name_});

@@ -272,6 +272,12 @@ TEST_CASE("kernel refs: a file unlinked with only an O_PATH descriptor on it goe
   CHECK(got == data);
   REQUIRE(close(pfd) == 0);
   REQUIRE(close(rfd) == 0);
+  // The kernel wrote back each file's ctime after its unlink (a SETATTR on
+  // the link-less inode); had one failed, syncfs would report it.
+  int mfd = open(mv->mnt.c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(mfd >= 0);
+  CHECK_MESSAGE(syncfs(mfd) == 0, strerror(errno));
+  close(mfd);
   // b goes at its close (and the kernel's FORGET that follows).
   for (int i = 0; i < 100 && bfree() != free0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -432,6 +432,28 @@ TEST_CASE("an open that read the attributes before the unlink of the last name i
   CHECK(v.Fsck() == 0);
 }
 
+TEST_CASE("a restore that brings back a file unlinked while the kernel referenced it reopens it") {
+  CoreVolume v;
+  v.count_lookups = true;
+  v.Remount();
+  const std::string want = Pattern(30000, 9);
+  NodeId n = v.Put(kRootIno, "f", want);  // one kernel reference, kept
+  REQUIRE(v.fs->CreateSnapshot("s").ok());
+  REQUIRE(v.fs->Unlink(kRootIno, "f").ok());
+  CHECK(v.fs->OpenFile(n, O_RDONLY).status().Is(Code::kNotFound));  // a ghost
+  auto r = v.fs->Restore("s");
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  // The same inode number is back: the kernel's old reference opens it.
+  CHECK(v.Node(kRootIno, "f") == n);
+  CHECK(v.ReadAll(n) == want);
+  auto g = v.fs->GetAttr(n);
+  REQUIRE(g.ok());
+  CHECK(g->st.st_nlink == 1);
+  v.fs->Forget(n, 2);
+  CHECK(v.ReadAll(v.Node(kRootIno, "f")) == want);
+  CHECK(v.Fsck() == 0);
+}
+
 // Unlinks `nodes` (named f0, f1, ... in the root) while each is open, then
 // closes them: orphans the kernel still references, which their FORGET
 // destroys (an unlinked file no handle holds goes at its unlink).
