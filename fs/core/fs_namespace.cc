@@ -448,12 +448,11 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   PSM_RETURN_IF_ERROR(m->CheckWritable(v));
   LockSet ls(m, {v.ino});
   InodeAttr a;
-  Status s = m->LoadAttr(nullptr, v.ino, m->live(), &a);
   constexpr uint32_t kTimeBits = kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow | kSetCtime;
-  if (s.Is(Code::kNotFound)) {
-    // A ghost (Impl::ghosts): the kernel writes back the ctime it set at
-    // the unlink. Answered from memory; anything else finds no inode.
-    if ((bits & ~kTimeBits) != 0 || !m->GhostAttr(v.ino, &a)) return Status::Stale();
+  // A ghost (Impl::ghosts; under the stripe its unlink has committed): the
+  // kernel writes back the ctime it set at the unlink. Answered from
+  // memory, without reading the store; anything else finds no inode.
+  if ((bits & ~kTimeBits) == 0 && m->GhostAttr(v.ino, &a)) {
     SetTimes(in, bits, NowNs(), &a);
     {
       std::lock_guard<std::mutex> l(m->handles_mu);
@@ -465,6 +464,8 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
     out.attr_timeout = m->Timeout(v);
     return out;
   }
+  Status s = m->LoadAttr(nullptr, v.ino, m->live(), &a);
+  if (s.Is(Code::kNotFound)) return Status::Stale();
   PSM_RETURN_IF_ERROR(s);
   auto kill_mask = [bits](uint32_t mode) -> uint32_t {
     if (!(bits & kKillSuidGid) || S_ISDIR(mode)) return 0;
