@@ -413,8 +413,11 @@ Result<AttrOut> FileSystem::GetAttr(NodeId node) {
   }
   InodeAttr a;
   Status s = m->LoadAttrAt(v.ino, v.epoch, &a);
-  if (s.Is(Code::kNotFound) && !(v.live() && m->GhostAttr(v.ino, &a))) return Status::Stale();
-  if (!s.Is(Code::kNotFound)) PSM_RETURN_IF_ERROR(s);
+  if (s.Is(Code::kNotFound)) {
+    if (!v.live() || !m->GhostAttr(v.ino, &a)) return Status::Stale();  // a ghost answers
+  } else {
+    PSM_RETURN_IF_ERROR(s);
+  }
   m->FillStat(node, a, &out.st);
   out.attr_timeout = m->Timeout(v);
   return out;
@@ -452,13 +455,17 @@ Result<AttrOut> FileSystem::SetAttr(NodeId node, const struct stat& in, uint32_t
   // A ghost (Impl::ghosts; under the stripe its unlink has committed): the
   // kernel writes back the ctime it set at the unlink. Answered from
   // memory, without reading the store; anything else finds no inode.
-  if ((bits & ~kTimeBits) == 0 && m->GhostAttr(v.ino, &a)) {
-    SetTimes(in, bits, NowNs(), &a);
-    {
-      std::lock_guard<std::mutex> l(m->handles_mu);
-      auto it = m->ghosts.find(v.ino);
-      if (it != m->ghosts.end()) it->second = a;
+  bool ghost = false;
+  if ((bits & ~kTimeBits) == 0) {
+    std::lock_guard<std::mutex> l(m->handles_mu);
+    auto it = m->ghosts.find(v.ino);
+    if (it != m->ghosts.end()) {
+      SetTimes(in, bits, NowNs(), &it->second);
+      a = it->second;
+      ghost = true;
     }
+  }
+  if (ghost) {
     AttrOut out;
     m->FillStat(node, a, &out.st);
     out.attr_timeout = m->Timeout(v);
